@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Start, idempotently, the services the test suite needs. Safe to run again and again.
+# On a machine without them the tests skip with a reason; under CI=true they fail instead.
+set -uo pipefail
+
+log() { printf 'services: %s\n' "$*"; }
+
+# --- PostgreSQL (127.0.0.1:5432, trust auth, database "test") -------------------------------
+if command -v pg_isready >/dev/null 2>&1; then
+  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+      log "starting PostgreSQL"
+      pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+      for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.5; done
+    fi
+  fi
+  if pg_isready -q -h 127.0.0.1 -p 5432; then
+    log "PostgreSQL ready on 127.0.0.1:5432"
+  else
+    log "PostgreSQL is not available; its tests will skip (or fail under CI)"
+  fi
+else
+  log "pg_isready not found; PostgreSQL tests will skip (or fail under CI)"
+fi

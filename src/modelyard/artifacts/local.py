@@ -1,0 +1,145 @@
+"""Content-addressed blobs in a local folder: ``<root>/sha256/ab/cdef…``.
+
+Writes go to a temporary file in the same filesystem, are fsynced, then renamed into place, so a
+crash never leaves a partial blob under its final name. Reads re-hash before returning bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from modelyard.artifacts.base import ArtifactStore, Progress
+from modelyard.errors import ArtifactError, CorruptArtifact, NotFound
+from modelyard.hashing import CHUNK_SIZE, digest_file, hex_of, is_digest
+
+
+class LocalArtifactStore(ArtifactStore):
+    def __init__(self, root: Path, *, read_only: bool = False) -> None:
+        self.root = root
+        self.read_only = read_only
+
+    def __repr__(self) -> str:
+        return f"LocalArtifactStore({str(self.root)!r})"
+
+    # -- paths ---------------------------------------------------------------------------------
+    def path(self, digest: str) -> Path:
+        if not is_digest(digest):
+            raise ArtifactError(f"not a sha256 digest: {digest!r}")
+        hexd = hex_of(digest)
+        return self.root / "sha256" / hexd[:2] / hexd[2:]
+
+    def _tmp_dir(self) -> Path:
+        tmp = self.root / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        return tmp
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ArtifactError(f"artifact store {self.root} is read-only")
+
+    # -- writes --------------------------------------------------------------------------------
+    def put_file(self, path: Path, progress: Progress | None = None) -> str:
+        """Copy and hash in one streaming pass; memory stays at one chunk."""
+        self._check_writable()
+        h = hashlib.sha256()
+        fd, tmp_name = tempfile.mkstemp(dir=self._tmp_dir(), prefix="put-")
+        try:
+            with os.fdopen(fd, "wb") as out, path.open("rb") as src:
+                while chunk := src.read(CHUNK_SIZE):
+                    h.update(chunk)
+                    out.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+                out.flush()
+                os.fsync(out.fileno())
+            return self._commit(tmp_name, f"sha256:{h.hexdigest()}")
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
+
+    def put_bytes(self, data: bytes) -> str:
+        self._check_writable()
+        digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+        if self.path(digest).is_file():
+            return digest
+        fd, tmp_name = tempfile.mkstemp(dir=self._tmp_dir(), prefix="put-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            return self._commit(tmp_name, digest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
+
+    def _commit(self, tmp_name: str, digest: str) -> str:
+        final = self.path(digest)
+        if final.is_file():  # deduplicated: identical content is already stored
+            os.unlink(tmp_name)
+            return digest
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp_name, 0o444)
+        os.replace(tmp_name, final)
+        return digest
+
+    # -- reads ---------------------------------------------------------------------------------
+    def exists(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def size(self, digest: str) -> int:
+        return self._existing(digest).stat().st_size
+
+    def _existing(self, digest: str) -> Path:
+        path = self.path(digest)
+        if not path.is_file():
+            raise NotFound(f"artifact {digest} is not in the artifact store {self.root}")
+        return path
+
+    def verify(self, digest: str) -> Path:
+        path = self._existing(digest)
+        actual = digest_file(path)
+        if actual != digest:
+            raise CorruptArtifact(digest, f"found {actual} at {path}")
+        return path
+
+    def get_bytes(self, digest: str) -> bytes:
+        data = self._existing(digest).read_bytes()
+        actual = f"sha256:{hashlib.sha256(data).hexdigest()}"
+        if actual != digest:
+            raise CorruptArtifact(digest, f"found {actual}")
+        return data
+
+    def open(self, digest: str) -> BinaryIO:
+        return self.verify(digest).open("rb")
+
+    def export_file(self, digest: str, dest: Path, mode: int | None = None) -> None:
+        src = self._existing(digest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        h = hashlib.sha256()
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+        try:
+            with os.fdopen(fd, "wb") as out, src.open("rb") as f:
+                while chunk := f.read(CHUNK_SIZE):
+                    h.update(chunk)
+                    out.write(chunk)
+            if f"sha256:{h.hexdigest()}" != digest:
+                raise CorruptArtifact(digest, f"found sha256:{h.hexdigest()}")
+            os.chmod(tmp_name, mode if mode is not None else 0o644)
+            os.replace(tmp_name, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
+
+    def remove_tmp(self) -> None:
+        """Drop temporary files left by a process that was killed mid-write."""
+        shutil.rmtree(self.root / "tmp", ignore_errors=True)

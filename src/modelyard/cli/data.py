@@ -1,0 +1,10 @@
+"""`modelyard data` commands (placeholder until the stage lands)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group()
+def data() -> None:
+    """data commands."""

@@ -1,0 +1,10 @@
+"""`modelyard lineage` commands (placeholder until the stage lands)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group()
+def lineage() -> None:
+    """lineage commands."""

@@ -1,0 +1,100 @@
+"""The metadata store: an engine, its migrations, and the repositories over it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelyard.errors import StoreUnavailable
+from modelyard.store import migrate
+from modelyard.store.engine import make_engine, redact
+
+
+class Database:
+    """An engine and its sessions, shared by the repositories of one :class:`Store`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session inside one transaction, committed on success, rolled back on error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def insert(self, table: Any) -> Any:
+        """A dialect insert that supports ``on_conflict_do_*`` on both backends."""
+        if self.dialect == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+
+class Store:
+    """The metadata of one workspace. Build it with :meth:`open`; the constructor does no I/O."""
+
+    def __init__(self, db: Database, url: str) -> None:
+        from modelyard.store.datasets import DatasetRepository
+        from modelyard.store.lineage import LineageRepository
+        from modelyard.store.runs import RunRepository
+
+        self.db = db
+        self.url = url
+        self.datasets = DatasetRepository(db)
+        self.runs = RunRepository(db)
+        self.lineage = LineageRepository(db)
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        """Connect, upgrade the schema if it is older than this code, refuse it if newer."""
+        engine = make_engine(url)
+        sqlite_path = _sqlite_path(url)
+        if sqlite_path is not None and not sqlite_path.parent.is_dir():
+            raise StoreUnavailable(
+                f"cannot open the store {redact(url)}: folder {sqlite_path.parent} does not exist"
+            )
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            migrate.upgrade(engine, sqlite_path)
+        except OperationalError as exc:
+            engine.dispose()
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise StoreUnavailable(f"cannot connect to the store {redact(url)}: {reason}") from None
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(Database(engine), url)
+
+    def close(self) -> None:
+        self.db.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({redact(self.url)!r})"
+
+
+def _sqlite_path(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    if parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)

@@ -1,0 +1,129 @@
+"""The workspace: a folder with ``modelyard.toml`` (or ``[tool.modelyard]`` in pyproject.toml)
+and its ``.modelyard/`` state folder. It is the project object every command is handed; it opens
+the metadata store and the artifact store lazily, on first use."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from modelyard.config import CONFIG_FILE, STATE_DIR, Settings, has_config, load_settings
+from modelyard.errors import WorkspaceNotFound
+
+if TYPE_CHECKING:
+    from modelyard.artifacts import LocalArtifactStore
+    from modelyard.store import Store
+
+_CONFIG_TEMPLATE = """\
+# modelyard workspace configuration. Every key can be overridden by an environment variable.
+
+[store]
+# Metadata database. Default: SQLite in .modelyard/ (nothing to set up).
+# For a team: url = "postgresql://user@host:5432/modelyard"   (MODELYARD_STORE_URL)
+# url = "sqlite:///.modelyard/modelyard.db"
+
+[artifacts]
+# Content-addressed blobs (datasets, models, step outputs).       (MODELYARD_ARTIFACT_ROOT)
+# root = ".modelyard/artifacts"
+"""
+
+
+class Workspace:
+    """One workspace. Construct with :meth:`find`, :meth:`init` or :meth:`at`; building it
+    does not touch the database."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._store: Store | None = None
+        self._artifacts: LocalArtifactStore | None = None
+
+    @property
+    def root(self) -> Path:
+        return self.settings.root
+
+    @property
+    def state_dir(self) -> Path:
+        return self.settings.state_dir
+
+    @classmethod
+    def at(cls, root: Path, environ: Mapping[str, str] | None = None) -> Workspace:
+        return cls(load_settings(root.resolve(), environ))
+
+    @classmethod
+    def find(cls, start: Path | None = None, environ: Mapping[str, str] | None = None) -> Workspace:
+        """The workspace containing ``start`` (default: the current folder), searched upwards
+        like git. ``MODELYARD_WORKSPACE`` names one explicitly."""
+        env = os.environ if environ is None else environ
+        if start is None and env.get("MODELYARD_WORKSPACE"):
+            explicit = Path(env["MODELYARD_WORKSPACE"]).resolve()
+            if not is_workspace(explicit):
+                raise WorkspaceNotFound(
+                    f"MODELYARD_WORKSPACE={explicit} is not a modelyard workspace "
+                    "(no modelyard.toml); run 'modelyard init' there"
+                )
+            return cls.at(explicit, env)
+        here = (start or Path.cwd()).resolve()
+        for folder in (here, *here.parents):
+            if is_workspace(folder):
+                return cls.at(folder, env)
+        raise WorkspaceNotFound(
+            f"no modelyard workspace in {here} or any parent folder; run 'modelyard init'"
+        )
+
+    @classmethod
+    def init(cls, root: Path, environ: Mapping[str, str] | None = None) -> tuple[Workspace, bool]:
+        """Create a workspace at ``root`` (idempotent). Returns ``(workspace, created)``."""
+        root = root.resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        created = not is_workspace(root)
+        if not has_config(root):
+            (root / CONFIG_FILE).write_text(_CONFIG_TEMPLATE)
+        state = root / STATE_DIR
+        state.mkdir(exist_ok=True)
+        ignore = state / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("# modelyard state: the store and artifacts, not for git\n*\n")
+        ws = cls.at(root, environ)
+        ws.store  # noqa: B018 - create and migrate the database now, so init reports problems
+        return ws, created
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            from modelyard.store import Store
+
+            self._store = Store.open(self.settings.store_url)
+        return self._store
+
+    @property
+    def artifacts(self) -> LocalArtifactStore:
+        if self._artifacts is None:
+            from modelyard.artifacts import LocalArtifactStore
+
+            self._artifacts = LocalArtifactStore(self.settings.artifact_root)
+        return self._artifacts
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
+
+
+def is_workspace(folder: Path) -> bool:
+    return has_config(folder)
+
+
+def resolve(workspace: Workspace | None) -> Workspace:
+    """The given workspace, or the one around the current folder."""
+    return workspace if workspace is not None else Workspace.find()

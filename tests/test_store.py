@@ -1,0 +1,88 @@
+"""The metadata store on both backends: migrations, repositories, version allocation."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from modelyard.errors import NotFound, RunError, StoreUnavailable, StoreVersionError
+from modelyard.store import RUN_FINISHED, Store
+from modelyard.store import migrate
+from modelyard.store.schema import Base
+
+
+def _add(store: Store, name: str, digest: str) -> tuple[int, bool]:
+    v, created = store.datasets.add_version(
+        name, digest=digest, kind="file", format="csv", size=3, file_count=1,
+        schema=None, profile=None, source=None,
+    )
+    return v.version, created
+
+
+def test_fresh_store_is_migrated_to_head(store_url: str) -> None:
+    with Store.open(store_url) as store:
+        with store.db.engine.connect() as conn:
+            assert migrate.current_revision(conn) == migrate.head_revision()
+            tables = set(sa.inspect(conn).get_table_names())
+    assert set(Base.metadata.tables) <= tables
+
+
+def test_migrations_match_the_models(store_url: str) -> None:
+    """The Alembic history and schema.py describe the same tables."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with Store.open(store_url) as store, store.db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_database_newer_than_code_is_refused(store_url: str) -> None:
+    Store.open(store_url).close()
+    engine = sa.create_engine(store_url.replace("postgresql+psycopg", "postgresql+psycopg"))
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999_future'"))
+    engine.dispose()
+    with pytest.raises(StoreVersionError, match="newer than this modelyard"):
+        Store.open(store_url)
+
+
+def test_unreachable_store_is_a_clear_error() -> None:
+    with pytest.raises(StoreUnavailable, match="cannot connect to the store"):
+        Store.open("postgresql://nobody:secret@127.0.0.1:1/none")
+
+
+def test_password_never_shows_in_the_error() -> None:
+    with pytest.raises(StoreUnavailable) as info:
+        Store.open("postgresql://nobody:hunter2@127.0.0.1:1/none")
+    assert "hunter2" not in str(info.value)
+
+
+def test_dataset_versions_are_numbered_and_deduplicated(store_url: str) -> None:
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    with Store.open(store_url) as store:
+        assert _add(store, "sensors", a) == (1, True)
+        assert _add(store, "sensors", a) == (1, False)
+        assert _add(store, "sensors", b) == (2, True)
+        assert _add(store, "other", b) == (1, True)
+        assert store.datasets.get_version("sensors").version == 2
+        assert store.datasets.get_version("sensors", digest=a).version == 1
+        assert [d.latest_version for d in store.datasets.all()] == [1, 2]
+        with pytest.raises(NotFound, match="has no version 7"):
+            store.datasets.get_version("sensors", 7)
+        with pytest.raises(NotFound, match="no dataset named 'nope'"):
+            store.datasets.get("nope")
+
+
+def test_params_are_write_once(store_url: str) -> None:
+    with Store.open(store_url) as store:
+        store.runs.create("a" * 32, name="r")
+        store.runs.log_params("a" * 32, {"lr": "0.1"})
+        store.runs.log_params("a" * 32, {"lr": "0.1"})
+        with pytest.raises(RunError, match="cannot change"):
+            store.runs.log_params("a" * 32, {"lr": "0.2"})
+        store.runs.finish("a" * 32, RUN_FINISHED)
+        run = store.runs.get("aaaa")
+    assert run.params == {"lr": "0.1"}
+    assert run.status == RUN_FINISHED
+    assert run.end_time is not None and run.end_time.tzinfo is not None
