@@ -179,3 +179,7 @@ class LineageEdgeRow(Base):
     target_id: Mapped[str] = mapped_column(String(256))
     relation: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# Stage tables live in modules of their own; importing them here keeps Base.metadata complete.
+from modelyard.store import schema_pipeline, schema_registry  # noqa: E402, F401
