@@ -6,24 +6,29 @@ import pytest
 import sqlalchemy as sa
 
 from modelyard.errors import NotFound, RunError, StoreUnavailable, StoreVersionError
-from modelyard.store import RUN_FINISHED, Store
-from modelyard.store import migrate
+from modelyard.store import RUN_FINISHED, Store, migrate
 from modelyard.store.schema import Base
 
 
 def _add(store: Store, name: str, digest: str) -> tuple[int, bool]:
     v, created = store.datasets.add_version(
-        name, digest=digest, kind="file", format="csv", size=3, file_count=1,
-        schema=None, profile=None, source=None,
+        name,
+        digest=digest,
+        kind="file",
+        format="csv",
+        size=3,
+        file_count=1,
+        schema=None,
+        profile=None,
+        source=None,
     )
     return v.version, created
 
 
 def test_fresh_store_is_migrated_to_head(store_url: str) -> None:
-    with Store.open(store_url) as store:
-        with store.db.engine.connect() as conn:
-            assert migrate.current_revision(conn) == migrate.head_revision()
-            tables = set(sa.inspect(conn).get_table_names())
+    with Store.open(store_url) as store, store.db.engine.connect() as conn:
+        assert migrate.current_revision(conn) == migrate.head_revision()
+        tables = set(sa.inspect(conn).get_table_names())
     assert set(Base.metadata.tables) <= tables
 
 
@@ -85,4 +90,5 @@ def test_params_are_write_once(store_url: str) -> None:
         run = store.runs.get("aaaa")
     assert run.params == {"lr": "0.1"}
     assert run.status == RUN_FINISHED
-    assert run.end_time is not None and run.end_time.tzinfo is not None
+    assert run.end_time is not None
+    assert run.end_time.tzinfo is not None
