@@ -1,10 +1,57 @@
-"""`modelyard lineage` commands (placeholder until the stage lands)."""
+"""``modelyard lineage THING``: where a thing came from and what came of it, as a tree."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
+from rich.markup import escape
+from rich.tree import Tree
+
+from modelyard.cli._common import console, pass_workspace
+from modelyard.workspace import Workspace
+
+if TYPE_CHECKING:
+    from modelyard.tracking import LineageNode
+
+_ARROW = {"up": "←", "down": "→"}
 
 
-@click.group()
-def lineage() -> None:
-    """lineage commands."""
+@click.command()
+@click.argument("thing")
+@click.option("--up", "up", is_flag=True, help="Only upstream: what THING was made from.")
+@click.option("--down", "down", is_flag=True, help="Only downstream: what was made from THING.")
+@click.option(
+    "--depth", default=10, show_default=True, type=click.IntRange(min=1), help="Levels to walk."
+)
+@pass_workspace
+def lineage(ws: Workspace, thing: str, up: bool, down: bool, depth: int) -> None:
+    """Show the lineage of THING: a run id (or unique prefix), a dataset version such as
+    sensors@4, or an artifact digest. Prefix with TYPE: to disambiguate (run:1a2b).
+
+    Without --up or --down both directions are shown.
+    """
+    from modelyard.tracking import build_lineage
+
+    direction = "up" if up and not down else "down" if down and not up else "both"
+    root = build_lineage(ws, thing, direction=direction, depth=depth)
+    tree = Tree(f"[bold]{escape(root.label)}[/]")
+    ups = [c for c in root.children if c.direction == "up"]
+    downs = [c for c in root.children if c.direction == "down"]
+    if not ups and not downs:
+        tree.add("[dim](no lineage recorded)[/]")
+    for title, group in (("upstream", ups), ("downstream", downs)):
+        if not group:
+            continue
+        branch = tree.add(f"[dim]{title}[/]") if direction == "both" else tree
+        for child in group:
+            _add(branch, child)
+    console().print(tree)
+
+
+def _add(parent: Tree, node: LineageNode) -> None:
+    arrow = _ARROW.get(node.direction or "", "")
+    note = " [dim](shown above)[/]" if node.repeated else " [dim]…[/]" if node.truncated else ""
+    branch = parent.add(f"[dim]{escape(node.relation or '')} {arrow}[/] {escape(node.label)}{note}")
+    for child in node.children:
+        _add(branch, child)

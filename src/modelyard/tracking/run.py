@@ -1,0 +1,387 @@
+"""A tracked run: parameters, metrics, tags, inputs and outputs, recorded as it executes.
+
+``start_run`` writes the run row with everything needed to reproduce it (git commit and diff,
+Python version, exact package versions, host, user) before user code runs. While the run is
+alive a daemon thread sends a heartbeat; a process killed with SIGKILL cannot mark its run
+failed, so readers call the run ``lost`` once its heartbeat is stale.
+
+Metrics are buffered and written in bulk — one INSERT for up to ``flush_every`` points, plus a
+flush on every heartbeat and at the end — because a training loop logging per batch would
+otherwise spend its time in database round-trips (and, on SQLite, in the write lock).
+
+Metric values must be finite: NaN and ±inf are rejected when logged with
+:class:`~modelyard.errors.InvalidParameter`. SQLite cannot store NaN (it becomes NULL), so
+accepting them would make the two backends disagree; a diverging loss is better reported as a
+failed run or a tag.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+from uuid import uuid4
+
+from modelyard.errors import InvalidParameter, NotFound, RunError
+from modelyard.refs import validate_name
+from modelyard.tracking.settings import TrackingSettings
+
+if TYPE_CHECKING:
+    from modelyard.models.log import LoggedModel
+    from modelyard.store.entities import DatasetVersion, Run
+    from modelyard.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+RUN_FINISHED = "finished"
+RUN_FAILED = "failed"
+_END_STATUSES = (RUN_FINISHED, RUN_FAILED)
+_MAX_KEY = 256
+
+# Lineage node types and relations recorded by tracked runs.
+NODE_RUN = "run"
+NODE_DATASET_VERSION = "dataset_version"
+NODE_ARTIFACT = "artifact"
+REL_INPUT = "input"
+REL_OUTPUT = "output"
+REL_CONTAINS = "contains"
+
+
+def start_run(
+    name: str | None = None,
+    *,
+    pipeline: str | None = None,
+    parent_id: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    workspace: Workspace | None = None,
+    heartbeat_interval_s: float | None = None,
+    flush_every: int | None = None,
+) -> ActiveRun:
+    """Start a run and return it; use it as a context manager so it always ends::
+
+        with modelyard.start_run(name="train", params={"lr": 0.1}) as run:
+            run.log_metric("loss", 0.3)
+
+    ``parent_id`` makes this a step of a parent run (a pipeline run); the parent gets a
+    ``contains`` lineage arrow to it. Heartbeat and flush settings default to the workspace's
+    ``[tracking]`` config.
+    """
+    from modelyard.tracking.environment import (
+        capture_code_version,
+        host_name,
+        python_version,
+        save_environment,
+        user_name,
+    )
+    from modelyard.workspace import resolve
+
+    if heartbeat_interval_s is not None and not heartbeat_interval_s > 0:
+        raise InvalidParameter("heartbeat_interval_s must be positive")
+    if flush_every is not None and flush_every < 1:
+        raise InvalidParameter("flush_every must be at least 1")
+    if name is not None:
+        _check_text(name, "run name")
+    if pipeline is not None:
+        _check_text(pipeline, "pipeline name")
+
+    ws = resolve(workspace)
+    try:
+        base = TrackingSettings.of(ws)
+        settings = TrackingSettings(
+            heartbeat_interval_s or base.heartbeat_interval_s, flush_every or base.flush_every
+        )
+        if parent_id is not None:
+            parent_id = ws.store.runs.resolve_id(parent_id)
+        code = capture_code_version(ws.root, ws)
+        row = ws.store.runs.create(
+            uuid4().hex,
+            name=name,
+            pipeline=pipeline,
+            parent_id=parent_id,
+            git_commit=code.commit,
+            git_dirty=code.dirty,
+            git_diff_digest=code.diff_digest,
+            python_version=python_version(),
+            environment_digest=save_environment(ws),
+            host=host_name(),
+            user=user_name(),
+        )
+    except BaseException:
+        if workspace is None:  # we opened it, nobody else will close it
+            ws.close()
+        raise
+    run = ActiveRun(ws, row, settings, owns_workspace=workspace is None)
+    try:
+        if parent_id is not None:
+            ws.store.lineage.add(NODE_RUN, parent_id, NODE_RUN, run.id, REL_CONTAINS)
+        if params:
+            run.log_params(params)
+        if tags:
+            run.set_tags(tags)
+    except BaseException as exc:
+        run.end(RUN_FAILED, _describe(exc))
+        raise
+    run._start_heartbeat()
+    return run
+
+
+class ActiveRun:
+    """A run being recorded. Thread-safe: the heartbeat thread flushes the metric buffer
+    concurrently with the caller logging into it."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        run: Run,
+        settings: TrackingSettings,
+        *,
+        owns_workspace: bool = False,
+    ) -> None:
+        self.workspace = workspace
+        self._owns_workspace = owns_workspace  # found by start_run: close its store at the end
+        self.id: str = run.id
+        self.name = run.name
+        self.settings = settings
+        self._buffer: list[tuple[str, float, int, datetime]] = []
+        self._next_step: dict[str, int] = {}
+        self._buffer_lock = threading.Lock()
+        self._flush_lock = threading.Lock()  # one writer of metrics at a time, in order
+        self._ended = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        state = "ended" if self._ended else "running"
+        return f"ActiveRun({self.id!r}, name={self.name!r}, {state})"
+
+    # -- context manager ----------------------------------------------------------------------
+    def __enter__(self) -> ActiveRun:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._ended:
+            return
+        if exc is None:
+            self.end()
+        else:
+            self.end(RUN_FAILED, _describe(exc))
+
+    # -- parameters and tags ------------------------------------------------------------------
+    def log_param(self, key: str, value: Any) -> None:
+        self.log_params({key: value})
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Values are stored as ``str(value)``. Parameters are write-once: logging a different
+        value for a key already logged raises RunError."""
+        self._check_live()
+        clean = {_check_text(k, "parameter name"): _param_text(v) for k, v in params.items()}
+        self.workspace.store.runs.log_params(self.id, clean)
+
+    def set_tag(self, key: str, value: str) -> None:
+        self.set_tags({key: value})
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Tags, unlike parameters, may be changed: the last value wins."""
+        self._check_live()
+        clean = {_check_text(k, "tag name"): str(v) for k, v in tags.items()}
+        self.workspace.store.runs.set_tags(self.id, clean)
+
+    # -- metrics ------------------------------------------------------------------------------
+    def log_metric(self, key: str, value: float, step: int | None = None) -> None:
+        """Buffer one point. Without ``step`` each key counts 0, 1, 2… on its own; an explicit
+        step moves that counter past it."""
+        self.log_metrics({key: value}, step)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._check_live()
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+            raise InvalidParameter(f"metric step must be a non-negative integer, not {step!r}")
+        checked = [(_check_text(k, "metric name"), _metric_value(k, v)) for k, v in metrics.items()]
+        now = datetime.now(UTC)
+        with self._buffer_lock:
+            for key, value in checked:
+                used = self._next_step.get(key, 0) if step is None else step
+                self._next_step[key] = max(self._next_step.get(key, 0), used + 1)
+                self._buffer.append((key, value, used, now))
+            full = len(self._buffer) >= self.settings.flush_every
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered metric points now (also done on every heartbeat and at the end)."""
+        with self._flush_lock:
+            with self._buffer_lock:
+                points, self._buffer = self._buffer, []
+            if not points:
+                return
+            try:
+                self.workspace.store.runs.log_metrics(self.id, points)
+            except BaseException:
+                with self._buffer_lock:  # keep them for the next attempt, in order
+                    self._buffer[:0] = points
+                raise
+
+    # -- inputs and outputs -------------------------------------------------------------------
+    def use_dataset(self, ref: str) -> DatasetVersion:
+        """Resolve a dataset reference (``name``, ``name@3``, ``name@sha256:…``) and record
+        that this run read it."""
+        self._check_live()
+        version = resolve_dataset_version(self.workspace, ref)
+        self.workspace.store.lineage.add(
+            NODE_DATASET_VERSION, version.ref, NODE_RUN, self.id, REL_INPUT
+        )
+        return version
+
+    def log_artifact(self, path: str | Path, name: str | None = None) -> str:
+        """Store a file or a folder (content-addressed) as an output of this run; returns its
+        digest. ``name`` defaults to the file or folder name; logging a name again replaces
+        the earlier artifact of that name."""
+        self._check_live()
+        source = Path(path)
+        artifact_name = _artifact_name(name if name is not None else source.name)
+        store = self.workspace.artifacts
+        if source.is_file():
+            digest = store.put_file(source)
+            kind, size = "file", source.stat().st_size
+        elif source.is_dir():
+            digest, manifest = store.put_dir(source)
+            kind, size = "directory", manifest.size
+        else:
+            raise NotFound(f"cannot log artifact {str(source)!r}: no such file or folder")
+        self.workspace.store.runs.add_artifact(self.id, artifact_name, digest, kind, size)
+        self.workspace.store.lineage.add(NODE_RUN, self.id, NODE_ARTIFACT, digest, REL_OUTPUT)
+        return digest
+
+    def add_output(self, node_type: str, node_id: str) -> None:
+        """Record that this run produced ``node_id`` (a dataset version, a model version…)."""
+        self._check_live()
+        _check_text(node_type, "node type")
+        _check_text(node_id, "node id")
+        self.workspace.store.lineage.add(NODE_RUN, self.id, node_type, node_id, REL_OUTPUT)
+
+    def log_model(self, model: Any, name: str = "model", **kw: Any) -> LoggedModel:
+        """Save ``model`` with its flavor and signature and log the folder as artifact
+        ``name`` (see :func:`modelyard.models.log_model`)."""
+        from modelyard.models.log import log_model
+
+        self._check_live()
+        return log_model(self, model, name, **kw)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def end(self, status: str = RUN_FINISHED, error: str | None = None) -> None:
+        """Flush metrics, stop the heartbeat and record the final status. Ending twice is an
+        error: the first end is the truth."""
+        if status not in _END_STATUSES:
+            raise InvalidParameter(
+                f"a run ends as one of {', '.join(_END_STATUSES)}, not {status!r}"
+            )
+        self._check_live()
+        self._ended = True
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        try:
+            try:
+                self.flush()
+            except Exception as exc:
+                if status == RUN_FINISHED:
+                    status, error = RUN_FAILED, f"metrics could not be saved: {_describe(exc)}"
+                self.workspace.store.runs.finish(self.id, status, error)
+                raise
+            self.workspace.store.runs.finish(self.id, status, error)
+        finally:
+            if self._owns_workspace:
+                self.workspace.close()
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def _check_live(self) -> None:
+        if self._ended:
+            raise RunError(f"run {self.id} has ended; start a new run to log more")
+
+    def _start_heartbeat(self) -> None:
+        self._thread = threading.Thread(
+            target=self._beat, name=f"modelyard-heartbeat-{self.id[:8]}", daemon=True
+        )
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_interval_s):
+            try:
+                self.flush()
+                self.workspace.store.runs.heartbeat(self.id)
+            except Exception:  # the store hiccuped: keep beating, the next beat may succeed
+                log.warning("heartbeat of run %s failed", self.id, exc_info=True)
+
+
+def resolve_dataset_version(ws: Workspace, ref: str) -> DatasetVersion:
+    """A dataset version from ``name``, ``name@latest``, ``name@N`` or ``name@sha256:…``."""
+    from modelyard.errors import InvalidReference
+    from modelyard.refs import Ref
+
+    parsed = Ref.parse(ref, kind="dataset reference")
+    if parsed.alias is not None:
+        raise InvalidReference(
+            f"dataset reference {ref!r}: datasets have no aliases; use a version number or digest"
+        )
+    return ws.store.datasets.get_version(parsed.name, parsed.version, digest=parsed.digest)
+
+
+def _describe(exc: BaseException) -> str:
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _check_text(value: str, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidParameter(f"{what} must be a non-empty string, not {value!r}")
+    if len(value) > _MAX_KEY:
+        raise InvalidParameter(f"{what} {value[:40]!r}… is longer than {_MAX_KEY} characters")
+    return value
+
+
+def _param_text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def _metric_value(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) and not _is_number(value):
+        raise InvalidParameter(f"metric {key!r} must be a number, not {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidParameter(
+            f"metric {key!r} is {number}: only finite values are stored "
+            "(skip the point, or end the run as failed)"
+        )
+    return number
+
+
+def _is_number(value: Any) -> bool:
+    """numpy scalars and other objects that convert to float exactly like a number."""
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(value, str | bytes)
+
+
+def _artifact_name(name: str) -> str:
+    """Artifact names may nest (``plots/roc.png``) but every segment must be a safe name: they
+    become paths when a run's artifacts are exported."""
+    segments = name.split("/")
+    for segment in segments:
+        validate_name(segment, "artifact name segment")
+    return name
