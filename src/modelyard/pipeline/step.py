@@ -1,0 +1,169 @@
+"""Steps and pipelines as plain Python.
+
+A step is an ordinary typed function; ``@step`` only attaches a :class:`StepSpec` to it, so the
+function stays callable (and testable) without any framework object. A :class:`Pipeline` is a
+named list of steps; the graph between them is implied by names (see :mod:`.graph` for the
+rule), never by wiring code.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, overload
+
+from modelyard.refs import Ref, validate_name
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+STEP_ATTR = "__modelyard_step__"
+
+
+@dataclass(frozen=True)
+class DatasetInput:
+    """A step argument's default that asks for a dataset version: ``dataset("sensors@latest")``.
+
+    The orchestrator resolves it to one concrete version when the pipeline run starts (so the
+    cache key holds that version's digest) and hands the step a
+    :class:`modelyard.store.DatasetVersion`.
+    """
+
+    ref: str
+
+    def __repr__(self) -> str:
+        return f"dataset({self.ref!r})"
+
+
+def dataset(ref: str) -> Any:
+    """Mark a step argument as a versioned dataset input: ``def check(raw=dataset("sensors"))``.
+
+    Typed ``Any`` so it can be the default of an argument annotated ``DatasetVersion``."""
+    Ref.parse(ref, kind="dataset reference")
+    return DatasetInput(ref)
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """What ``@step`` records about a function. ``outputs`` names the values it returns: by
+    default one output named after the function; several names mean it returns a tuple (or a
+    dict with those keys); an empty tuple means it returns nothing."""
+
+    name: str
+    fn: Callable[..., Any]
+    outputs: tuple[str, ...]
+    cache: bool = True
+    retries: int = 0
+    retry_delay: float = 1.0
+    timeout: float | None = None
+    pickle: bool = False
+
+    @property
+    def source_file(self) -> Path:
+        return Path(inspect.getsourcefile(self.fn) or "<unknown>")
+
+    @property
+    def line(self) -> int:
+        try:
+            return inspect.getsourcelines(self.fn)[1]
+        except (OSError, TypeError):
+            return 0
+
+    @property
+    def where(self) -> str:
+        """``file:line`` of the definition, for error messages."""
+        return f"{self.source_file}:{self.line}"
+
+
+@overload
+def step(fn: F, /) -> F: ...
+
+
+@overload
+def step(
+    *,
+    name: str | None = None,
+    outputs: str | Sequence[str] | None = None,
+    cache: bool = True,
+    retries: int = 0,
+    retry_delay: float = 1.0,
+    timeout: float | None = None,
+    pickle: bool = False,
+) -> Callable[[F], F]: ...
+
+
+def step(
+    fn: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    outputs: str | Sequence[str] | None = None,
+    cache: bool = True,
+    retries: int = 0,
+    retry_delay: float = 1.0,
+    timeout: float | None = None,
+    pickle: bool = False,
+) -> F | Callable[[F], F]:
+    """Declare a function as a pipeline step; the function itself is returned unchanged.
+
+    ``cache=False`` for steps whose result depends on the outside world (a collect step
+    reading new files). ``retries`` re-runs a failed attempt after ``retry_delay * 2**n``
+    seconds. ``timeout`` (seconds) kills an attempt that runs longer. ``pickle=True`` lets
+    outputs that no safe serializer handles be pickled: only for values you produce and trust.
+    """
+    if retries < 0:
+        raise ValueError("retries must be >= 0")
+    if timeout is not None and timeout <= 0:
+        raise ValueError("timeout must be a positive number of seconds")
+
+    def decorate(f: F) -> F:
+        step_name = validate_name(name or f.__name__, "step name")
+        if outputs is None:
+            outs: tuple[str, ...] = (step_name,)
+        elif isinstance(outputs, str):
+            outs = (outputs,)
+        else:
+            outs = tuple(outputs)
+        for out in outs:
+            if not out.isidentifier():
+                raise ValueError(f"step {step_name!r}: output name {out!r} is not an identifier")
+        spec = StepSpec(
+            name=step_name,
+            fn=f,
+            outputs=outs,
+            cache=cache,
+            retries=retries,
+            retry_delay=retry_delay,
+            timeout=timeout,
+            pickle=pickle,
+        )
+        setattr(f, STEP_ATTR, spec)
+        return f
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate
+
+
+def spec_of(obj: Any) -> StepSpec | None:
+    spec = getattr(obj, STEP_ATTR, None)
+    return spec if isinstance(spec, StepSpec) else None
+
+
+@dataclass
+class Pipeline:
+    """A named set of steps. Order in the list does not matter: the graph decides it."""
+
+    name: str
+    steps: Sequence[Callable[..., Any]]
+    description: str = ""
+    defined_at: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        validate_name(self.name, "pipeline name")
+        if not self.defined_at:
+            frame = inspect.currentframe()
+            caller = frame.f_back.f_back if frame and frame.f_back else None
+            if caller is not None:
+                self.defined_at = f"{caller.f_code.co_filename}:{caller.f_lineno}"

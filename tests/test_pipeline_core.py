@@ -1,0 +1,210 @@
+"""Pipeline definitions, parameters, serializers and cache keys: no store, no processes."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modelyard.artifacts import LocalArtifactStore
+from modelyard.errors import InvalidParameter, PipelineDefinitionError, StepFailed
+from modelyard.pipeline import Pipeline, dataset, step
+from modelyard.pipeline.cache import code_digest
+from modelyard.pipeline.graph import build_graph
+from modelyard.pipeline.loader import load_pipeline
+from modelyard.pipeline.params import parse_assignments, resolve_params
+from modelyard.pipeline.serializers import dump, load
+
+
+def _write(folder: Path, name: str, source: str) -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+@step
+def raw(rows: int = 3) -> list[int]:
+    return list(range(rows))
+
+
+@step(outputs=("low", "high"))
+def split(raw: list[int], cut: float = 1.5) -> tuple[list[int], list[int]]:
+    return [r for r in raw if r < cut], [r for r in raw if r >= cut]
+
+
+@step
+def count(low: list[int], high: list[int], ref=dataset("sensors@2")) -> int:  # noqa: B008 - the marker is the point
+    return len(low) + len(high)
+
+
+def test_a_step_is_a_plain_function() -> None:
+    assert split([0, 1, 2, 3], cut=2) == ([0, 1], [2, 3])
+    assert raw() == [0, 1, 2]
+
+
+def test_graph_wires_by_name_and_orders_topologically() -> None:
+    graph = build_graph(Pipeline("demo", [count, split, raw]))
+    assert graph.order == ("raw", "split", "count")
+    assert dict(graph.nodes["count"].inputs) == {"low": "split", "high": "split"}
+    assert dict(graph.nodes["count"].datasets) == {"ref": "sensors@2"}
+    assert {n: (p.type, p.default) for n, p in graph.params.items()} == {
+        "rows": (int, 3),
+        "cut": (float, 1.5),
+    }
+    assert graph.downstream("raw") == {"split", "count"}
+
+
+def test_a_cycle_is_reported_with_file_and_line(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "cyclic.py",
+        """
+        from modelyard.pipeline import Pipeline, step
+
+        @step
+        def a(b: int) -> int:
+            return b
+
+        @step
+        def b(a: int) -> int:
+            return a
+
+        pipeline = Pipeline("cyclic", [a, b])
+        """,
+    )
+    with pytest.raises(PipelineDefinitionError, match=r"cyclic\.py:\d+: the steps form a cycle"):
+        build_graph(load_pipeline(path))
+
+
+def test_a_missing_input_names_the_step_the_input_and_the_line(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "missing.py",
+        """
+        from modelyard.pipeline import Pipeline, step
+
+        @step
+        def first() -> int:
+            return 1
+
+        @step
+        def second(frist: int) -> int:
+            return frist
+
+        pipeline = Pipeline("missing", [first, second])
+        """,
+    )
+    with pytest.raises(PipelineDefinitionError) as info:
+        build_graph(load_pipeline(path))
+    assert "missing.py:8: input 'frist' of step 'second' is not an output" in str(info.value)
+    assert "(outputs: first, second)" in str(info.value)
+
+
+def test_an_undecorated_function_is_refused() -> None:
+    def loose() -> int:
+        return 1
+
+    with pytest.raises(PipelineDefinitionError, match="'loose' in pipeline 'p' is not a step"):
+        build_graph(Pipeline("p", [loose]))
+
+
+def test_parameters_are_typed_and_checked() -> None:
+    graph = build_graph(Pipeline("demo", [raw, split, count]))
+    assert resolve_params(graph, parse_assignments(["rows=10", "cut=2"])) == {
+        "rows": 10,
+        "cut": 2.0,
+    }
+    with pytest.raises(InvalidParameter, match="parameter 'rows' expects int, got 'ten'"):
+        resolve_params(graph, {"rows": "ten"})
+    with pytest.raises(
+        InvalidParameter, match=r"unknown parameter 'row' .*\(parameters: cut, rows\)"
+    ):
+        resolve_params(graph, {"row": "1"})
+    with pytest.raises(InvalidParameter, match="NAME=VALUE"):
+        parse_assignments(["rows"])
+
+
+def _roundtrip(value: object, store: LocalArtifactStore, tmp: Path, **kw: bool) -> object:
+    stored = dump(
+        value, step="s", output="o", artifacts=store, allow_pickle=kw.get("pickle", False)
+    )
+    return stored.serializer, load(
+        stored, artifacts=store, scratch=tmp / "scratch", resolve_dataset=lambda r: r
+    )
+
+
+def test_serializers_pick_a_safe_format_by_type(tmp_path: Path) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    kind, back = _roundtrip(frame, store, tmp_path)
+    assert kind == "parquet"
+    pd.testing.assert_frame_equal(back, frame)
+    kind, back = _roundtrip(np.arange(6).reshape(2, 3), store, tmp_path)
+    assert kind == "npy"
+    assert back.tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert _roundtrip({"k": [1, 2.5, None]}, store, tmp_path) == ("json", {"k": [1, 2.5, None]})
+    model = RandomForestClassifier(n_estimators=2, random_state=0).fit([[0], [1]], [0, 1])
+    kind, back = _roundtrip(model, store, tmp_path)
+    assert kind == "skops"
+    assert back.predict([[1]]).tolist() == [1]
+    src = tmp_path / "report.txt"
+    src.write_text("hello")
+    kind, back = _roundtrip(src, store, tmp_path)
+    assert kind == "file"
+    assert Path(back).read_text() == "hello"
+
+
+class Opaque:
+    pass
+
+
+def test_an_unserializable_output_names_step_output_and_type(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    with pytest.raises(StepFailed) as info:
+        dump(Opaque(), step="train", output="model", artifacts=store, allow_pickle=False)
+    assert "step 'train' output 'model'" in str(info.value)
+    assert "test_pipeline_core.Opaque" in str(info.value)
+    assert "@step(pickle=True)" in str(info.value)
+    with pytest.raises(StepFailed, match="output 'o'"):
+        dump(np.array([object()]), step="s", output="o", artifacts=store, allow_pickle=False)
+    kind, back = _roundtrip(Opaque(), store, tmp_path, pickle=True)
+    assert kind == "pickle"
+    assert isinstance(back, Opaque)
+
+
+def test_code_digest_follows_project_helpers_only(tmp_path: Path) -> None:
+    helpers = tmp_path / "helpers_cd.py"
+    helpers.write_text("def clean(x):\n    return x + 1\n")
+    source = """
+        from modelyard.pipeline import Pipeline, step
+        from helpers_cd import clean
+
+        @step
+        def a(x: int = 1) -> int:
+            return clean(x)
+
+        @step
+        def b(x: int = 1) -> int:
+            return x
+
+        pipeline = Pipeline("cd", [a, b])
+        """
+    path = _write(tmp_path, "cd.py", source)
+    import sys
+
+    def digests() -> tuple[str, str]:
+        sys.modules.pop("helpers_cd", None)
+        nodes = build_graph(load_pipeline(path)).nodes
+        return code_digest(nodes["a"].spec.fn, tmp_path), code_digest(nodes["b"].spec.fn, tmp_path)
+
+    a1, b1 = digests()
+    assert digests() == (a1, b1)
+    helpers.write_text("def clean(x):\n    return x + 2\n")
+    a2, b2 = digests()
+    assert a2 != a1
+    assert b2 == b1
