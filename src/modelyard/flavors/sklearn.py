@@ -1,0 +1,198 @@
+"""scikit-learn models, stored with skops, loaded only if every type is on modelyard's list.
+
+Why not trust skops' own audit: skops reports what it does not trust, but the decision of what
+may be constructed from a model file must not depend on the file. We walk the file's schema,
+collect every (module, name) it asks for and check each against rules fixed here: builtins
+containers and scalars, numpy arrays/dtypes/scalars/ufuncs, scipy sparse containers, and
+scikit-learn classes that are estimators (or a short list of known internal helpers). Anything
+else — a user's class, ``builtins.eval``, ``os.system`` — refuses the load.
+
+Pickle is a separate flavor (``sklearn-pickle``) used only when the user marked the model as
+trusted at save time and the loader is explicitly allowed to unpickle.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from modelyard.errors import FlavorError, UnsafeModel
+
+MODEL_FILE = "model.skops"
+PICKLE_FILE = "model.pkl"
+
+_BUILTINS = frozenset(
+    "builtins." + n
+    for n in (
+        "int",
+        "float",
+        "str",
+        "bool",
+        "complex",
+        "list",
+        "dict",
+        "tuple",
+        "set",
+        "frozenset",
+        "slice",
+        "NoneType",
+        "bytes",
+        "bytearray",
+        "type",
+        "object",
+    )
+)
+_NUMPY = frozenset(
+    {
+        "numpy.ndarray",
+        "numpy.dtype",
+        "numpy.ma.core.MaskedArray",
+        "numpy.random.mtrand.RandomState",
+        "numpy.random._generator.Generator",
+        "numpy.random._pcg64.PCG64",
+        "numpy.random._mt19937.MT19937",
+        "numpy.random.bit_generator.SeedSequence",
+    }
+)
+_SCIPY_PREFIXES = (
+    "scipy.sparse._csr.",
+    "scipy.sparse._csc.",
+    "scipy.sparse._coo.",
+    "scipy.sparse._dia.",
+    "scipy.sparse._lil.",
+    "scipy.sparse._dok.",
+    "scipy.sparse._bsr.",
+)
+# Internal scikit-learn types that are not estimators but hold fitted state.
+_SKLEARN_INTERNAL = frozenset(
+    {
+        "sklearn.tree._tree.Tree",
+        "sklearn.utils._bunch.Bunch",
+        "sklearn.neighbors._kd_tree.KDTree",
+        "sklearn.neighbors._ball_tree.BallTree",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn._loss.link.Interval",
+        "sklearn._loss.link.IdentityLink",
+        "sklearn._loss.link.LogLink",
+        "sklearn._loss.link.LogitLink",
+        "sklearn._loss.link.HalfLogitLink",
+        "sklearn._loss.link.MultinomialLogit",
+        "sklearn._loss.loss.HalfSquaredError",
+        "sklearn._loss.loss.AbsoluteError",
+        "sklearn._loss.loss.PinballLoss",
+        "sklearn._loss.loss.HuberLoss",
+        "sklearn._loss.loss.HalfPoissonLoss",
+        "sklearn._loss.loss.HalfGammaLoss",
+        "sklearn._loss.loss.HalfBinomialLoss",
+        "sklearn._loss.loss.HalfMultinomialLoss",
+        "sklearn._loss.loss.ExponentialLoss",
+    }
+)
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+def is_trusted_type(type_name: str) -> bool:
+    """The allow-list: True only for types modelyard knows are safe to construct."""
+    if not _DOTTED.match(type_name):
+        return False
+    if type_name in _BUILTINS or type_name in _NUMPY or type_name in _SKLEARN_INTERNAL:
+        return True
+    module, _, attr = type_name.rpartition(".")
+    if module == "numpy":
+        import numpy as np
+
+        obj = getattr(np, attr, None)
+        # numpy scalar types (numpy.float64) and ufuncs (numpy.log1p in a FunctionTransformer)
+        return isinstance(obj, np.ufunc) or (isinstance(obj, type) and issubclass(obj, np.generic))
+    if type_name.startswith(_SCIPY_PREFIXES):
+        return attr.endswith(("_matrix", "_array"))
+    if module == "sklearn" or module.startswith("sklearn."):
+        try:
+            obj = getattr(importlib.import_module(module), attr, None)
+        except ImportError:
+            return False
+        from sklearn.base import BaseEstimator
+
+        return isinstance(obj, type) and issubclass(obj, BaseEstimator)
+    return False
+
+
+def _schema_types(node: Any, found: set[str]) -> None:
+    if isinstance(node, dict):
+        module, cls = node.get("__module__"), node.get("__class__")
+        if isinstance(module, str) and isinstance(cls, str):
+            found.add(f"{module}.{cls}")
+        for value in node.values():
+            _schema_types(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _schema_types(value, found)
+
+
+def types_in_file(path: Path) -> set[str]:
+    """Every type or function a skops file asks to construct, read from its schema."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            schema = json.loads(archive.read("schema.json"))
+    except (OSError, KeyError, zipfile.BadZipFile, ValueError) as exc:
+        raise FlavorError(f"{path} is not a readable skops file: {exc}") from exc
+    found: set[str] = set()
+    _schema_types(schema, found)
+    return found
+
+
+def check_file(path: Path) -> list[str]:
+    """Return the sorted types of ``path`` (all trusted) or raise :class:`UnsafeModel`."""
+    types = types_in_file(path)
+    refused = sorted(t for t in types if not is_trusted_type(t))
+    if refused:
+        raise UnsafeModel(
+            f"{path.name} contains types modelyard does not trust: {', '.join(refused)}. "
+            "Use a generic python model for custom code, or save with trusted_pickle=True and "
+            "load with allow_pickle=True if you trust where this model came from"
+        )
+    return sorted(types)
+
+
+def save(model: Any, folder: Path, *, trusted_pickle: bool) -> tuple[str, list[str]]:
+    """Write the model; returns (flavor, files). Falls back to pickle only when trusted."""
+    import skops.io as sio
+
+    target = folder / MODEL_FILE
+    sio.dump(model, target)
+    try:
+        check_file(target)
+    except UnsafeModel:
+        if not trusted_pickle:
+            target.unlink()
+            raise
+        target.unlink()
+        import pickle
+
+        with (folder / PICKLE_FILE).open("wb") as fh:
+            pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        return "sklearn-pickle", [PICKLE_FILE]
+    return "sklearn", [MODEL_FILE]
+
+
+def load(folder: Path) -> Any:
+    import skops.io as sio
+
+    path = folder / MODEL_FILE
+    trusted = check_file(path)
+    try:
+        return sio.load(path, trusted=trusted)
+    except Exception as exc:  # skops raises many types; the model is unusable either way
+        raise FlavorError(f"cannot load {path}: {exc}") from exc
+
+
+def load_pickle(folder: Path) -> Any:
+    """Unpickle a model the caller has already decided to trust (see ``load_model``)."""
+    import pickle
+
+    with (folder / PICKLE_FILE).open("rb") as fh:
+        return pickle.load(fh)  # gated by trusted_pickle and allow_pickle

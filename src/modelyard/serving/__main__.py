@@ -1,0 +1,73 @@
+"""``python -m modelyard.serving --model-dir DIR --name N --version V --port P``.
+
+The entrypoint of every model image. argparse, not click: the image installs only what serving
+needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from modelyard.errors import ModelyardError
+from modelyard.serving.config import ServeConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    parser = argparse.ArgumentParser(prog="python -m modelyard.serving")
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--version", default="1")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--log-dir", type=Path, default=None)
+    parser.add_argument("--max-body-bytes", type=int, default=None)
+    parser.add_argument("--max-batch-size", type=int, default=None)
+    parser.add_argument("--max-wait-ms", type=float, default=None)
+    parser.add_argument("--no-batching", action="store_true")
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load a pickled model (only if it was saved as trusted)",
+    )
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    try:
+        config = ServeConfig.from_env(os.environ)
+        overrides = {
+            "log_dir": args.log_dir,
+            "max_body_bytes": args.max_body_bytes,
+            "max_batch_size": args.max_batch_size,
+            "max_wait_ms": args.max_wait_ms,
+            "batching": False if args.no_batching else None,
+            "allow_pickle": True if args.allow_pickle else None,
+        }
+        from dataclasses import replace
+
+        config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+        from modelyard.serving.runner import serve
+
+        serve(
+            args.model_dir,
+            name=args.name,
+            version=args.version,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            config=config,
+            log_level=args.log_level,
+        )
+    except ModelyardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

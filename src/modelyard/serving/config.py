@@ -1,0 +1,85 @@
+"""ServeConfig: the knobs of one model server, read when the server is built."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from modelyard.errors import ConfigError
+
+ENV_PREFIX = "MODELYARD_SERVE_"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Limits, batching and prediction-log settings.
+
+    ``max_batch_size`` bounds the rows of one combined predict call; ``max_wait_ms`` is how long
+    the batcher may hold a lone request hoping for company (0 = never wait: requests that
+    arrive while the model is busy are still combined, which is where batching pays off).
+    ``batching=None`` decides from the model's measured predict time at startup.
+    """
+
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_batch_rows: int = 10_000
+    batching: bool | None = None
+    max_batch_size: int = 256
+    max_wait_ms: float = 0.0
+    log_dir: Path | None = None
+    log_queue_size: int = 100_000
+    log_segment_bytes: int = 64 * 1024 * 1024
+    log_segment_seconds: float = 300.0
+    log_flush_seconds: float = 1.0
+    workers: int = 1
+    allow_nan: bool = False
+    allow_pickle: bool = False
+    graceful_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_body_bytes",
+            "max_batch_rows",
+            "max_batch_size",
+            "log_queue_size",
+            "log_segment_bytes",
+            "workers",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"serve config {name} must be at least 1")
+        if self.max_wait_ms < 0 or self.log_segment_seconds <= 0 or self.log_flush_seconds <= 0:
+            raise ConfigError("serve config times must be positive")
+
+    def to_env(self) -> dict[str, str]:
+        """Environment for worker processes, which rebuild the config with :meth:`from_env`."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                env[ENV_PREFIX + f.name.upper()] = str(value)
+        return env
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> ServeConfig:
+        kwargs: dict[str, object] = {}
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            try:
+                if f.name == "log_dir":
+                    kwargs[f.name] = Path(raw)
+                elif f.name in ("batching", "allow_nan", "allow_pickle"):
+                    kwargs[f.name] = raw.lower() in ("1", "true", "yes", "on")
+                elif f.name in (
+                    "max_wait_ms",
+                    "log_segment_seconds",
+                    "log_flush_seconds",
+                    "graceful_timeout_s",
+                ):
+                    kwargs[f.name] = float(raw)
+                else:
+                    kwargs[f.name] = int(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{ENV_PREFIX}{f.name.upper()}={raw!r}: {exc}") from exc
+        return cls(**kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,449 @@
+"""Request handling: routing, limits, content types, request ids, errors, logging.
+
+Every failure a client can cause ends here as a 4xx JSON answer; a bug or a model that raises
+is a 500 with a message — the server keeps serving either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+
+from modelyard._version import __version__
+from modelyard.errors import InvalidInput
+from modelyard.flavors.meta import Signature
+
+if TYPE_CHECKING:
+    from modelyard.serving.app import ModelServer, Receive, Scope, Send
+
+logger = logging.getLogger("modelyard.serving")
+
+_PICKLE = (b"pickle",)
+_V2_DTYPES = {
+    "bool": "BOOL",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "uint8": "UINT8",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "uint64": "UINT64",
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+}
+_MAX_ID = 200
+
+
+def _jsonable(arr: np.ndarray[Any, Any]) -> Any:
+    if arr.dtype.kind in "biuf" and arr.dtype.name != "float16":
+        return np.ascontiguousarray(arr)
+    return arr.tolist()
+
+
+def _v2_outputs(output: Any, sig: Signature) -> list[dict[str, Any]]:
+    if isinstance(output, dict):
+        items = list(output.items())
+    else:
+        items = [(sig.outputs[0].name if sig.outputs else "predict", output)]
+    return [
+        {
+            "name": name,
+            "shape": list(arr.shape),
+            "datatype": _V2_DTYPES.get(arr.dtype.name, "BYTES"),
+            "data": _jsonable(arr.ravel()),
+        }
+        for name, arr in items
+    ]
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _Disconnected(Exception):
+    pass
+
+
+def _request_id(raw: bytes | None) -> str:
+    if raw and len(raw) <= _MAX_ID and all(33 <= b < 127 for b in raw):
+        return raw.decode("ascii")
+    import os
+
+    return os.urandom(16).hex()
+
+
+async def _send(
+    send: Send,
+    status: int,
+    body: bytes,
+    request_id: str,
+    content_type: bytes = b"application/json",
+    close: bool = False,
+) -> None:
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive: Receive, limit: int, content_length: bytes | None) -> bytes:
+    """Read at most ``limit`` bytes: a declared length over it is refused before reading, and a
+    chunked body is counted as it streams in."""
+    if content_length is not None:
+        try:
+            declared = int(content_length)
+        except ValueError:
+            raise HTTPError(400, "invalid Content-Length") from None
+        if declared > limit:
+            raise HTTPError(413, f"body of {declared} bytes is over the limit of {limit}")
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HTTPError(413, f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _media_type(raw: bytes | None) -> bytes:
+    if raw is None:
+        return b""
+    return raw.split(b";", 1)[0].strip().lower()
+
+
+def _check_json_type(media: bytes) -> None:
+    if any(p in media for p in _PICKLE):
+        raise HTTPError(415, "pickle bodies are never accepted")
+    if media and media != b"application/json" and not media.endswith(b"+json"):
+        raise HTTPError(
+            415, f"unsupported content type {media.decode('latin-1')!r}; send application/json"
+        )
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise HTTPError(400, f"invalid JSON: {exc}") from None
+
+
+def _route(path: str, method: str, server: ModelServer) -> tuple[str, str]:
+    """(action, route template) for a path; raises 404/405 for anything else."""
+    simple = {
+        "/v2/health/live": ("live", "GET"),
+        "/v2/health/ready": ("ready", "GET"),
+        "/v2": ("server_meta", "GET"),
+        "/v2/": ("server_meta", "GET"),
+        "/ping": ("ping", "GET"),
+        "/health": ("ping", "GET"),
+        "/invocations": ("invocations", "POST"),
+        "/metrics": ("metrics", "GET"),
+        "/v1/feedback": ("feedback", "POST"),
+    }
+    if path in simple:
+        action, allowed = simple[path]
+        if method != allowed and not (method == "HEAD" and allowed == "GET"):
+            raise HTTPError(405, f"{method} is not allowed on {path}")
+        return action, path
+    parts = path.strip("/").split("/")
+    if len(parts) >= 3 and parts[0] == "v2" and parts[1] == "models":
+        name, rest = parts[2], parts[3:]
+        template = "/v2/models/{name}"
+        if name != server.name:
+            raise HTTPError(404, f"unknown model {name!r}; this server answers {server.name!r}")
+        if rest[:1] == ["versions"]:
+            if len(rest) < 2 or rest[1] != server.version:
+                version = rest[1] if len(rest) > 1 else ""
+                raise HTTPError(404, f"unknown version {version!r} of model {name!r}")
+            rest = rest[2:]
+            template += "/versions/{version}"
+        if not rest:
+            action, allowed = "model_meta", "GET"
+        elif rest == ["ready"]:
+            action, allowed = "model_ready", "GET"
+        elif rest == ["infer"]:
+            action, allowed = "infer", "POST"
+        else:
+            raise HTTPError(404, f"no route {path}")
+        if method != allowed:
+            raise HTTPError(405, f"{method} is not allowed on {path}")
+        return action, template + ("/" + rest[0] if rest else "")
+    raise HTTPError(404, f"no route {path}")
+
+
+async def handle(server: ModelServer, scope: Scope, receive: Receive, send: Send) -> None:
+    started = time.perf_counter()
+    headers = dict(scope["headers"])
+    request_id = _request_id(headers.get(b"x-request-id"))
+    path: str = scope["path"]
+    method: str = scope["method"]
+    metrics = server.metrics
+    route = "other"
+    status = 500
+    if metrics is not None:
+        metrics.inflight.inc()
+    try:
+        try:
+            action, route = _route(path, method, server)
+            status = await _ACTIONS[action](server, headers, request_id, receive, send)
+        except HTTPError as exc:
+            status = exc.status
+            await _error(send, path, status, exc.message, request_id)
+        except InvalidInput as exc:
+            status = 422
+            await _error(send, path, status, exc.message, request_id)
+        except _Disconnected:
+            status = 499
+        except Exception as exc:
+            logger.exception("request %s failed", request_id)
+            status = 500
+            await _error(send, path, status, f"internal error: {exc}", request_id)
+    finally:
+        if metrics is not None:
+            metrics.inflight.dec()
+            metrics.observe(route, status, time.perf_counter() - started)
+
+
+async def _error(send: Send, path: str, status: int, message: str, request_id: str) -> None:
+    if path == "/invocations":
+        code = {
+            400: "BAD_REQUEST",
+            413: "BAD_REQUEST",
+            415: "BAD_REQUEST",
+            422: "INVALID_PARAMETER_VALUE",
+            404: "ENDPOINT_NOT_FOUND",
+        }.get(status, "INTERNAL_ERROR")
+        body = orjson.dumps({"error_code": code, "message": message})
+    else:
+        body = orjson.dumps({"error": message})
+    await _send(send, status, body, request_id, close=status == 413)
+
+
+def _json(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+async def _live(
+    server: ModelServer, headers: dict[bytes, bytes], request_id: str, receive: Receive, send: Send
+) -> int:
+    await _send(send, 200, b'{"live":true}', request_id)
+    return 200
+
+
+async def _ready(
+    server: ModelServer, headers: dict[bytes, bytes], request_id: str, receive: Receive, send: Send
+) -> int:
+    status = 200 if server.ready else 503
+    await _send(send, status, _json({"ready": server.ready}), request_id)
+    return status
+
+
+async def _ping(
+    server: ModelServer, headers: dict[bytes, bytes], request_id: str, receive: Receive, send: Send
+) -> int:
+    status = 200 if server.ready else 503
+    await _send(send, status, b"\n", request_id, content_type=b"application/json")
+    return status
+
+
+async def _server_meta(
+    server: ModelServer, headers: dict[bytes, bytes], request_id: str, receive: Receive, send: Send
+) -> int:
+    body = {"name": "modelyard", "version": __version__, "extensions": []}
+    await _send(send, 200, _json(body), request_id)
+    return 200
+
+
+def _tensor_meta(spec: Any, kind: str) -> dict[str, Any]:
+    shape = list(spec.shape) if spec.shape is not None else [-1]
+    return {"name": spec.name, "datatype": spec.v2_datatype, "shape": shape}
+
+
+async def _model_meta(
+    server: ModelServer, headers: dict[bytes, bytes], request_id: str, receive: Receive, send: Send
+) -> int:
+    if server.model is None:
+        raise HTTPError(503, "the model is still loading")
+    meta = server.model.meta
+    sig = meta.signature
+    body = {
+        "name": server.name,
+        "versions": [server.version],
+        "platform": meta.flavor,
+        "inputs": [_tensor_meta(s, sig.kind) for s in sig.inputs],
+        "outputs": [_tensor_meta(s, sig.kind) for s in sig.outputs],
+        "parameters": {"signature": sig.to_dict()},
+    }
+    await _send(send, 200, _json(body), request_id)
+    return 200
+
+
+async def _model_ready(
+    server: ModelServer, headers: dict[bytes, bytes], request_id: str, receive: Receive, send: Send
+) -> int:
+    status = 200 if server.ready else 503
+    await _send(send, status, _json({"name": server.name, "ready": server.ready}), request_id)
+    return status
+
+
+async def _metrics(
+    server: ModelServer, headers: dict[bytes, bytes], request_id: str, receive: Receive, send: Send
+) -> int:
+    if server.metrics is None:
+        raise HTTPError(503, "the model is still loading")
+    body, content_type = server.metrics.render()
+    await _send(send, 200, body, request_id, content_type=content_type.encode())
+    return 200
+
+
+def _require_model(server: ModelServer) -> None:
+    if server._predict is None or server.decoder is None:
+        raise HTTPError(503, "the model is still loading")
+
+
+async def _infer(
+    server: ModelServer, headers: dict[bytes, bytes], request_id: str, receive: Receive, send: Send
+) -> int:
+    _require_model(server)
+    assert server.decoder is not None
+    assert server._predict is not None
+    started = time.perf_counter()
+    _check_json_type(_media_type(headers.get(b"content-type")))
+    body = _parse_json(
+        await _read_body(receive, server.config.max_body_bytes, headers.get(b"content-length"))
+    )
+    batch = server.decoder.v2(body)
+    output = await server._predict(batch)
+    body_id = body.get("id")
+    response_id = body_id if isinstance(body_id, str) and body_id else request_id
+    if b"x-request-id" not in headers and response_id != request_id:
+        request_id = _request_id(response_id.encode("utf-8", "replace"))
+    payload = {
+        "model_name": server.name,
+        "model_version": server.version,
+        "id": response_id,
+        "outputs": _v2_outputs(output, server.decoder.sig),
+    }
+    await _send(send, 200, _json(payload), request_id)
+    _log(server, request_id, "v2", batch, output, started)
+    return 200
+
+
+async def _invocations(
+    server: ModelServer, headers: dict[bytes, bytes], request_id: str, receive: Receive, send: Send
+) -> int:
+    _require_model(server)
+    assert server.decoder is not None
+    assert server._predict is not None
+    started = time.perf_counter()
+    media = _media_type(headers.get(b"content-type"))
+    if media == b"text/csv":
+        raw = await _read_body(
+            receive, server.config.max_body_bytes, headers.get(b"content-length")
+        )
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise HTTPError(400, "the CSV body is not UTF-8") from None
+        batch = server.decoder.csv(text)
+    else:
+        _check_json_type(media)
+        body = _parse_json(
+            await _read_body(receive, server.config.max_body_bytes, headers.get(b"content-length"))
+        )
+        batch = server.decoder.mlflow(body)
+    output = await server._predict(batch)
+    if isinstance(output, dict):
+        predictions: Any = {k: _jsonable(v) for k, v in output.items()}
+    else:
+        predictions = _jsonable(output)
+    await _send(send, 200, _json({"predictions": predictions}), request_id)
+    _log(server, request_id, "invocations", batch, output, started)
+    return 200
+
+
+def _log(
+    server: ModelServer, request_id: str, endpoint: str, batch: Any, output: Any, started: float
+) -> None:
+    # After the answer is sent: the log records what the client received, exactly once.
+    server.predlog.put(
+        (
+            request_id,
+            time.time_ns(),
+            server.name,
+            server.version,
+            endpoint,
+            batch.data,
+            output,
+            time.perf_counter() - started,
+            batch.rows,
+        )
+    )
+
+
+async def _feedback(
+    server: ModelServer, headers: dict[bytes, bytes], request_id: str, receive: Receive, send: Send
+) -> int:
+    if server.feedback is None:
+        raise HTTPError(503, "the model is still loading")
+    _check_json_type(_media_type(headers.get(b"content-type")))
+    body = _parse_json(
+        await _read_body(receive, server.config.max_body_bytes, headers.get(b"content-length"))
+    )
+    items = body.get("feedback") if isinstance(body, dict) and "feedback" in body else body
+    if isinstance(items, dict):
+        items = [items]
+    if not isinstance(items, list) or not items:
+        raise InvalidInput("send {'request_id': ..., 'label': ...} or a list of them", "feedback")
+    now = time.time_ns()
+    records = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise InvalidInput(f"feedback[{i}] must be an object", f"feedback[{i}]")
+        rid = item.get("request_id")
+        if not isinstance(rid, str) or not rid or len(rid) > _MAX_ID:
+            raise InvalidInput(
+                f"feedback[{i}].request_id must be a non-empty string", f"feedback[{i}].request_id"
+            )
+        if "label" not in item:
+            raise InvalidInput(f"feedback[{i}] needs a 'label'", f"feedback[{i}].label")
+        records.append((rid, now, server.name, server.version, item["label"]))
+    accepted = sum(1 for r in records if server.feedback.put(r))
+    if accepted < len(records):
+        raise HTTPError(503, f"feedback log is full: accepted {accepted} of {len(records)}")
+    await _send(send, 200, _json({"accepted": accepted}), request_id)
+    return 200
+
+
+_ACTIONS = {
+    "live": _live,
+    "ready": _ready,
+    "ping": _ping,
+    "server_meta": _server_meta,
+    "model_meta": _model_meta,
+    "model_ready": _model_ready,
+    "metrics": _metrics,
+    "infer": _infer,
+    "invocations": _invocations,
+    "feedback": _feedback,
+}

@@ -1,0 +1,332 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from modelyard.flavors import save_model
+from modelyard.serving import ServeConfig, create_app, read_feedback, read_predictions
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _asgi import AppClient
+from _models import churn_pipeline
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model, frame = churn_pipeline()
+    path = tmp_path_factory.mktemp("model") / "churn"
+    save_model(model, path, input_example=frame[:5])
+    return path
+
+
+@pytest.fixture(scope="module")
+def client(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppClient]:
+    config = ServeConfig(
+        log_dir=tmp_path_factory.mktemp("log"), max_body_bytes=20_000, max_batch_rows=50
+    )
+    with AppClient(create_app(model_dir, name="churn", version="3", config=config)) as c:
+        yield c
+
+
+ROW = {"a": 0.1, "b": 0.2, "c": 0.3, "city": "x"}
+
+
+def v2_body(rows: int = 2, **override: Any) -> dict[str, Any]:
+    inputs = [
+        {"name": n, "shape": [rows], "datatype": "FP64", "data": [ROW[n]] * rows}
+        for n in ("a", "b", "c")
+    ]
+    inputs.append({"name": "city", "shape": [rows], "datatype": "BYTES", "data": ["x"] * rows})
+    return {"inputs": inputs, **override}
+
+
+def test_health_and_metadata(client: AppClient) -> None:
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").status_code == 200
+    assert client.get("/ping").status_code == 200
+    assert client.get("/v2").json()["name"] == "modelyard"
+    meta = client.get("/v2/models/churn").json()
+    assert meta["versions"] == ["3"]
+    assert [i["name"] for i in meta["inputs"]] == ["a", "b", "c", "city"]
+    assert meta["inputs"][3]["datatype"] == "BYTES"
+    assert client.get("/v2/models/churn/versions/3/ready").json()["ready"] is True
+    assert client.get("/v2/models/other").status_code == 404
+    assert client.get("/v2/models/churn/versions/9").status_code == 404
+
+
+def test_v2_infer_echoes_id_and_request_id(client: AppClient) -> None:
+    r = client.post("/v2/models/churn/infer", json=v2_body(2, id="abc"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["id"] == "abc"
+    assert body["model_name"] == "churn"
+    assert body["model_version"] == "3"
+    out = body["outputs"][0]
+    assert out["shape"] == [2]
+    assert out["datatype"] == "INT64"
+    assert len(out["data"]) == 2
+    assert r.headers["x-request-id"]
+    r = client.post(
+        "/v2/models/churn/versions/3/infer", json=v2_body(1), headers={"X-Request-ID": "mine-1"}
+    )
+    assert r.headers["x-request-id"] == "mine-1"
+    assert r.json()["id"] == "mine-1"
+
+
+def test_v2_single_matrix_input_in_signature_order(client: AppClient) -> None:
+    body = {
+        "inputs": [
+            {"name": "input-0", "shape": [1, 4], "datatype": "BYTES", "data": [0.1, 0.2, 0.3, "x"]}
+        ]
+    }
+    r = client.post("/v2/models/churn/infer", json=body)
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"dataframe_split": {"columns": ["a", "b", "c", "city"], "data": [[0.1, 0.2, 0.3, "x"]]}},
+        {"dataframe_records": [ROW, ROW]},
+        {"instances": [ROW]},
+        {"inputs": {"a": [0.1], "b": [0.2], "c": [0.3], "city": ["y"]}},
+        {"instances": [[0.1, 0.2, 0.3, "x"]]},
+    ],
+)
+def test_invocations_formats(client: AppClient, payload: dict[str, Any]) -> None:
+    r = client.post("/invocations", json=payload)
+    assert r.status_code == 200, r.text
+    assert all(p in (0, 1) for p in r.json()["predictions"])
+
+
+def test_invocations_csv(client: AppClient) -> None:
+    r = client.post(
+        "/invocations",
+        content=b"a,b,c,city\n0.1,0.2,0.3,x\n1,2,3,y\n",
+        headers={"content-type": "text/csv"},
+    )
+    assert r.status_code == 200, r.text
+    assert len(r.json()["predictions"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "status", "needle"),
+    [
+        ("/invocations", {"dataframe_records": [{"a": 1.0, "b": 1.0, "c": 1.0}]}, 422, "'city'"),
+        ("/invocations", {"dataframe_records": [{**ROW, "zzz": 1}]}, 422, "'zzz'"),
+        ("/invocations", {"dataframe_records": [{**ROW, "a": "high"}]}, 422, "column 'a'"),
+        ("/invocations", {"dataframe_records": [{**ROW, "a": None}]}, 422, "NaN"),
+        ("/invocations", {"dataframe_records": []}, 422, "empty"),
+        ("/invocations", {"dataframe_records": [ROW] * 51}, 422, "too many rows"),
+        ("/invocations", {"nothing": 1}, 422, "dataframe_split"),
+        ("/v2/models/churn/infer", v2_body(1, inputs=v2_body(1)["inputs"][:3]), 422, "'city'"),
+        (
+            "/v2/models/churn/infer",
+            {
+                "inputs": [
+                    *v2_body(2)["inputs"][:3],
+                    {"name": "city", "shape": [3], "datatype": "BYTES", "data": ["x"] * 2},
+                ]
+            },
+            422,
+            "city",
+        ),
+        (
+            "/v2/models/churn/infer",
+            {
+                "inputs": [
+                    {**v2_body(1)["inputs"][0], "datatype": "BOOL"},
+                    *v2_body(1)["inputs"][1:],
+                ]
+            },
+            422,
+            "'a'",
+        ),
+        ("/v2/models/nope/infer", v2_body(1), 404, "nope"),
+    ],
+)
+def test_bad_inputs_are_4xx_naming_the_field(
+    client: AppClient, path: str, payload: Any, status: int, needle: str
+) -> None:
+    r = client.post(path, json=payload)
+    assert r.status_code == status, r.text
+    assert needle in r.text
+    assert client.get("/v2/health/ready").status_code == 200
+
+
+def test_infinity_and_bad_json(client: AppClient) -> None:
+    body = b'{"dataframe_records": [{"a": 1e999, "b": 1, "c": 1, "city": "x"}]}'
+    r = client.post("/invocations", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400  # orjson refuses out-of-range numbers, NaN and Infinity
+    r = client.post(
+        "/invocations",
+        content=b'{"instances": [{"a": NaN}]}',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400
+    r = client.post(
+        "/invocations", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400
+
+
+def test_content_types_and_body_limit(client: AppClient) -> None:
+    for ctype in ("application/python-pickle", "application/x-pickle", "application/octet-stream"):
+        r = client.post("/invocations", content=b"\x80\x04", headers={"content-type": ctype})
+        assert r.status_code == 415, ctype
+    r = client.post(
+        "/v2/models/churn/infer",
+        content=b"x" * 30_000,
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 413
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted while streaming
+        for _ in range(30):
+            yield b" " * 1000
+
+    r = client.post("/invocations", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert client.post("/invocations", json={"instances": [ROW]}).status_code == 200
+
+
+def test_feedback_and_metrics(client: AppClient) -> None:
+    r = client.post("/v1/feedback", json={"request_id": "mine-1", "label": 1})
+    assert r.json() == {"accepted": 1}
+    r = client.post(
+        "/v1/feedback",
+        json={"feedback": [{"request_id": "r2", "label": 0}, {"request_id": "r3", "label": 1}]},
+    )
+    assert r.json() == {"accepted": 2}
+    assert client.post("/v1/feedback", json={"request_id": "x"}).status_code == 422
+    text = client.get("/metrics").text
+    assert 'modelyard_requests_total{route="/v2/models/{name}/infer",status="200"}' in text
+    assert "modelyard_request_duration_seconds_bucket" in text
+    assert "modelyard_batch_rows_count" in text
+    assert 'modelyard_predlog_queue_depth{log="predictions"}' in text
+    assert 'modelyard_predlog_dropped_total{log="predictions"} 0.0' in text
+    assert "modelyard_model_load_seconds" in text
+    assert "modelyard_inflight_requests" in text
+
+
+def test_logs_are_flushed_on_shutdown(model_dir: Path, tmp_path: Path) -> None:
+    config = ServeConfig(log_dir=tmp_path, log_flush_seconds=60)
+    with AppClient(create_app(model_dir, name="churn", version="1", config=config)) as c:
+        ids = [
+            c.post("/invocations", json={"instances": [ROW] * 3}).headers["x-request-id"]
+            for _ in range(5)
+        ]
+        c.post("/v1/feedback", json={"request_id": ids[0], "label": 1})
+    table = read_predictions(tmp_path)
+    assert sorted(table.column("request_id").to_pylist()) == sorted(ids)
+    assert table.column("rows").to_pylist() == [3] * 5
+    assert '"city":["x","x","x"]' in table.column("inputs")[0].as_py()
+    assert read_feedback(tmp_path).column("request_id").to_pylist() == [ids[0]]
+
+
+def test_full_log_queue_drops_are_counted(model_dir: Path, tmp_path: Path) -> None:
+    config = ServeConfig(log_dir=tmp_path, log_queue_size=2, log_flush_seconds=60)
+    with AppClient(create_app(model_dir, name="churn", version="1", config=config)) as c:
+        for _ in range(5):
+            assert c.post("/invocations", json={"instances": [ROW]}).status_code == 200
+        assert 'modelyard_predlog_dropped_total{log="predictions"} 3.0' in c.get("/metrics").text
+    assert read_predictions(tmp_path).num_rows == 2
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers()
+    | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "a",
+                    "b",
+                    "c",
+                    "city",
+                    "inputs",
+                    "name",
+                    "shape",
+                    "datatype",
+                    "data",
+                    "instances",
+                    "dataframe_split",
+                    "columns",
+                    "dataframe_records",
+                    "id",
+                ]
+            ),
+            children,
+            max_size=4,
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=json_values)
+def test_random_json_never_500(client: AppClient, body: Any) -> None:
+    for path in ("/v2/models/churn/infer", "/invocations"):
+        assert client.post(path, json=body).status_code < 500
+
+
+def test_tensor_model_shape_checks(tmp_path: Path) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    model = RandomForestClassifier(n_estimators=3, random_state=0).fit(x, x[:, 0] > 0)
+    save_model(model, tmp_path / "rf", input_example=x[:2])
+    with AppClient(
+        create_app(
+            tmp_path / "rf", name="rf", version="1", config=ServeConfig(log_dir=tmp_path / "log")
+        )
+    ) as c:
+        ok = {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [2, 3],
+                    "datatype": "FP32",
+                    "data": x[:2].ravel().tolist(),
+                }
+            ]
+        }
+        assert c.post("/v2/models/rf/infer", json=ok).json()["outputs"][0]["shape"] == [2]
+        bad = {
+            "inputs": [
+                {"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}
+            ]
+        }
+        r = c.post("/v2/models/rf/infer", json=bad)
+        assert r.status_code == 422
+        assert "shape" in r.text
+        assert c.post("/invocations", json={"instances": x[:4].tolist()}).status_code == 200
+
+
+def test_serving_imports_nothing_from_the_platform() -> None:
+    code = (
+        "import sys\n"
+        "from modelyard.serving import create_app, serve\n"
+        "import modelyard.serving.__main__\n"
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'sqlalchemy', 'click', 'rich', 'alembic', 'docker', 'pandas', 'sklearn', 'pyarrow'})\n"
+        "bad += [m for m in sys.modules if m.startswith(('modelyard.store', 'modelyard.cli'))]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
