@@ -22,3 +22,11 @@ if command -v pg_isready >/dev/null 2>&1; then
 else
   log "pg_isready not found; PostgreSQL tests will skip (or fail under CI)"
 fi
+
+# --- Docker engine, and the OCI registries on 127.0.0.1:5000 (open) / :5001 (htpasswd) --------
+SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if bash "$SCRIPTS_DIR/docker.sh"; then
+  bash "$SCRIPTS_DIR/registry.sh" || log "registries not available; their tests will skip (or fail under CI)"
+else
+  log "Docker engine not available; docker tests will skip (or fail under CI)"
+fi

@@ -1,0 +1,185 @@
+"""A base image with Python, made from Debian packages, for sites that cannot pull one.
+
+``mmdebstrap`` installs a minimal Debian (the 'essential' set plus python3, python3-venv,
+ca-certificates and tini) from the apt mirror the host already uses, and ``docker import`` turns
+the tarball into an image — no registry is contacted. About 30 seconds, about 150 MB.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from modelyard.errors import ImageBuildFailed, InvalidParameter
+from modelyard.images import validate as v
+from modelyard.images.build import ImageInfo, image_info
+from modelyard.images.engine import DockerEngine
+
+DEFAULT_BASE_TAG = "modelyard/base:py3.11-bookworm"
+BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "tini")
+# The one python3 each Debian release ships.
+DEBIAN_PYTHON = {"bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+DEFAULT_SECURITY = "http://deb.debian.org/debian-security"
+
+
+def suite_for_python(python: str) -> str:
+    for suite, version in DEBIAN_PYTHON.items():
+        if version == python:
+            return suite
+    known = ", ".join(f"{p} ({s})" for s, p in DEBIAN_PYTHON.items())
+    raise InvalidParameter(f"no Debian release ships Python {python}; choose one of {known}")
+
+
+def apt_sources(
+    suite: str, *, mirror: str | None = None, sources_dir: Path = Path("/etc/apt")
+) -> list[str]:
+    """One-line apt sources for ``suite``: ``mirror`` when given, else the host's own entries
+    for that suite (its mirror is known to be reachable from here), else deb.debian.org."""
+    if mirror:
+        v.check_text("mirror", mirror)
+        return [f"deb {mirror} {suite} main", f"deb {mirror} {suite}-updates main"]
+    found = [
+        line
+        for line in _host_sources(sources_dir)
+        if line.split()[2].split("/")[0].startswith(suite)
+    ]
+    if found:
+        return found
+    return [
+        f"deb {DEFAULT_MIRROR} {suite} main",
+        f"deb {DEFAULT_MIRROR} {suite}-updates main",
+        f"deb {DEFAULT_SECURITY} {suite}-security main",
+    ]
+
+
+def _host_sources(root: Path) -> list[str]:
+    """The host's ``deb`` entries (one-line and deb822 formats), main component only."""
+    entries: list[str] = []
+    files = [root / "sources.list", *sorted((root / "sources.list.d").glob("*"))]
+    for path in files:
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        if path.suffix == ".sources":
+            for stanza in re.split(r"\n\s*\n", text):
+                fields = dict(
+                    (k.strip().lower(), val.strip())
+                    for k, _, val in (
+                        line.partition(":")
+                        for line in stanza.splitlines()
+                        if not line.startswith("#")
+                    )
+                    if k.strip()
+                )
+                if "deb" not in fields.get("types", "").split():
+                    continue
+                for uri in fields.get("uris", "").split():
+                    for suite in fields.get("suites", "").split():
+                        if "main" in fields.get("components", "").split():
+                            entries.append(f"deb {uri} {suite} main")
+        else:
+            for line in text.splitlines():
+                parts = re.sub(r"\[[^\]]*\]", "", line).split()
+                if len(parts) >= 4 and parts[0] == "deb" and "main" in parts[3:]:
+                    entries.append(f"deb {parts[1]} {parts[2]} main")
+    return [e for e in entries if v.check_text("apt source", e)]
+
+
+def build_base_image(
+    tag: str = DEFAULT_BASE_TAG,
+    *,
+    python: str = "3.11",
+    suite: str | None = None,
+    mirror: str | None = None,
+    packages: Sequence[str] = (),
+    rebuild: bool = False,
+    engine: DockerEngine | None = None,
+    progress: Callable[[str], None] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ImageInfo:
+    """Make ``tag`` from Debian packages with mmdebstrap + ``docker import``.
+
+    An existing ``tag`` is reused unless ``rebuild``: a base changes only when asked, so every
+    image built on it keeps its cached layers. ``packages`` adds Debian packages (e.g. libgomp1
+    for scikit-learn) — the offline way to get system libraries into images.
+    """
+    v.check_image_ref("base image tag", tag)
+    suite = suite or suite_for_python(python)
+    if DEBIAN_PYTHON.get(suite) not in (None, python):
+        raise InvalidParameter(f"Debian {suite} ships Python {DEBIAN_PYTHON[suite]}, not {python}")
+    wanted = [*BASE_PACKAGES, *(v.check_package("package", p) for p in packages)]
+    engine = engine or DockerEngine.from_env(environ)
+    engine.ping()
+    if not rebuild and engine.image_exists(tag):
+        return image_info(engine, tag)
+    mmdebstrap = shutil.which("mmdebstrap")
+    if mmdebstrap is None:
+        raise ImageBuildFailed(
+            "mmdebstrap is not installed: it makes the base image from Debian packages "
+            "(apt-get install mmdebstrap, or run scripts/docker.sh)"
+        )
+    say = progress or (lambda _msg: None)
+    sources = apt_sources(suite, mirror=mirror)
+    say(f"installing {', '.join(wanted)} from {sources[0].split()[1]} ({suite})")
+    cmd = [
+        mmdebstrap,
+        "--variant=essential",
+        f"--include={','.join(wanted)}",
+        # Documentation and translations are dead weight in a container.
+        "--dpkgopt=path-exclude=/usr/share/doc/*",
+        "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+        "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/locale/*",
+        "--dpkgopt=path-exclude=/usr/share/info/*",
+        '--customize-hook=rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/var/log/*',
+        "--format=tar",
+        suite,
+        "-",
+        *sources,
+    ]
+    changes = [
+        "ENV LANG=C.UTF-8",
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        'CMD ["python3"]',
+    ]
+    import_args = ["import"]
+    for change in changes:
+        import_args += ["--change", change]
+    import_args += ["-", tag]
+    started = time.perf_counter()
+    env = {**os.environ, **(environ or {})}
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    ) as debootstrap:
+        assert debootstrap.stdout is not None
+        assert debootstrap.stderr is not None
+        docker = subprocess.Popen(
+            engine.command(import_args),
+            stdin=debootstrap.stdout,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=engine.process_env(),
+        )
+        debootstrap.stdout.close()  # docker holds the pipe now; SIGPIPE reaches mmdebstrap
+        err = debootstrap.stderr.read().decode(errors="replace")
+        out, import_err = docker.communicate()
+        code = debootstrap.wait()
+    if code != 0:
+        tail = "\n".join(f"  {line}" for line in err.strip().splitlines()[-15:])
+        raise ImageBuildFailed(f"mmdebstrap failed (exit {code}) building {tag}:\n{tail}", err)
+    if docker.returncode != 0:
+        raise ImageBuildFailed(
+            f"docker import of {tag} failed: {import_err.decode(errors='replace').strip()}"
+        )
+    info = image_info(engine, tag, build_seconds=time.perf_counter() - started)
+    say(f"built {tag} ({info.id[:19]}, {info.size / 1e6:.0f} MB)")
+    return info
