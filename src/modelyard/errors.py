@@ -8,7 +8,9 @@ code raises these and knows nothing of HTTP or terminals.
     ├── UsageError                        exit 2  the request itself is malformed
     │   ├── InvalidName                           a name that could escape a folder or is empty
     │   ├── InvalidReference                      not NAME, NAME@VERSION, NAME@ALIAS, NAME@sha256:…
-    │   └── InvalidParameter                      a parameter name or value that does not fit
+    │   ├── InvalidParameter                      a parameter name or value that does not fit
+    │   │   └── UnsafeDockerfileValue             a value that could inject into a Dockerfile
+    │   └── InvalidInput                          a prediction request not fitting the signature
     ├── NotFound                                  an unknown name, version, run or digest
     ├── AlreadyExists
     ├── ConfigError                               a workspace that is missing or misconfigured
@@ -19,7 +21,17 @@ code raises these and knows nothing of HTTP or terminals.
     ├── ArtifactError                             the artifact store
     │   └── CorruptArtifact                       bytes on disk do not match their digest
     ├── DataError                                 a dataset that cannot be read or profiled
-    └── RunError                                  tracked-run misuse (logging to a finished run)
+    ├── GateFailed                                a promotion refused by its gate's checks
+    ├── RunError                                  tracked-run misuse (logging to a finished run)
+    ├── FlavorError                               a model that cannot be saved, loaded or run
+    │   └── UnsafeModel                           types outside the allow-list, or untrusted pickle
+    ├── ImageError                                building or running container images
+    │   ├── EngineUnavailable                     no Docker engine answers on its socket
+    │   ├── ImageBuildFailed                      a build failed (the build log is attached)
+    │   └── WheelhouseError                       a locked package has no wheel to install
+    └── PipelineError                             a pipeline run that could not complete
+        ├── PipelineDefinitionError               the static graph is wrong (cycle, missing input)
+        └── StepFailed                            a step raised, was killed or timed out
 """
 
 from __future__ import annotations
@@ -52,6 +64,19 @@ class InvalidReference(UsageError):
 
 class InvalidParameter(UsageError):
     pass
+
+
+class UnsafeDockerfileValue(InvalidParameter):
+    pass
+
+
+class InvalidInput(UsageError):
+    """A prediction request that does not match the model's signature; ``field`` names the
+    column, input or JSON key at fault so the server can say which one."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class NotFound(ModelyardError):
@@ -103,21 +128,81 @@ class RunError(ModelyardError):
     pass
 
 
+class GateFailed(ModelyardError):
+    """A promotion its gate refused. ``failed_checks`` are the checks that failed, as text."""
+
+    def __init__(self, message: str, failed_checks: list[str]) -> None:
+        super().__init__(message)
+        self.failed_checks = failed_checks
+
+
+class PipelineError(ModelyardError):
+    pass
+
+
+class PipelineDefinitionError(PipelineError):
+    pass
+
+
+class StepFailed(PipelineError):
+    pass
+
+
+class ImageError(ModelyardError):
+    pass
+
+
+class EngineUnavailable(ImageError):
+    pass
+
+
+class ImageBuildFailed(ImageError):
+    """``log`` keeps the whole build output; the message carries only its last lines."""
+
+    def __init__(self, message: str, log: str = "") -> None:
+        super().__init__(message)
+        self.log = log
+
+
+class WheelhouseError(ImageError):
+    pass
+
+
+class FlavorError(ModelyardError):
+    pass
+
+
+class UnsafeModel(FlavorError):
+    pass
+
+
 __all__ = [
     "AlreadyExists",
     "ArtifactError",
     "ConfigError",
     "CorruptArtifact",
     "DataError",
+    "EngineUnavailable",
+    "FlavorError",
+    "GateFailed",
+    "ImageBuildFailed",
+    "ImageError",
+    "InvalidInput",
     "InvalidName",
     "InvalidParameter",
     "InvalidReference",
     "ModelyardError",
     "NotFound",
+    "PipelineDefinitionError",
+    "PipelineError",
     "RunError",
+    "StepFailed",
     "StoreError",
     "StoreUnavailable",
     "StoreVersionError",
+    "UnsafeDockerfileValue",
+    "UnsafeModel",
     "UsageError",
+    "WheelhouseError",
     "WorkspaceNotFound",
 ]

@@ -55,6 +55,20 @@ cli.add_command(data.data)
 cli.add_command(runs.runs)
 cli.add_command(lineage.lineage)
 
+from modelyard.cli.images import base as _base_group  # noqa: E402
+
+cli.add_command(_base_group)
+
+from modelyard.cli import models as _models_cli  # noqa: E402
+from modelyard.cli import serve as _serve_cli  # noqa: E402
+
+cli.add_command(_models_cli.models)
+cli.add_command(_serve_cli.serve)
+
+from modelyard.cli import pipeline as _pipeline_cli  # noqa: E402
+
+cli.add_command(_pipeline_cli.pipeline)
+
 
 def main() -> None:
     cli(prog_name="modelyard")

@@ -48,6 +48,8 @@ class Store:
     def __init__(self, db: Database, url: str) -> None:
         from modelyard.store.datasets import DatasetRepository
         from modelyard.store.lineage import LineageRepository
+        from modelyard.store.pipelines import PipelineRepository
+        from modelyard.store.registry import ModelRepository
         from modelyard.store.runs import RunRepository
 
         self.db = db
@@ -55,6 +57,8 @@ class Store:
         self.datasets = DatasetRepository(db)
         self.runs = RunRepository(db)
         self.lineage = LineageRepository(db)
+        self.pipelines = PipelineRepository(db)
+        self.models = ModelRepository(db)
 
     @classmethod
     def open(cls, url: str) -> Store:
