@@ -182,4 +182,10 @@ class LineageEdgeRow(Base):
 
 
 # Stage tables live in modules of their own; importing them here keeps Base.metadata complete.
-from modelyard.store import schema_pipeline, schema_registry  # noqa: E402, F401
+from modelyard.store import (  # noqa: E402, F401
+    schema_deploy,
+    schema_monitor,
+    schema_pipeline,
+    schema_registry,
+    schema_server,
+)

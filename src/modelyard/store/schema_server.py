@@ -1,0 +1,7 @@
+"""Tables of the server stage (same declarative Base as schema.py)."""
+
+from __future__ import annotations
+
+from modelyard.store.schema import Base
+
+__all__ = ["Base"]
