@@ -1,0 +1,212 @@
+"""What the team server and :mod:`modelyard.remote` agree on: which repository methods are
+exposed over HTTP, the permission each needs, and their argument and result types.
+
+Both sides derive the JSON from the repository methods' own type hints (pydantic), so a
+``Run`` or ``ModelVersion`` leaves the server and arrives in the client as the same frozen
+dataclass, with datetimes and tuples intact. Kept free of FastAPI so a client needs only httpx.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Literal
+
+Permission = Literal["read", "write", "admin", "predict"]
+
+STORE_PREFIX = "/store"
+
+# repository attribute on Store -> method -> permission. Reads are "read"; changes "write";
+# what moves production, trusts pickles, sets promotion gates or deploys is "admin".
+METHODS: Final[dict[str, dict[str, Permission]]] = {
+    "datasets": {
+        "add_version": "write",
+        "all": "read",
+        "get": "read",
+        "get_version": "read",
+        "get_version_by_id": "read",
+        "versions": "read",
+    },
+    "runs": {
+        "add_artifact": "write",
+        "artifact_names": "read",
+        "artifacts": "read",
+        "count": "read",
+        "count_metrics": "read",
+        "create": "write",
+        "finish": "write",
+        "get": "read",
+        "heartbeat": "write",
+        "log_metrics": "write",
+        "log_params": "write",
+        "metric_history": "read",
+        "resolve_id": "read",
+        "search": "read",
+        "set_tags": "write",
+    },
+    "lineage": {
+        "add": "write",
+        "edges_from": "read",
+        "edges_to": "read",
+        "edges_touching": "read",
+    },
+    "models": {
+        "add_approval": "write",
+        "add_version": "write",
+        "alias_history": "read",
+        "all": "read",
+        "approvals": "read",
+        "get": "read",
+        "get_version": "read",
+        "get_version_by_id": "read",
+        "move_alias": "write",  # "admin" for the production alias, see escalation
+        "remove_tags": "write",
+        "set_description": "write",
+        "set_gate": "admin",
+        "set_image": "write",
+        "set_status": "write",
+        "set_tags": "write",
+        "set_trusted": "admin",
+        "versions": "read",
+        "versions_of_run": "read",
+    },
+    "pipelines": {
+        "cache_get": "read",
+        "cache_put": "write",
+        "create_run": "write",
+        "finish_run": "write",
+        "get": "read",
+        "list": "read",
+        "resolve_id": "read",
+        "update_step": "write",
+    },
+    "deployments": {
+        "add_event": "admin",
+        "add_revision": "admin",
+        "all": "read",
+        "create": "admin",
+        "events": "read",
+        "find": "read",
+        "finish_revision": "admin",
+        "get": "read",
+        "update": "admin",
+    },
+    "monitoring": {
+        "acquire_lease": "write",
+        "actions": "read",
+        "add_action": "write",
+        "add_report": "write",
+        "finish_action": "write",
+        "get_report": "read",
+        "leases": "read",
+        "release_lease": "write",
+        "renew_lease": "write",
+        "reports": "read",
+        "set_fired": "write",
+    },
+}
+
+PROTECTED_ALIASES: Final = frozenset({"production"})
+
+
+def escalation(repo: str, method: str, args: Mapping[str, Any]) -> Permission | None:
+    """A stronger permission some calls need depending on their arguments."""
+    if repo == "models" and method == "move_alias" and args.get("alias") in PROTECTED_ALIASES:
+        return "admin"
+    return None
+
+
+def repository_classes() -> dict[str, type]:
+    """The repository class behind each exposed ``Store`` attribute (those that exist)."""
+    import importlib
+
+    modules = {
+        "datasets": ("modelyard.store.datasets", "DatasetRepository"),
+        "runs": ("modelyard.store.runs", "RunRepository"),
+        "lineage": ("modelyard.store.lineage", "LineageRepository"),
+        "models": ("modelyard.store.registry", "ModelRepository"),
+        "pipelines": ("modelyard.store.pipelines", "PipelineRepository"),
+        "deployments": ("modelyard.store.deployments", "DeploymentRepository"),
+        "monitoring": ("modelyard.store.monitoring", "MonitoringRepository"),
+    }
+    found: dict[str, type] = {}
+    for attr, (module, name) in modules.items():
+        try:
+            found[attr] = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):  # a stage not built into this version
+            continue
+    return found
+
+
+class MethodSpec:
+    """What the server and the client both need to know about one exposed method."""
+
+    def __init__(self, repo: str, name: str, func: Callable[..., Any]) -> None:
+        from pydantic import Field, TypeAdapter, create_model
+
+        self.repo = repo
+        self.name = name
+        self.permission: Permission = METHODS[repo][name]
+        hints = typing.get_type_hints(func)
+        self.signature = inspect.signature(func)
+        fields: dict[str, Any] = {}
+        self.var_keyword: str | None = None
+        for param in list(self.signature.parameters.values())[1:]:
+            annotation = hints.get(param.name, Any)
+            # Prefixed attribute, real name as alias: parameters like ``schema`` would shadow
+            # BaseModel's own attributes.
+            key = f"arg_{param.name}"
+            if param.kind is inspect.Parameter.VAR_KEYWORD:
+                self.var_keyword = param.name
+                annotation = dict[str, annotation]  # type: ignore[valid-type]
+                # ``**values`` of an update: nothing to update is a caller error, not empty SQL.
+                fields[key] = (annotation, Field(alias=param.name, min_length=1))
+            elif param.default is inspect.Parameter.empty:
+                fields[key] = (annotation, Field(alias=param.name))
+            else:
+                fields[key] = (annotation, Field(default=param.default, alias=param.name))
+        model_name = f"{repo.title()}{name.title().replace('_', '')}Args"
+        self.args_model: Any = create_model(model_name, __config__={"extra": "forbid"}, **fields)
+        self.returns: TypeAdapter[Any] = TypeAdapter(hints.get("return", Any))
+
+    @property
+    def path(self) -> str:
+        return f"{STORE_PREFIX}/{self.repo}/{self.name}"
+
+    def call(self, repository: object, args: Any) -> Any:
+        """Call the method with validated ``args`` the way Python would."""
+        values = {k.removeprefix("arg_"): getattr(args, k) for k in type(args).model_fields}
+        positional = []
+        keywords: dict[str, Any] = {}
+        for param in list(self.signature.parameters.values())[1:]:
+            if param.kind is inspect.Parameter.VAR_KEYWORD:
+                keywords.update(values[param.name])
+            elif param.kind is inspect.Parameter.POSITIONAL_ONLY:
+                positional.append(values[param.name])
+            else:
+                keywords[param.name] = values[param.name]
+        return getattr(repository, self.name)(*positional, **keywords)
+
+    def payload(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The JSON body for a Python call, validated on the client before it is sent."""
+        bound = self.signature.bind(None, *args, **kwargs)
+        values: dict[str, Any] = {}
+        for name, value in list(bound.arguments.items())[1:]:
+            values[name] = value
+        model = self.args_model.model_validate(values)
+        dumped: dict[str, Any] = model.model_dump(mode="json", by_alias=True)
+        return dumped
+
+    def result(self, data: Any) -> Any:
+        return self.returns.validate_python(data)
+
+
+def method_specs() -> list[MethodSpec]:
+    specs = []
+    for repo, cls in repository_classes().items():
+        for name in METHODS[repo]:
+            func = getattr(cls, name, None)
+            if func is not None:
+                specs.append(MethodSpec(repo, name, func))
+    return specs

@@ -1,0 +1,110 @@
+"""The metadata store's repositories over HTTP: one ``POST /api/v1/store/{repo}/{method}`` per
+repository method, its JSON body and response derived from the method's type hints
+(:mod:`modelyard.remote.protocol`).
+
+Deriving the routes from the repositories keeps the server and :mod:`modelyard.remote` in step
+with the store without a hand-written copy of every call; the permission of each method is
+still written down, one by one, in ``protocol.METHODS`` (a method missing there is not
+exposed, and a test fails until it is classified).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from modelyard.errors import InvalidParameter, NotFound
+from modelyard.remote.protocol import (
+    STORE_PREFIX,
+    MethodSpec,
+    escalation,
+    method_specs,
+    repository_classes,
+)
+from modelyard.server.auth import Principal, require
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+
+def router() -> APIRouter:
+    from fastapi import APIRouter
+
+    api = APIRouter(prefix=STORE_PREFIX, tags=["store"])
+    for spec in method_specs():
+        api.add_api_route(
+            f"/{spec.repo}/{spec.name}",
+            _endpoint(spec),
+            methods=["POST"],
+            name=f"store.{spec.repo}.{spec.name}",
+            summary=f"{spec.repo}.{spec.name}",
+            description=_first_line(spec),
+            response_model=None,
+        )
+    return api
+
+
+def _first_line(spec: MethodSpec) -> str:
+    doc = inspect.getdoc(getattr(repository_classes()[spec.repo], spec.name)) or ""
+    return f"Requires the `{spec.permission}` permission. {doc.splitlines()[0] if doc else ''}"
+
+
+def _endpoint(spec: MethodSpec) -> Callable[..., Any]:
+    def endpoint(request: Request, body: Any, principal: Principal) -> JSONResponse:
+        escalated = escalation(spec.repo, spec.name, body.model_dump(by_alias=True))
+        if escalated is not None and not principal.can(escalated):
+            from modelyard.server.errors import Forbidden
+
+            raise Forbidden(f"{spec.repo}.{spec.name} with these arguments needs {escalated!r}")
+        store = request.app.state.workspace.store
+        repository = getattr(store, spec.repo, None)
+        if repository is None:
+            raise NotFound(f"this server has no {spec.repo} store")
+        try:
+            result = spec.call(repository, body)
+        except (ValueError, OverflowError) as exc:
+            raise InvalidParameter(f"{spec.repo}.{spec.name}: {_short(exc)}") from None
+        except Exception as exc:
+            _raise_database_input_error(spec, exc)
+            raise
+        return JSONResponse({"result": spec.returns.dump_python(result, mode="json")})
+
+    # FastAPI reads the signature: body is the method's argument model, principal the check.
+    endpoint.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
+            inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=spec.args_model),
+            inspect.Parameter(
+                "principal",
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=Principal,
+                default=require(spec.permission),
+            ),
+        ]
+    )
+    endpoint.__name__ = f"store_{spec.repo}_{spec.name}"
+    return endpoint
+
+
+def _raise_database_input_error(spec: MethodSpec, exc: Exception) -> None:
+    """Values the database refuses (too long, out of range, a NUL byte, a broken foreign key)
+    are the caller's fault: 422/409, not 500. The driver's text is not echoed back."""
+    from sqlalchemy.exc import ArgumentError, CompileError, DataError, IntegrityError
+
+    from modelyard.errors import AlreadyExists
+
+    if isinstance(exc, IntegrityError):
+        raise AlreadyExists(f"{spec.repo}.{spec.name}: conflicts with existing records") from None
+    if isinstance(exc, ArgumentError | CompileError):  # e.g. an unknown column to update
+        raise InvalidParameter(f"{spec.repo}.{spec.name}: an argument is not accepted") from None
+    if isinstance(exc, DataError):
+        raise InvalidParameter(f"{spec.repo}.{spec.name}: a value does not fit") from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
