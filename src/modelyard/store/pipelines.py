@@ -152,6 +152,8 @@ class PipelineRepository:
         unknown = set(values) - allowed
         if unknown:
             raise ValueError(f"unknown step fields {sorted(unknown)}")
+        if not values:
+            return  # nothing to change; an empty SET is not valid SQL
         with self._db.session() as s:
             s.execute(
                 update(PipelineStepRow)
