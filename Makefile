@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: demo test lint typecheck services install clean bench
+.PHONY: demo test lint typecheck services install clean bench ui
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# The dashboard: rebuild the committed bundle in src/modelyard/server/static (needs node/npm;
+# users of the installed package never do).
+ui:
+	cd frontend && npm ci && npm run build

@@ -30,3 +30,16 @@ if bash "$SCRIPTS_DIR/docker.sh"; then
 else
   log "Docker engine not available; docker tests will skip (or fail under CI)"
 fi
+
+# --- Chromium for the dashboard's browser test (Debian's package; Playwright drives it) -------
+if [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    log "installing chromium"
+    apt-get install -y chromium >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y chromium >/dev/null 2>&1; } || true
+  fi
+fi
+if [ -x /usr/bin/chromium ]; then
+  log "chromium ready at /usr/bin/chromium"
+else
+  log "chromium not available; the dashboard browser test will skip (or fail under CI)"
+fi

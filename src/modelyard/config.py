@@ -23,6 +23,8 @@ STATE_DIR = ".modelyard"
 ENV_KEYS = {
     "MODELYARD_STORE_URL": "store_url",
     "MODELYARD_ARTIFACT_ROOT": "artifact_root",
+    "MODELYARD_URL": "server_url",  # a team server: store and artifacts live there
+    "MODELYARD_TOKEN": "server_token",
 }
 
 
@@ -35,6 +37,8 @@ class Settings:
     store_url: str
     artifact_root: Path
     sections: Mapping[str, Any] = field(default_factory=dict)
+    server_url: str | None = None
+    server_token: str | None = field(default=None, repr=False)  # never printed
 
     @property
     def state_dir(self) -> Path:
@@ -99,7 +103,14 @@ def load_settings(root: Path, environ: Mapping[str, str] | None = None) -> Setti
     if not artifact_root.is_absolute():
         artifact_root = (root / artifact_root).resolve()
     sections = {k: v for k, v in raw.items() if k not in {"store", "artifacts"}}
-    return Settings(root=root, store_url=store_url, artifact_root=artifact_root, sections=sections)
+    return Settings(
+        root=root,
+        store_url=store_url,
+        artifact_root=artifact_root,
+        sections=sections,
+        server_url=values.get("server_url") or None,
+        server_token=values.get("server_token") or None,
+    )
 
 
 def default_store_url(root: Path) -> str:

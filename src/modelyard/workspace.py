@@ -92,17 +92,32 @@ class Workspace:
     @property
     def store(self) -> Store:
         if self._store is None:
-            from modelyard.store import Store
+            if self.settings.server_url:
+                from modelyard.remote import RemoteStore
 
-            self._store = Store.open(self.settings.store_url)
+                self._store = RemoteStore.connect(
+                    self.settings.server_url, self.settings.server_token
+                )
+            else:
+                from modelyard.store import Store
+
+                self._store = Store.open(self.settings.store_url)
         return self._store
 
     @property
     def artifacts(self) -> LocalArtifactStore:
         if self._artifacts is None:
-            from modelyard.artifacts import LocalArtifactStore
+            if self.settings.server_url:
+                from modelyard.remote import RemoteArtifactStore, RemoteStore
 
-            self._artifacts = LocalArtifactStore(self.settings.artifact_root)
+                store = self.store
+                assert isinstance(store, RemoteStore)
+                # The local artifact folder becomes a cache of the server's blobs.
+                self._artifacts = RemoteArtifactStore(self.settings.artifact_root, store.client)
+            else:
+                from modelyard.artifacts import LocalArtifactStore
+
+                self._artifacts = LocalArtifactStore(self.settings.artifact_root)
         return self._artifacts
 
     def close(self) -> None:
