@@ -163,3 +163,36 @@ def test_onnx_flavor_and_prefer_onnx(tmp_path: Path) -> None:
     assert meta.extra["onnx"]["chosen"] is (meta.flavor == "onnx")
     loaded = load_model(tmp_path / "m")
     assert loaded.predict(x[:7]).tolist() == model.predict(x[:7]).tolist()
+
+
+@pytest.mark.slow
+def test_sklearn_model_loads_in_a_fresh_process_without_every_estimator(tmp_path: Path) -> None:
+    """A model server's cold start: loading a scikit-learn model must not import every
+    estimator skops would list (pytest included), and skops' own default trust stays empty."""
+    import subprocess
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, x[:, 0] > 0)
+    save_model(model, tmp_path / "m", input_example=x[:2])
+    code = (
+        "import sys, json, numpy as np\n"
+        "from modelyard.flavors import load_model\n"
+        f"m = load_model({str(tmp_path / 'm')!r})\n"
+        f"out = m.predict(np.array({x[:4].tolist()!r})).tolist()\n"
+        "import sklearn.utils\n"
+        "loaded = ['sklearn.utils._testing' in sys.modules,"
+        " sys.modules['skops.io._trusted_types'].SKLEARN_ESTIMATOR_TYPE_NAMES,"
+        " sklearn.utils.all_estimators.__module__]\n"
+        "print(json.dumps({'out': out, 'loaded': loaded}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["out"] == model.predict(x[:4]).tolist()
+    # skops' default trusted estimators stay empty (skops adds them to the list it is given, so
+    # modelyard's allow-list alone decides), and the patched function is put back.
+    assert answer["loaded"] == [False, [], "sklearn.utils.discovery"]

@@ -1,9 +1,19 @@
-"""modelyard's server vs a bare ASGI app, same models, same wrk load, one run.
+"""modelyard's server vs its peers and a bare ASGI app: same models, same wrk load, one run.
 
-    .venv/bin/python benchmarks/serving/run.py [--duration 5]
+    .venv/bin/python benchmarks/serving/run.py --setup-peers   # once: mlflow, BentoML venvs
+    .venv/bin/python benchmarks/serving/run.py [--duration 5] [--only lr] [--servers a,b]
 
-Prints req/s and p50/p99 for 1 row at c=1/16/64 and 100-row batches at c=16, and the ratio to
-the bare app. mlflow/BentoML are not compared here (see README); wrk must be on PATH.
+Servers: ``bare`` (bare_app.py: parse JSON, call predict — the ceiling), ``modelyard``
+(``python -m modelyard.serving`` with prediction logging and metrics on), ``mlflow``
+(``mlflow models serve --env-manager local``), ``bentoml`` and ``bentoml-batch``
+(bento_service.py without/with adaptive batching). The peers run from their own venvs
+(/tmp/bench-mlflow, /tmp/bench-bentoml, or BENCH_MLFLOW_VENV / BENCH_BENTOML_VENV); a peer that
+is not installed is skipped with a message. Every server gets the same scikit-learn models
+(bench_models.py, fitted on the same seeded data in each venv) and the same request bodies.
+
+Prints req/s and p50/p99 for 1 row at c=1/16/64 and 100-row batches at c=16, each with its
+ratio to the bare app, plus cold start (process start to first answered request) and RSS
+(summed over the server's process tree) after warm-up, and the load average.
 """
 
 from __future__ import annotations
@@ -18,39 +28,59 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
-N_FEATURES = 10
+sys.path.insert(0, str(HERE))
+
+from bench_models import N_FEATURES, fitted_models, training_data  # noqa: E402
+
 SCENARIOS = [
     ("1 row c=1", 1, 1),
     ("1 row c=16", 1, 16),
     ("1 row c=64", 1, 64),
     ("100 rows c=16", 100, 16),
 ]
+SERVERS = ("bare", "modelyard", "mlflow", "bentoml", "bentoml-batch")
+PEER_VENVS = {
+    "mlflow": (
+        Path(os.environ.get("BENCH_MLFLOW_VENV", "/tmp/bench-mlflow")),
+        ["mlflow", "scikit-learn"],
+    ),
+    "bentoml": (
+        Path(os.environ.get("BENCH_BENTOML_VENV", "/tmp/bench-bentoml")),
+        ["bentoml", "scikit-learn", "joblib"],
+    ),
+}
+START_TIMEOUT_S = 180.0
+
+Result = tuple[float, float, float]
 
 
-def _models(root: Path) -> dict[str, Path]:
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+def setup_peers() -> None:
+    """One venv per peer, so their dependency pins never meet modelyard's or each other's."""
+    for name, (venv, packages) in PEER_VENVS.items():
+        print(f"{name}: creating {venv} and installing {' '.join(packages)}", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", *packages], check=True)
 
+
+def _peer_python(peer: str) -> Path | None:
+    venv = PEER_VENVS[peer][0]
+    exe = venv / "bin" / ("mlflow" if peer == "mlflow" else "bentoml")
+    return venv / "bin" / "python" if exe.is_file() else None
+
+
+def _modelyard_models(root: Path) -> dict[str, Path]:
     from modelyard.flavors import save_model
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(2000, N_FEATURES))
-    y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    x, _ = training_data()
     out = {}
-    for name, model in (
-        ("lr", make_pipeline(StandardScaler(), LogisticRegression())),
-        ("rf", RandomForestClassifier(n_estimators=100, random_state=0)),
-    ):
-        model.fit(x, y)
-        out[name] = root / name
+    for name, model in fitted_models().items():
+        out[name] = root / "modelyard" / name
         save_model(model, out[name], input_example=x[:5])
     return out
 
@@ -61,52 +91,64 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(cmd: list[str], env: dict[str, str], port: int) -> tuple[subprocess.Popen[bytes], float]:
+def _start(
+    cmd: list[str], env: dict[str, str], port: int, log: Path
+) -> tuple[subprocess.Popen[bytes], float]:
     started = time.monotonic()
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE
-    )
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=HERE, start_new_session=True
+        )
+    try:
+        return proc, _wait_answering(proc, port, started, log)
+    except BaseException:  # Ctrl-C too: never leave a server behind in its own session
+        _stop(proc)
+        raise
+
+
+def _wait_answering(proc: subprocess.Popen[bytes], port: int, started: float, log: Path) -> float:
     body = {"instances": [[0.0] * N_FEATURES]}
-    while True:
+    while time.monotonic() - started < START_TIMEOUT_S:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited: {cmd}")
+            raise RuntimeError(f"exited with {proc.returncode}; see {log}")
         try:
-            if (
-                httpx.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=1).status_code
-                == 200
-            ):
-                return proc, time.monotonic() - started
+            answer = httpx.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=2)
+            if answer.status_code == 200:
+                return time.monotonic() - started
         except httpx.TransportError:
-            time.sleep(0.02)
+            pass
+        time.sleep(0.02)  # polling a process we do not control; not test synchronisation
+    raise RuntimeError(f"not answering after {START_TIMEOUT_S:.0f}s; see {log}")
 
 
-def _wrk(port: int, rows: int, conns: int, duration: int, lua: Path) -> tuple[float, float, float]:
-    body = '{"instances": [' + ",".join(["[" + ",".join(["0.5"] * N_FEATURES) + "]"] * rows) + "]}"
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's whole process group (peers serve from child processes)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=60)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    proc.wait()
+
+
+def _wrk(port: int, rows: int, conns: int, duration: int, lua: Path) -> Result:
+    row = "[" + ",".join(["0.5"] * N_FEATURES) + "]"
+    body = '{"instances": [' + ",".join([row] * rows) + "]}"
     lua.write_text(
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
         f"wrk.body = '{body}'\n"
     )
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t",
-            "1",
-            "-c",
-            str(conns),
-            "-d",
-            f"{duration}s",
-            "--latency",
-            "-s",
-            str(lua),
-            f"http://127.0.0.1:{port}/invocations",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    url = f"http://127.0.0.1:{port}/invocations"
+    cmd = ["wrk", "-t", "1", "-c", str(conns), "-d", f"{duration}s", "--latency", "-s", str(lua)]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     if "Non-2xx" in out:
-        raise SystemExit(f"non-2xx answers:\n{out}")
+        raise RuntimeError(f"non-2xx answers:\n{out}")
 
     def pct(p: str) -> float:
         value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
@@ -115,86 +157,183 @@ def _wrk(port: int, rows: int, conns: int, duration: int, lua: Path) -> tuple[fl
     return rps, pct("50"), pct("99")
 
 
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def _tree_rss_mib(pid: int) -> float:
+    """RSS of a process and all its descendants (mlflow and BentoML serve from children)."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return total / 1024
+
+
+def _commands(
+    root: Path, models: dict[str, Path], peer_dirs: dict[str, Path]
+) -> dict[str, Callable[[str, int], tuple[list[str], dict[str, str]]]]:
+    py = sys.executable
+    quiet = ["--log-level", "warning"]
+
+    def bare(model: str, port: int) -> tuple[list[str], dict[str, str]]:
+        cmd = [py, "-m", "uvicorn", "--factory", "bare_app:create", "--port", str(port)]
+        return [*cmd, "--no-access-log", *quiet], {"MODEL_DIR": str(models[model])}
+
+    def modelyard(model: str, port: int) -> tuple[list[str], dict[str, str]]:
+        cmd = [py, "-m", "modelyard.serving", "--model-dir", str(models[model]), "--name", model]
+        log_dir = str(root / "predlog" / model)
+        return [*cmd, "--host", "127.0.0.1", "--port", str(port), "--log-dir", log_dir, *quiet], {}
+
+    def mlflow(model: str, port: int) -> tuple[list[str], dict[str, str]]:
+        exe = str(PEER_VENVS["mlflow"][0] / "bin" / "mlflow")
+        cmd = [exe, "models", "serve", "-m", str(peer_dirs["mlflow"] / model)]
+        path = f"{PEER_VENVS['mlflow'][0] / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+        return [*cmd, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], {
+            "PATH": path  # mlflow execs `uvicorn` from PATH
+        }
+
+    def bentoml(batching: bool) -> Callable[[str, int], tuple[list[str], dict[str, str]]]:
+        def command(model: str, port: int) -> tuple[list[str], dict[str, str]]:
+            exe = str(PEER_VENVS["bentoml"][0] / "bin" / "bentoml")
+            cmd = [exe, "serve", "bento_service:Model", "--host", "127.0.0.1", "--port", str(port)]
+            env = {
+                "BENCH_MODEL": str(peer_dirs["bentoml"] / f"{model}.joblib"),
+                "BENCH_BATCHING": "1" if batching else "0",
+                "BENTOML_DO_NOT_TRACK": "True",
+                "BENTOML_HOME": str(root / "bentoml-home"),
+            }
+            return cmd, env
+
+        return command
+
+    return {
+        "bare": bare,
+        "modelyard": modelyard,
+        "mlflow": mlflow,
+        "bentoml": bentoml(False),
+        "bentoml-batch": bentoml(True),
+    }
+
+
+def _peer_models(root: Path, wanted: list[str]) -> dict[str, Path]:
+    """Each installed peer saves the models in its own format, from its own venv."""
+    dirs = {}
+    for peer, kind in (("mlflow", "mlflow"), ("bentoml", "joblib")):
+        if not any(s.startswith(peer) for s in wanted):
+            continue
+        python = _peer_python(peer)
+        if python is None:
+            print(
+                f"{peer}: not installed in {PEER_VENVS[peer][0]} (run with --setup-peers); skipped",
+                flush=True,
+            )
+            continue
+        out = root / peer
+        done = subprocess.run(
+            [str(python), "peer_models.py", kind, str(out)],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            print(f"{peer}: saving the models failed; skipped\n{done.stderr[-2000:]}", flush=True)
+            continue
+        dirs[peer] = out
+    return dirs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk scenario")
+    parser.add_argument("--setup-peers", action="store_true", help="create the peers' venvs")
+    parser.add_argument("--only", choices=("lr", "rf"), default=None, help="one model only")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset")
     args = parser.parse_args()
+    if args.setup_peers:
+        setup_peers()
+        return
     if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed")
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    wanted = [s for s in args.servers.split(",") if s]
+    unknown = set(wanted) - set(SERVERS)
+    if unknown:
+        raise SystemExit(f"unknown servers {sorted(unknown)}; choose from {', '.join(SERVERS)}")
     root = Path(tempfile.mkdtemp(prefix="modelyard-bench-"))
-    models = _models(root)
-    py = sys.executable
-    results: dict[tuple[str, str, str], tuple[float, float, float]] = {}
-    for model_name, model_dir in models.items():
-        for server in ("bare", "modelyard"):
+    load_before = os.getloadavg()
+    models = _modelyard_models(root)
+    peer_dirs = _peer_models(root, wanted)
+    servers = [
+        s for s in wanted if s.split("-")[0] not in PEER_VENVS or s.split("-")[0] in peer_dirs
+    ]
+    commands = _commands(root, models, peer_dirs)
+    names = [args.only] if args.only else list(models)
+    results: dict[tuple[str, str, str], Result] = {}
+    starts: dict[tuple[str, str], tuple[float, float]] = {}
+    for model in names:
+        for server in servers:
             port = _port()
-            env = dict(os.environ, MODEL_DIR=str(model_dir))
-            if server == "bare":
-                cmd = [
-                    py,
-                    "-m",
-                    "uvicorn",
-                    "--factory",
-                    "bare_app:create",
-                    "--port",
-                    str(port),
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                ]
-            else:
-                cmd = [
-                    py,
-                    "-m",
-                    "modelyard.serving",
-                    "--model-dir",
-                    str(model_dir),
-                    "--name",
-                    model_name,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--log-dir",
-                    str(root / "log" / model_name),
-                    "--log-level",
-                    "warning",
-                ]
-            proc, cold = _start(cmd, env, port)
-            rss = _rss_mib(proc.pid)
+            cmd, extra_env = commands[server](model, port)
+            env = dict(os.environ, **extra_env)
+            log = root / f"{server}-{model}.log"
+            try:
+                proc, cold = _start(cmd, env, port, log)
+            except RuntimeError as exc:
+                print(f"{model:3} {server:13} did not start: {exc}", flush=True)
+                continue
+            starts[(model, server)] = (cold, _tree_rss_mib(proc.pid))
             print(
-                f"{model_name:3} {server:10} cold start to first answer {cold:.2f}s, "
-                f"RSS after warm-up {rss:.0f} MiB",
+                f"{model:3} {server:13} cold start {cold:.2f}s, RSS after first answer "
+                f"{starts[(model, server)][1]:.0f} MiB",
                 flush=True,
             )
             try:
                 for label, rows, conns in SCENARIOS:
-                    results[(model_name, server, label)] = _wrk(
+                    results[(model, server, label)] = _wrk(
                         port, rows, conns, args.duration, root / "body.lua"
                     )
+            except (RuntimeError, subprocess.CalledProcessError) as exc:
+                print(f"{model:3} {server:13} failed under load: {exc}", flush=True)
             finally:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=60)
+                _stop(proc)
+    load_after = os.getloadavg()
+    _print_table(names, servers, results, starts)
     print(
-        f"\n{'model':5} {'scenario':15} {'bare req/s':>10} {'p50':>7} {'p99':>7} "
-        f"{'modelyard':>10} {'p50':>7} {'p99':>7} {'ratio':>6}"
+        f"\nload average (1/5/15 min) before: {'/'.join(f'{v:.2f}' for v in load_before)}, "
+        f"after: {'/'.join(f'{v:.2f}' for v in load_after)}; {os.cpu_count()} CPUs; "
+        f"wrk -t1, {args.duration}s per scenario"
     )
-    for model_name in models:
-        for label, _, _ in SCENARIOS:
-            b = results[(model_name, "bare", label)]
-            m = results[(model_name, "modelyard", label)]
-            print(
-                f"{model_name:5} {label:15} {b[0]:10.0f} {b[1]:6.1f}ms {b[2]:6.1f}ms "
-                f"{m[0]:10.0f} {m[1]:6.1f}ms {m[2]:6.1f}ms {m[0] / b[0]:6.2f}x"
-            )
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _print_table(
+    names: list[str],
+    servers: list[str],
+    results: dict[tuple[str, str, str], Result],
+    starts: dict[tuple[str, str], tuple[float, float]],
+) -> None:
+    print(
+        f"\n{'model':5} {'scenario':14} {'server':13} {'req/s':>8} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'vs bare':>8}"
+    )
+    for model in names:
+        for label, _, _ in SCENARIOS:
+            bare = results.get((model, "bare", label))
+            for server in servers:
+                r = results.get((model, server, label))
+                if r is None:
+                    continue
+                ratio = f"{r[0] / bare[0]:7.2f}x" if bare else "      -"
+                print(
+                    f"{model:5} {label:14} {server:13} {r[0]:8.0f} {r[1]:8.1f} {r[2]:8.1f} "
+                    f"{ratio:>8}"
+                )
+    print(f"\n{'model':5} {'server':13} {'cold start s':>12} {'RSS MiB':>8}")
+    for (model, server), (cold, rss) in starts.items():
+        print(f"{model:5} {server:13} {cold:12.2f} {rss:8.0f}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -179,11 +180,35 @@ def save(model: Any, folder: Path, *, trusted_pickle: bool) -> tuple[str, list[s
     return "sklearn", [MODEL_FILE]
 
 
-def load(folder: Path) -> Any:
-    import skops.io as sio
+def _skops_io() -> Any:
+    """``skops.io``, imported without building skops' default allow-list.
 
+    On import, skops calls ``sklearn.utils.all_estimators()``, which imports every scikit-learn
+    module (and pytest, through ``sklearn.utils._testing``) — about a second and tens of MiB in
+    a server that needs two or three estimator classes. skops only uses that list as *default*
+    trusted types, added to whatever ``trusted=`` list a caller passes; modelyard always passes
+    its own list (:func:`check_file`), so with the default empty skops trusts exactly what
+    modelyard allows and nothing more. (A caller relying on skops' defaults in the same process
+    would see every estimator as untrusted: stricter, never looser.)
+    """
+    if "skops.io" in sys.modules:
+        return sys.modules["skops.io"]
+    import sklearn.utils
+
+    everything = sklearn.utils.all_estimators
+    sklearn.utils.all_estimators = lambda *args, **kwargs: []
+    try:
+        import skops.io as sio
+    finally:
+        sklearn.utils.all_estimators = everything
+    return sio
+
+
+def load(folder: Path) -> Any:
+    """Load ``model.skops`` after checking every type in it against modelyard's allow-list."""
     path = folder / MODEL_FILE
     trusted = check_file(path)
+    sio = _skops_io()
     try:
         return sio.load(path, trusted=trusted)
     except Exception as exc:  # skops raises many types; the model is unusable either way

@@ -221,8 +221,11 @@ def create_app(model_dir: Path, *, name: str, version: str, config: ServeConfig)
 
 def create_app_from_env() -> ModelServer:
     """Factory for uvicorn worker processes: everything comes from ``MODELYARD_SERVE_*``."""
+    from modelyard.serving.lean import hide_unused_libraries
+
     env = os.environ
     config = ServeConfig.from_env(env)
+    hide_unused_libraries(Path(env["MODELYARD_SERVE_MODEL_DIR"]))  # this process is the server
     return create_app(
         Path(env["MODELYARD_SERVE_MODEL_DIR"]),
         name=env["MODELYARD_SERVE_NAME"],

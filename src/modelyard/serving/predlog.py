@@ -131,6 +131,11 @@ class SegmentLog:
         return True
 
     def start(self) -> None:
+        # Import pyarrow here, in the caller's thread, before the writer thread exists: a first
+        # import inside the writer thread races with scikit-learn, which looks pyarrow up in
+        # sys.modules on every predict and fails on a half-initialised module (a 500).
+        import pyarrow.ipc  # noqa: F401
+
         self.folder.mkdir(parents=True, exist_ok=True)
         self._thread = threading.Thread(
             target=self._run, name=f"modelyard-{self.kind}-log", daemon=True

@@ -40,6 +40,9 @@ def serve(
         "lifespan": "on",
     }
     if config.workers == 1:
+        from modelyard.serving.lean import hide_unused_libraries
+
+        hide_unused_libraries(Path(model_dir))
         app = create_app(Path(model_dir), name=name, version=version, config=config)
         uvicorn.Server(uvicorn.Config(app, **common)).run()  # type: ignore[arg-type]
         return
