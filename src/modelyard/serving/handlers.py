@@ -15,7 +15,7 @@ import orjson
 
 from modelyard._version import __version__
 from modelyard.errors import InvalidInput
-from modelyard.flavors.meta import Signature
+from modelyard.flavors.meta import V2_DATATYPES, Signature
 
 if TYPE_CHECKING:
     from modelyard.serving.app import ModelServer, Receive, Scope, Send
@@ -23,20 +23,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("modelyard.serving")
 
 _PICKLE = (b"pickle",)
-_V2_DTYPES = {
-    "bool": "BOOL",
-    "int8": "INT8",
-    "int16": "INT16",
-    "int32": "INT32",
-    "int64": "INT64",
-    "uint8": "UINT8",
-    "uint16": "UINT16",
-    "uint32": "UINT32",
-    "uint64": "UINT64",
-    "float16": "FP16",
-    "float32": "FP32",
-    "float64": "FP64",
-}
 _MAX_ID = 200
 
 
@@ -55,7 +41,7 @@ def _v2_outputs(output: Any, sig: Signature) -> list[dict[str, Any]]:
         {
             "name": name,
             "shape": list(arr.shape),
-            "datatype": _V2_DTYPES.get(arr.dtype.name, "BYTES"),
+            "datatype": V2_DATATYPES.get(arr.dtype.name, "BYTES"),
             "data": _jsonable(arr.ravel()),
         }
         for name, arr in items
