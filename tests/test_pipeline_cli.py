@@ -1,5 +1,5 @@
 """``modelyard pipeline``: run/resume/runs/show exit codes and output, and the Argo compiler's
-manifest checked against a structural schema of the Argo ``Workflow``."""
+manifest checked against the Argo ``Workflow`` schema."""
 
 from __future__ import annotations
 
@@ -240,3 +240,33 @@ def test_compile_to_argo_gives_a_valid_workflow(pipeline_file: Path, tmp_path: P
     assert "rate={{workflow.parameters.rate}}" in fit["container"]["args"]
     assert fit["retryStrategy"]["limit"] == "1"
     assert fit["activeDeadlineSeconds"] == 30
+
+
+def _strict(node: object) -> object:
+    """Close every object schema (no unknown fields), so a misspelt key fails validation."""
+    if isinstance(node, dict):
+        closed = {k: _strict(v) for k, v in node.items()}
+        if closed.get("type") == "object" and "properties" in closed:
+            closed.setdefault("additionalProperties", False)
+        return closed
+    if isinstance(node, list):
+        return [_strict(v) for v in node]
+    return node
+
+
+def test_compiled_workflow_validates_against_argos_own_schema(
+    pipeline_file: Path, tmp_path: Path
+) -> None:
+    """Hera's models are generated from Argo's OpenAPI spec: its JSON schema is Argo's."""
+    models = pytest.importorskip("hera.workflows.models")
+    schema = _strict(models.Workflow.model_json_schema(by_alias=True))
+    out = tmp_path / "wf.yaml"
+    result = CliRunner().invoke(
+        cli, ["pipeline", "compile", str(pipeline_file), "--target", "argo", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    manifest = yaml.safe_load(out.read_text())
+    jsonschema.validate(manifest, schema)
+    manifest["spec"]["templates"][0]["contianer"] = {}
+    with pytest.raises(jsonschema.ValidationError, match="contianer"):
+        jsonschema.validate(manifest, schema)
