@@ -103,3 +103,12 @@ def test_unreachable_store_url_fails_in_one_line(
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["no-such-command"])
     assert result.exit_code == 2
+
+
+def test_bracketed_names_survive_in_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MODELYARD_STORE_URL", raising=False)
+    (tmp_path / "modelyard.toml").write_text("store = 3\n")
+    result = CliRunner().invoke(cli, ["runs", "list"])
+    assert result.exit_code == 1
+    assert "[store] and [artifacts] in the workspace config must be tables" in result.stderr

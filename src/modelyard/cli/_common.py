@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from modelyard.errors import ModelyardError
 from modelyard.workspace import Workspace
@@ -62,7 +63,7 @@ class ErrorBoundaryGroup(click.Group):
             state = ctx.find_object(CliState)
             if state is not None and state.debug:
                 traceback.print_exc()
-            err_console().print(f"[bold red]error:[/] {exc.message}", markup=True)
+            err_console().print(f"[bold red]error:[/] {escape(exc.message)}", markup=True)
             sys.exit(exc.exit_code)
         finally:
             state = ctx.find_object(CliState)
