@@ -1,49 +1,342 @@
-"""``make demo``: the maintenance pipeline end to end in a throwaway workspace.
+"""``make demo``: the whole lifecycle on embedded defaults, in a fresh ``./demo-workspace``.
 
-1. a first batch of sensor readings → collect, validate, prepare, train, evaluate, register;
-2. the same again: everything but collect and register is cached;
-3. a drifted batch (recalibrated sensor, new machine type): validation stops the run.
+    train v1 (pipeline) → register → promote → deploy (local, no Docker) → traffic + feedback
+    → a drifted batch (recalibrated sensors) → monitor check: drift and quality decay
+    → retrain on the new batch → v2 beats v1 on the recent labelled traffic
+    → v2 rolled out while a client keeps sending requests (failed requests counted)
+    → the lineage of v2, back to the monitor report that started it
+
+    python examples/maintenance/demo.py [--dir PATH] [--docker]
+
+``--docker`` deploys to Docker (replicas behind a proxy) when an engine answers.
 """
 
 from __future__ import annotations
 
+import argparse
+import http.client
+import json
+import os
 import shutil
 import subprocess
 import sys
-import tempfile
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
+MODEL = "maintenance"
+DEPLOYMENT = "maintenance"
+WINDOW = 300  # requests per monitor window
+
+CONFIG = f"""\
+# Written by the modelyard demo.
+[monitor]
+interval = "1m"
+window = {WINDOW}
+
+[[monitor.policies]]
+name = "retrain-on-decay"
+action = "retrain"
+when = ["drift_share > 0.2 for 2 windows", "accuracy < 0.85 with 200 labels"]
+cooldown = "1h"
+metric = "accuracy"
+margin = 0.02
+# The batch a retrain learns from is drifted by definition: widen the range check.
+params = {{ tolerance = 10.0 }}
+runner = "in-process"
+
+[[monitor.policies]]
+name = "page-on-outage"
+action = "alert"
+when = ["down", "latency_p99_ms > 250"]
+"""
 
 
-def sh(*args: str, cwd: Path, check: bool = True) -> int:
-    print(f"\n$ modelyard {' '.join(args)}", flush=True)
-    code = subprocess.call([str(Path(sys.executable).parent / "modelyard"), *args], cwd=cwd)
-    if check and code != 0:
-        sys.exit(code)
-    return code
-
-
-def main() -> None:
+def recalibrated(rows: int, seed: int) -> Any:
+    """A batch after the maintenance crew swapped sensors: process temperature reads +3 K and
+    the new torque sensor reports 1.5x. Failures still follow the physics, so a model trained
+    on the old readings misjudges power and strain."""
     from generate import generate
 
-    root = Path(tempfile.mkdtemp(prefix="modelyard-demo-"))
+    frame = generate(rows, seed=seed)
+    frame["process_temp_k"] = (frame["process_temp_k"] + 3.0).round(2)
+    frame["torque_nm"] = (frame["torque_nm"] * 1.5).round(2)
+    return frame
+
+
+class Client:
+    """Sends prediction requests (one row each) over one keep-alive connection."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+    def post(self, path: str, body: Any) -> tuple[int, dict[str, str], bytes]:
+        payload = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        for attempt in (1, 2):
+            try:
+                self.conn.request("POST", path, body=payload, headers=headers)
+                response = self.conn.getresponse()
+                data = response.read()
+                return response.status, dict(response.getheaders()), data
+            except (OSError, http.client.HTTPException):
+                self.conn.close()
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def predict(self, row: dict[str, Any]) -> tuple[int, str | None]:
+        columns = list(row)
+        body = {"dataframe_split": {"columns": columns, "data": [[row[c] for c in columns]]}}
+        status, headers, _ = self.post("/invocations", body)
+        lowered = {k.lower(): v for k, v in headers.items()}
+        return status, lowered.get("x-request-id")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def send_traffic(port: int, frame: Any, *, feedback: bool = True) -> int:
+    """One request per row, then the true labels as feedback; returns the requests answered."""
+    from pipeline import TARGET, features
+
+    table = features(frame)
+    labels = table.pop(TARGET)
+    client = Client(port)
+    answered, items = 0, []
     try:
-        shutil.copy(HERE / "pipeline.py", root / "pipeline.py")
-        incoming = root / "data" / "incoming"
-        incoming.mkdir(parents=True)
-        sh("init", cwd=root)
-        generate(5000, seed=1).to_csv(incoming / "batch-001.csv", index=False)
-        sh("pipeline", "run", "pipeline.py", "-p", "n_estimators=100", "--jobs", "2", cwd=root)
-        sh("pipeline", "run", "pipeline.py", "-p", "n_estimators=100", cwd=root)
-        generate(5000, seed=2, drift=True).to_csv(incoming / "batch-002.csv", index=False)
-        code = sh("pipeline", "run", "pipeline.py", cwd=root, check=False)
-        print(f"\n(the drifted batch was refused, exit code {code})")
-        sh("pipeline", "runs", cwd=root)
+        for row, label in zip(table.to_dict(orient="records"), labels, strict=True):
+            status, request_id = client.predict(row)
+            if status == 200:
+                answered += 1
+                if feedback and request_id:
+                    items.append({"request_id": request_id, "label": int(label)})
+        if items:
+            client.post("/v1/feedback", {"feedback": items})
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        client.close()
+    return answered
+
+
+class Background:
+    """A client thread sending requests until stopped, counting the ones that failed."""
+
+    def __init__(self, port: int, row: dict[str, Any]) -> None:
+        self.port, self.row = port, row
+        self.sent = self.failed = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        client = Client(self.port)
+        while not self.stop.is_set():
+            try:
+                status, _ = client.predict(self.row)
+                self.failed += status != 200
+            except (OSError, http.client.HTTPException):
+                self.failed += 1
+            self.sent += 1
+        client.close()
+
+    def __enter__(self) -> Background:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def wait_for_logs(ws: Any, expected: int, timeout: float = 30.0) -> None:
+    """The server writes its prediction log off the request path; wait until it caught up."""
+    from modelyard.monitor.check import prediction_log_dir
+    from modelyard.monitor.windows import iter_batches
+
+    log_dir = prediction_log_dir(ws, ws.store.deployments.get(DEPLOYMENT), MODEL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (log_dir / "predictions").is_dir():
+            logged = sum(b.num_rows for b in iter_batches(log_dir, "predictions"))
+            if logged >= expected:
+                return
+        time.sleep(0.2)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=Path("demo-workspace"))
+    parser.add_argument("--docker", action="store_true", help="deploy to Docker if available")
+    args = parser.parse_args()
+    return 0 if run_demo(args.dir, docker=args.docker)["ok"] else 1
+
+
+def run_demo(root: Path, *, docker: bool = False) -> dict[str, Any]:
+    """Run the story in a fresh workspace at ``root``; returns what the lifecycle test checks."""
+    from generate import generate
+    from rich.console import Console
+
+    from modelyard import deploy, models
+    from modelyard.deploy.probe import free_port
+    from modelyard.errors import ModelyardError
+    from modelyard.monitor.check import check_deployment
+    from modelyard.pipeline.run import make_runner, run_pipeline
+    from modelyard.workspace import Workspace
+
+    out = Console(highlight=False)
+    started = time.monotonic()
+    step_no = 0
+
+    def stage(text: str) -> None:
+        nonlocal step_no
+        step_no += 1
+        out.rule(f"[bold]{step_no}. {text}[/]  ({time.monotonic() - started:.0f} s)", align="left")
+
+    root = root.resolve()
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    shutil.copy(HERE / "pipeline.py", root / "pipeline.py")
+    incoming = root / "data" / "incoming"
+    incoming.mkdir(parents=True)
+    os.environ.pop("MODELYARD_STORE_URL", None)
+    os.environ.pop("MODELYARD_ARTIFACT_ROOT", None)
+    ws, _ = Workspace.init(root, environ={})
+    with (root / "modelyard.toml").open("a") as f:
+        f.write("\n" + CONFIG)
+    ws = Workspace.at(root, environ={})
+    os.chdir(root)
+    target = "local"
+    if docker:
+        target = _docker_target(out)
+
+    stage("Train v1 on the first batch of sensor readings (pipeline)")
+    generate(5000, seed=1).to_csv(incoming / "batch-001.csv", index=False)
+    run = run_pipeline(
+        root / "pipeline.py",
+        params={"n_estimators": 60},
+        workspace=ws,
+        runner=make_runner("in-process", ws),  # one process: the demo is about the loop
+        on_event=_events(out),
+    )
+    if run.status != "finished":
+        out.print(f"[red]pipeline failed: {run.error}")
+        return {"ok": False, "error": run.error}
+    v1 = models.register(run.step("register").run_id or "", MODEL, workspace=ws)
+    models.promote(v1.ref, "production", reason="first model", workspace=ws)
+    out.print(f"registered {v1.ref}, promoted to production")
+
+    stage(f"Deploy {MODEL}@production ({target} target)")
+    if target == "docker":
+        from modelyard.packaging import build_model_image
+
+        build_model_image(v1.ref, workspace=ws)
+    port = free_port()
+    dep = deploy.deploy(
+        deploy.DeploySpec(ref=f"{MODEL}@production", name=DEPLOYMENT, target=target, port=port),
+        workspace=ws,
+    )
+    out.print(f"serving {dep.current.model_ref if dep.current else '?'} on http://127.0.0.1:{port}")
+
+    stage("Normal traffic with feedback, then a monitor check")
+    sent = send_traffic(port, generate(WINDOW, seed=5))
+    wait_for_logs(ws, sent)
+    result = check_deployment(ws, DEPLOYMENT)
+    _print_check(out, result)
+
+    stage("Sensors recalibrated: a drifted batch arrives, drifted traffic with feedback")
+    recalibrated(5000, seed=2).to_csv(incoming / "batch-002.csv", index=False)
+    out.print("new batch data/incoming/batch-002.csv (process temperature +3 K, torque x1.5)")
+    sent += send_traffic(port, recalibrated(2 * WINDOW, seed=3))
+    wait_for_logs(ws, sent)
+
+    stage("monitor check: drift and quality decay → retrain → challenger vs champion → rollout")
+    from pipeline import TARGET, features
+
+    probe_row = features(recalibrated(1, seed=9)).drop(columns=[TARGET]).iloc[0].to_dict()
+    with Background(port, probe_row) as client:
+        result = check_deployment(ws, DEPLOYMENT)
+    _print_check(out, result)
+    retrain = next((f for f in result.firings if f.action == "retrain"), None)
+    outcome = retrain.outcome if retrain else {}
+    out.print(f"requests sent during the check and rollout: {client.sent}, failed: {client.failed}")
+    production = models.resolve(f"{MODEL}@production", ws)
+    out.print(f"{MODEL}@production is now {production.ref}")
+
+    stage(f"Lineage of {production.ref}: why does this model exist?")
+    modelyard = str(Path(sys.executable).parent / "modelyard")
+    subprocess.call([modelyard, "lineage", production.ref, "--up", "--depth", "4"], cwd=root)
+
+    stage("Report and where to look next")
+    report_path = root / "monitor-report.html"
+    try:
+        from modelyard.monitor.history import write_deployment_report
+
+        write_deployment_report(ws, DEPLOYMENT, report_path)
+        out.print(f"HTML report: {report_path}")
+    except ModelyardError as exc:
+        out.print(f"(no HTML report: {exc.message})")
+    deploy.stop(DEPLOYMENT, workspace=ws)
+    ws.close()
+    rel = os.path.relpath(root, Path(os.environ.get("PWD", root)))
+    out.print(
+        "\n".join(
+            [
+                f"Workspace: {root}  (the service was stopped; redeploy with the command below)",
+                f"  modelyard -C {rel} models list",
+                f"  modelyard -C {rel} lineage {production.ref}",
+                f"  modelyard -C {rel} monitor report {DEPLOYMENT} -o report.html",
+                f"  modelyard -C {rel} deploy {MODEL}@production --name {DEPLOYMENT}",
+                f"  modelyard -C {rel} monitor check {DEPLOYMENT}",
+                f"Done in {time.monotonic() - started:.0f} s.",
+            ]
+        )
+    )
+    ok = (
+        outcome.get("status") == "promoted"
+        and production.version == v1.version + 1
+        and client.failed == 0
+    )
+    return {
+        "ok": ok,
+        "production": production.ref,
+        "outcome": outcome,
+        "report_id": result.report.id,
+        "sent": client.sent,
+        "failed": client.failed,
+        "report": report_path,
+    }
+
+
+def _print_check(out: Any, result: Any) -> None:
+    from modelyard.cli.monitor import print_result
+
+    print_result(out, result)
+
+
+def _events(out: Any) -> Any:
+    def show(event: Any) -> None:
+        if event.status in {"finished", "cached", "failed"}:
+            took = f" {event.duration_s:.1f} s" if event.duration_s is not None else ""
+            out.print(f"  {event.step}: {event.status}{took}")
+
+    return show
+
+
+def _docker_target(out: Any) -> str:
+    try:
+        from modelyard.images import DockerEngine
+
+        DockerEngine.from_env().ping()
+    except Exception as exc:
+        out.print(f"[yellow]--docker: no Docker engine answers ({exc}); using the local target")
+        return "local"
+    return "docker"
 
 
 if __name__ == "__main__":
     sys.path.insert(0, str(HERE))
-    main()
+    sys.exit(main())

@@ -9,7 +9,6 @@ argument with a default is a parameter.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -150,21 +149,24 @@ def evaluate(model: Any, test_set: pd.DataFrame, min_roc_auc: float = 0.75) -> d
 
 @step(cache=False, outputs="registered")
 def register(
-    model: Any, metrics: dict[str, float], model_name: str = "maintenance"
+    model: Any, metrics: dict[str, float], test_set: pd.DataFrame, model_name: str = "maintenance"
 ) -> dict[str, Any]:
-    """Hand the model over. Until the model registry lands this logs it as a run artifact."""
-    return hand_over(model, metrics, model_name)
+    """Hand the model over: logged as a model folder of this run, ready to be registered
+    (``modelyard models register RUN maintenance``) or compared by the monitor's retrain."""
+    return hand_over(model, metrics, model_name, test_set.drop(columns=[TARGET]).head(5))
 
 
-def hand_over(model: Any, metrics: dict[str, float], name: str) -> dict[str, Any]:
+def hand_over(
+    model: Any, metrics: dict[str, float], name: str, example: pd.DataFrame
+) -> dict[str, Any]:
     """The one place that knows how a model leaves the pipeline (thin on purpose)."""
-    import skops.io as sio
+    run = current_run().run
+    if run is None:  # called outside a pipeline (a notebook, a test): nothing to record
+        return {"name": name, "artifact": None, **metrics}
+    from modelyard.models import log_model
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{name}.skops"
-        sio.dump(model, path)
-        digest = current_run().log_artifact(path, f"{name}.skops")
-    return {"name": name, "artifact": digest, **metrics}
+    logged = log_model(run, model, "model", input_example=example)
+    return {"name": name, "artifact": logged.digest, "run": logged.run_id, **metrics}
 
 
 pipeline = Pipeline("maintenance", [collect, validate, prepare, train, evaluate, register])
