@@ -13,6 +13,9 @@ code raises these and knows nothing of HTTP or terminals.
     │   └── InvalidInput                          a prediction request not fitting the signature
     ├── NotFound                                  an unknown name, version, run or digest
     ├── AlreadyExists
+    ├── AuthError                                 the team server refused the caller
+    │   ├── Unauthorized                          no valid token (missing, expired, revoked)
+    │   └── Forbidden                             the token's role lacks the permission
     ├── ConfigError                               a workspace that is missing or misconfigured
     │   └── WorkspaceNotFound
     ├── StoreError                                the metadata store
@@ -28,10 +31,13 @@ code raises these and knows nothing of HTTP or terminals.
     ├── ImageError                                building or running container images
     │   ├── EngineUnavailable                     no Docker engine answers on its socket
     │   ├── ImageBuildFailed                      a build failed (the build log is attached)
-    │   └── WheelhouseError                       a locked package has no wheel to install
-    └── PipelineError                             a pipeline run that could not complete
-        ├── PipelineDefinitionError               the static graph is wrong (cycle, missing input)
-        └── StepFailed                            a step raised, was killed or timed out
+    │   ├── WheelhouseError                       a locked package has no wheel to install
+    │   └── RegistryError                         a container registry refused or did not answer
+    ├── PipelineError                             a pipeline run that could not complete
+    │   ├── PipelineDefinitionError               the static graph is wrong (cycle, missing input)
+    │   └── StepFailed                            a step raised, was killed or timed out
+    └── DeployError                               a deployment that could not be started or changed
+        └── RolloutFailed                         a new version never became ready (rolled back)
 """
 
 from __future__ import annotations
@@ -84,6 +90,18 @@ class NotFound(ModelyardError):
 
 
 class AlreadyExists(ModelyardError):
+    pass
+
+
+class AuthError(ModelyardError):
+    pass
+
+
+class Unauthorized(AuthError):
+    pass
+
+
+class Forbidden(AuthError):
     pass
 
 
@@ -179,11 +197,13 @@ class UnsafeModel(FlavorError):
 __all__ = [
     "AlreadyExists",
     "ArtifactError",
+    "AuthError",
     "ConfigError",
     "CorruptArtifact",
     "DataError",
     "EngineUnavailable",
     "FlavorError",
+    "Forbidden",
     "GateFailed",
     "ImageBuildFailed",
     "ImageError",
@@ -201,8 +221,27 @@ __all__ = [
     "StoreUnavailable",
     "StoreVersionError",
     "UnsafeDockerfileValue",
+    "Unauthorized",
     "UnsafeModel",
     "UsageError",
     "WheelhouseError",
     "WorkspaceNotFound",
 ]
+
+
+class RegistryError(ImageError):
+    """A push or pull a container registry refused (credentials) or never answered."""
+
+
+class DeployError(ModelyardError):
+    """A deployment that could not be started, changed or stopped (a port in use, a target
+    that is not there)."""
+
+
+class RolloutFailed(DeployError):
+    """A new version did not become ready; the previous one kept serving. ``logs`` holds the
+    last lines the failed replica printed."""
+
+    def __init__(self, message: str, logs: str = "") -> None:
+        super().__init__(message)
+        self.logs = logs

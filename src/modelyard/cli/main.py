@@ -69,6 +69,25 @@ from modelyard.cli import pipeline as _pipeline_cli  # noqa: E402
 
 cli.add_command(_pipeline_cli.pipeline)
 
+from modelyard.cli import monitor as _monitor_cli  # noqa: E402
+
+cli.add_command(_monitor_cli.monitor)
+
+
+from modelyard.cli import server as _server_cli  # noqa: E402
+
+cli.add_command(_server_cli.server)
+cli.add_command(_server_cli.tokens)
+
+from modelyard.cli import deploy as _deploy_cli  # noqa: E402
+from modelyard.cli import packaging as _packaging_cli  # noqa: E402
+
+cli.add_command(_packaging_cli.build)
+cli.add_command(_packaging_cli.dockerfile)
+cli.add_command(_packaging_cli.push)
+cli.add_command(_deploy_cli.deploy)
+cli.add_command(_deploy_cli.deployments)
+
 
 def main() -> None:
     cli(prog_name="modelyard")

@@ -47,10 +47,13 @@ class Store:
 
     def __init__(self, db: Database, url: str) -> None:
         from modelyard.store.datasets import DatasetRepository
+        from modelyard.store.deployments import DeploymentRepository
         from modelyard.store.lineage import LineageRepository
+        from modelyard.store.monitoring import MonitoringRepository
         from modelyard.store.pipelines import PipelineRepository
         from modelyard.store.registry import ModelRepository
         from modelyard.store.runs import RunRepository
+        from modelyard.store.tokens import TokenRepository
 
         self.db = db
         self.url = url
@@ -59,6 +62,9 @@ class Store:
         self.lineage = LineageRepository(db)
         self.pipelines = PipelineRepository(db)
         self.models = ModelRepository(db)
+        self.tokens = TokenRepository(db)
+        self.monitoring = MonitoringRepository(db)
+        self.deployments = DeploymentRepository(db)
 
     @classmethod
     def open(cls, url: str) -> Store:

@@ -98,9 +98,22 @@ def register_node_type(registry: NodeTypes, node_type: NodeType) -> None:
 def default_node_types() -> NodeTypes:
     """The node types modelyard knows, in resolution order. Each stage adds its own here,
     imported inside this function so that nothing is imported or registered at import time."""
+    from modelyard.deploy.lineage import deployment_node
     from modelyard.models.lineage import model_version_node
+    from modelyard.monitor.lineage import monitor_report_node
+    from modelyard.packaging.lineage import image_node
 
-    return NodeTypes([RUN_NODE, DATASET_VERSION_NODE, ARTIFACT_NODE, model_version_node()])
+    return NodeTypes(
+        [
+            RUN_NODE,
+            DATASET_VERSION_NODE,
+            ARTIFACT_NODE,
+            model_version_node(),
+            monitor_report_node(),
+            image_node(),
+            deployment_node(),
+        ]
+    )
 
 
 @dataclass(frozen=True)

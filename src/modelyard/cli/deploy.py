@@ -1,0 +1,207 @@
+"""``modelyard deploy`` (and ``deploy rollback``) and ``modelyard deployments``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from modelyard.cli._common import console, pass_workspace
+
+if TYPE_CHECKING:
+    from modelyard.workspace import Workspace
+
+
+class _DeployGroup(click.Group):
+    """``deploy REF [options]`` runs a rollout; ``deploy rollback NAME`` is a subcommand."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_DeployGroup)
+def deploy() -> None:
+    """Deploy a model version as a web service (also: 'deploy rollback NAME').
+
+    \b
+      modelyard deploy churn@production --name churn-api --port 8080
+      modelyard deploy churn@production --target docker --name churn-api --replicas 2
+      modelyard deploy churn@production --target kubernetes --namespace ml --dry-run -o yaml
+    """
+
+
+@deploy.command("run")
+@click.argument("ref")
+@click.option(
+    "--target",
+    type=click.Choice(["local", "docker", "kubernetes"]),
+    default=None,
+    help="Where to run it [default: docker when installed, else local].",
+)
+@click.option("--name", default=None, help="Service name [default: the model's name].")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--replicas", default=None, type=click.IntRange(1, 64), help="[default: 1; k8s 2]")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to become ready.")
+@click.option("--namespace", default="default", show_default=True, help="Kubernetes namespace.")
+@click.option("--min", "min_replicas", default=None, type=click.IntRange(1), help="HPA minimum.")
+@click.option("--max", "max_replicas", default=None, type=click.IntRange(1), help="HPA maximum.")
+@click.option("--cpu-target", default=70, show_default=True, type=click.IntRange(1, 100))
+@click.option("--dry-run", is_flag=True, help="Kubernetes: print the manifests, apply nothing.")
+@click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml")
+@pass_workspace
+def run(
+    ws: Workspace,
+    ref: str,
+    target: str | None,
+    name: str | None,
+    port: int,
+    replicas: int | None,
+    timeout: float,
+    namespace: str,
+    min_replicas: int | None,
+    max_replicas: int | None,
+    cpu_target: int,
+    dry_run: bool,
+    output: str,
+) -> None:
+    """Roll out REF (churn@production, churn@4) as service --name."""
+    from modelyard import deploy as api
+    from modelyard.models import resolve
+
+    target = target or api.default_target()
+    service = name or resolve(ref, ws).name
+    out = console()
+    if target == api.KUBERNETES:
+        plan = api.deploy_kubernetes(
+            ref,
+            service,
+            namespace=namespace,
+            replicas=replicas or 2,
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
+            cpu_target=cpu_target,
+            timeout_s=timeout,
+            dry_run=dry_run,
+            workspace=ws,
+        )
+        if dry_run:
+            import json
+
+            from modelyard.deploy.kubernetes import to_yaml
+
+            text = to_yaml(plan.manifests) if output == "yaml" else json.dumps(plan.manifests)
+            click.echo(text.rstrip("\n"))
+            return
+        out.print(f"Rolled out {ref} as {namespace}/{service}", markup=False)
+        return
+    if dry_run:
+        raise click.UsageError("--dry-run applies to --target kubernetes only")
+    spec = api.DeploySpec(
+        ref, service, target=target, port=port, replicas=replicas or 1, timeout_s=timeout
+    )
+    dep = api.deploy(spec, workspace=ws)
+    current = dep.current
+    assert current is not None
+    out.print(
+        f"{service} serves {current.model_ref} on http://127.0.0.1:{dep.port} "
+        f"({target}, {dep.replicas} replica(s), revision {current.revision})",
+        markup=False,
+    )
+
+
+@deploy.command("rollback")
+@click.argument("name")
+@click.option("--timeout", default=120.0, show_default=True)
+@pass_workspace
+def rollback(ws: Workspace, name: str, timeout: float) -> None:
+    """Go back to the version NAME served before the current one."""
+    from modelyard import deploy as api
+
+    dep = api.rollback(name, workspace=ws, timeout_s=timeout)
+    assert dep.current is not None
+    console().print(f"{name} rolled back to {dep.current.model_ref}", markup=False)
+
+
+@click.group()
+def deployments() -> None:
+    """List, inspect, read the logs of and stop deployments."""
+
+
+@deployments.command("list")
+@pass_workspace
+def list_(ws: Workspace) -> None:
+    """Every deployment with its target, version and status."""
+    from rich.table import Table
+
+    from modelyard import deploy as api
+
+    table = Table("name", "target", "version", "status", "port", "replicas", "revision")
+    for dep in api.list_deployments(workspace=ws):
+        current = dep.current
+        table.add_row(
+            dep.name,
+            dep.target,
+            current.model_ref if current else "-",
+            dep.status,
+            str(dep.port or "-"),
+            str(dep.replicas),
+            str(dep.revision or "-"),
+        )
+    console().print(table)
+
+
+@deployments.command("status")
+@click.argument("name")
+@pass_workspace
+def status(ws: Workspace, name: str) -> None:
+    """Version, image digest, replicas, health and traffic (from the replicas' /metrics)."""
+    from modelyard import deploy as api
+
+    st = api.status(name, workspace=ws)
+    dep = st.deployment
+    cur = dep.current
+    ready = sum(1 for r in st.replicas if r.ready)
+    t = st.traffic
+    lines = [
+        f"name:       {dep.name} ({dep.target}, {dep.status})",
+        f"version:    {cur.model_ref if cur else '-'} (revision {dep.revision or '-'})",
+        f"image:      {(cur.image_ref if cur else None) or '-'}",
+        f"digest:     {(cur.image_digest if cur else None) or '-'}",
+        f"replicas:   {ready}/{dep.replicas} ready",
+        f"health:     {'healthy' if st.healthy else 'unhealthy'}",
+        f"requests:   {t.requests:.0f} ({st.request_rate or 0:.2f}/s since the rollout)",
+        f"errors:     {t.errors:.0f} ({t.error_rate:.2%})",
+        f"latency:    p50 {_ms(t.p50_s)}  p99 {_ms(t.p99_s)}",
+    ]
+    for event in api.events(name, workspace=ws, limit=5):
+        lines.append(f"event:      {event.at:%Y-%m-%d %H:%M:%S} {event.kind}: "
+                     f"{event.message.splitlines()[0]}")  # fmt: skip
+    click.echo("\n".join(lines))
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"<= {seconds * 1000:.0f} ms"
+
+
+@deployments.command("logs")
+@click.argument("name")
+@click.option("-n", "--lines", default=50, show_default=True, type=click.IntRange(1, 10000))
+@pass_workspace
+def logs(ws: Workspace, name: str, lines: int) -> None:
+    """The last lines the service printed."""
+    from modelyard import deploy as api
+
+    click.echo(api.logs(name, lines=lines, workspace=ws))
+
+
+@deployments.command("stop")
+@click.argument("name")
+@pass_workspace
+def stop(ws: Workspace, name: str) -> None:
+    """Stop every replica of NAME (in-flight requests finish); its history is kept."""
+    from modelyard import deploy as api
+
+    api.stop(name, workspace=ws)
+    console().print(f"Stopped {name}", markup=False)

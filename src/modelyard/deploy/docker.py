@@ -1,0 +1,282 @@
+"""The ``docker`` target: replicas of the model image behind an HAProxy container.
+
+Each deployment has a user network ``modelyard-<name>``, replicas named
+``<name>-<version>-<token>`` and a proxy ``<name>-proxy`` publishing the service port on
+127.0.0.1. A rollout starts the new replicas, waits until each answers ready, rewrites the
+proxy's configuration and reloads it gracefully, checks the port answers with the new version,
+then stops the old replicas (each drains its in-flight requests on SIGTERM). A new version that
+exits, restarts or never becomes ready is removed and the proxy never points at it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelyard.deploy.probe import get_json, require_free_port, serves_version, wait_until
+from modelyard.deploy.proxy import (
+    CONFIG_PATH,
+    DEFAULT_PROXY_IMAGE,
+    LISTEN_PORT,
+    PROXY_PACKAGES,
+    proxy_command,
+    render_haproxy_config,
+)
+from modelyard.errors import EngineUnavailable, RolloutFailed
+
+if TYPE_CHECKING:
+    from modelyard.images import DockerEngine
+    from modelyard.store.registry_entities import ModelVersion
+
+LABEL = "io.modelyard.deployment"
+ROLE = "io.modelyard.role"
+SERVE_PORT = 8080
+STOP_GRACE_S = 30
+
+
+def _engine(engine: DockerEngine | None = None) -> DockerEngine:
+    from modelyard.images import DockerEngine
+
+    return engine or DockerEngine.from_env()
+
+
+def network_name(name: str) -> str:
+    return f"modelyard-{name}"
+
+
+def proxy_name(name: str) -> str:
+    return f"{name}-proxy"
+
+
+def replica_containers(name: str, engine: DockerEngine | None = None) -> list[str]:
+    """Replica containers of ``name`` (running or not), oldest first."""
+    eng = _engine(engine)
+    proc = eng.run(
+        [
+            "ps",
+            "-a",
+            "--filter",
+            f"label={LABEL}={name}",
+            "--filter",
+            f"label={ROLE}=replica",
+            "--format",
+            "{{.CreatedAt}}\t{{.Names}}",
+        ],  # fmt: skip
+    )
+    rows = [line.split("\t") for line in proc.stdout.decode().splitlines() if "\t" in line]
+    return [n for _, n in sorted(rows)]
+
+
+def _inspect(eng: DockerEngine, container: str) -> dict[str, Any] | None:
+    proc = eng.run(["container", "inspect", container], check=False)
+    if proc.returncode != 0:
+        return None
+    data = json.loads(proc.stdout)
+    return data[0] if data else None
+
+
+def _host_url(data: dict[str, Any]) -> str | None:
+    ports = (data.get("NetworkSettings") or {}).get("Ports") or {}
+    bound = ports.get(f"{SERVE_PORT}/tcp") or []
+    for entry in bound:
+        if entry.get("HostPort"):
+            return f"http://127.0.0.1:{entry['HostPort']}"
+    return None
+
+
+def replica_urls(name: str, engine: DockerEngine | None = None) -> list[str]:
+    """Host URLs of the running replicas (published on random 127.0.0.1 ports)."""
+    eng = _engine(engine)
+    try:
+        eng.ping()
+    except EngineUnavailable:
+        return []
+    urls = []
+    for container in replica_containers(name, eng):
+        data = _inspect(eng, container)
+        if data and (data.get("State") or {}).get("Running"):
+            url = _host_url(data)
+            if url:
+                urls.append(url)
+    return urls
+
+
+def ensure_proxy_image(image: str = DEFAULT_PROXY_IMAGE, engine: DockerEngine | None = None) -> str:
+    """The HAProxy image, made from Debian packages the first time (reused after)."""
+    from modelyard.images import build_base_image
+
+    build_base_image(image, packages=PROXY_PACKAGES, engine=_engine(engine))
+    return image
+
+
+def _start_replica(eng: DockerEngine, name: str, version: ModelVersion, image: str) -> str:
+    container = f"{name}-{version.version}-{secrets.token_hex(3)}"
+    eng.run(
+        [
+            "run",
+            "-d",
+            "--name",
+            container,
+            "--network",
+            network_name(name),
+            "--label",
+            f"{LABEL}={name}",
+            "--label",
+            f"{ROLE}=replica",
+            "--label",
+            f"io.modelyard.model={version.ref}",
+            "--restart",
+            "on-failure:5",
+            "--stop-timeout",
+            str(STOP_GRACE_S),
+            "-p",
+            f"127.0.0.1::{SERVE_PORT}",
+            image,
+        ],  # fmt: skip
+        timeout=120,
+    )
+    return container
+
+
+def _replica_ready(eng: DockerEngine, container: str, version: ModelVersion) -> str | None:
+    """None while starting; "ok" when ready; a reason when it failed (exited, restarted)."""
+    data = _inspect(eng, container)
+    if data is None:
+        return "the container disappeared"
+    state = data.get("State") or {}
+    if not state.get("Running") or state.get("Restarting"):
+        return f"the container exited with code {state.get('ExitCode')}"
+    if int(data.get("RestartCount") or 0) > 0:
+        return f"the container restarted {data['RestartCount']} time(s) (crash loop)"
+    url = _host_url(data)
+    if url and serves_version(url, version.name, version.version):
+        return "ok"
+    return None
+
+
+def _logs(eng: DockerEngine, container: str, lines: int = 20) -> str:
+    proc = eng.run(["logs", "--tail", str(lines), container], check=False)
+    return (proc.stdout + proc.stderr).decode(errors="replace").strip()
+
+
+def _remove(eng: DockerEngine, containers: list[str], *, grace: int = STOP_GRACE_S) -> None:
+    if containers:
+        eng.run(["stop", "-t", str(grace), *containers], check=False, timeout=grace + 60)
+        eng.run(["rm", "-f", *containers], check=False)
+
+
+def _put_config(eng: DockerEngine, container: str, text: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="modelyard-proxy-") as tmp:
+        path = Path(tmp) / "haproxy.cfg"
+        path.write_text(text)
+        eng.run(["cp", str(path), f"{container}:{CONFIG_PATH}"])
+
+
+def rollout(
+    name: str,
+    version: ModelVersion,
+    image: str,
+    *,
+    port: int,
+    replicas: int = 1,
+    timeout: float = 90.0,
+    proxy_image: str = DEFAULT_PROXY_IMAGE,
+    engine: DockerEngine | None = None,
+) -> dict[str, Any]:
+    """Serve ``image`` as ``name`` on 127.0.0.1:``port`` with ``replicas`` containers."""
+    eng = _engine(engine)
+    eng.ping()
+    ensure_proxy_image(proxy_image, eng)
+    net = network_name(name)
+    if eng.run(["network", "inspect", net], check=False).returncode != 0:
+        eng.run(["network", "create", "--label", f"{LABEL}={name}", net])
+    old = replica_containers(name, eng)
+    proxy = proxy_name(name)
+    proxy_exists = _inspect(eng, proxy) is not None
+    if not proxy_exists:
+        require_free_port(port)
+    new = [_start_replica(eng, name, version, image) for _ in range(replicas)]
+    failure: tuple[str, str] | None = None
+    deadline = time.monotonic() + timeout
+    pending = list(new)
+    while pending and failure is None and time.monotonic() < deadline:
+        for container in list(pending):
+            state = _replica_ready(eng, container, version)
+            if state == "ok":
+                pending.remove(container)
+            elif state is not None:
+                failure = (container, state)
+                break
+        if pending and failure is None:
+            time.sleep(0.2)
+    if failure is None and pending:
+        failure = (pending[0], f"not ready after {timeout:.0f} s")
+    if failure is not None:
+        container, reason = failure
+        tail = _logs(eng, container)
+        _remove(eng, new, grace=2)
+        raise RolloutFailed(
+            f"{version.ref} failed to start on docker ({container}: {reason}); "
+            f"the previous version keeps serving. Last log lines:\n{tail}",
+            tail,
+        )
+    config = render_haproxy_config(new, backend_port=SERVE_PORT)
+    try:
+        if proxy_exists:
+            _put_config(eng, proxy, config)
+            eng.run(["kill", "-s", "USR2", proxy])
+        else:
+            eng.run(
+                ["create", "--name", proxy, "--network", net, "--label", f"{LABEL}={name}",
+                 "--label", f"{ROLE}=proxy", "--restart", "unless-stopped",
+                 "-p", f"127.0.0.1:{port}:{LISTEN_PORT}", proxy_image, *proxy_command()],
+            )  # fmt: skip
+            _put_config(eng, proxy, config)
+            eng.run(["start", proxy])
+        url = f"http://127.0.0.1:{port}"
+        checks = max(4, 2 * replicas + 2)
+        if not wait_until(
+            lambda: all(serves_version(url, version.name, version.version) for _ in range(checks)),
+            timeout=timeout,
+        ):
+            raise RolloutFailed(
+                f"the proxy on {url} did not switch to {version.ref}: {_logs(eng, proxy, 10)}",
+                _logs(eng, proxy, 20),
+            )
+    except BaseException:
+        if old:  # point the proxy back at what served before
+            try:
+                _put_config(eng, proxy, render_haproxy_config(old, backend_port=SERVE_PORT))
+                eng.run(["kill", "-s", "USR2", proxy], check=False)
+            finally:
+                _remove(eng, new, grace=2)
+        else:
+            _remove(eng, [*new, proxy], grace=2)
+        raise
+    _remove(eng, old)  # drained: the proxy no longer sends them anything
+    return {"network": net, "proxy": proxy, "replicas": new, "image": image}
+
+
+def stop(name: str, engine: DockerEngine | None = None) -> None:
+    eng = _engine(engine)
+    eng.ping()
+    _remove(eng, replica_containers(name, eng))
+    if _inspect(eng, proxy_name(name)) is not None:
+        _remove(eng, [proxy_name(name)], grace=5)
+    eng.run(["network", "rm", network_name(name)], check=False)
+
+
+def logs(name: str, lines: int = 50, engine: DockerEngine | None = None) -> str:
+    eng = _engine(engine)
+    parts = []
+    for container in replica_containers(name, eng):
+        parts.append(f"==> {container} <==\n{_logs(eng, container, lines)}")
+    return "\n".join(parts)
+
+
+def ready(url: str) -> bool:
+    return get_json(f"{url}/v2/health/ready") is not None

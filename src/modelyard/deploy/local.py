@@ -1,0 +1,279 @@
+"""The ``local`` target: gunicorn with uvicorn workers on the host, no Docker needed.
+
+Why gunicorn: its master process owns the listening socket, and ``SIGHUP`` re-reads the config
+file, starts new workers and only then gracefully stops the old ones, all on that same socket —
+a rollout without a refused connection and without writing a proxy. The served folder is named
+in the config (and by the ``current`` symlink beside it, for people looking), so a rollout is:
+check the new model loads (a probe server on a spare port), rewrite the config, ``SIGHUP``,
+wait until the port answers with the new version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from modelyard.deploy.probe import wait_until
+from modelyard.errors import DeployError, RolloutFailed
+
+if TYPE_CHECKING:
+    from modelyard.store.registry_entities import ModelVersion
+    from modelyard.workspace import Workspace
+
+DEPLOY_DIR = "deployments"
+LOG_FILE = "server.log"
+READY_DIR = "ready"
+
+
+@dataclass(frozen=True)
+class LocalService:
+    """The files of one local deployment under ``.modelyard/deployments/<name>/``."""
+
+    folder: Path
+
+    @property
+    def config(self) -> Path:
+        return self.folder / "gunicorn.conf.py"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.folder / "gunicorn.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / LOG_FILE
+
+    @property
+    def current(self) -> Path:
+        return self.folder / "current"
+
+    @property
+    def upgrade_pidfile(self) -> Path:
+        """Where a master started by ``SIGUSR2`` writes its pid until the old one exits (then it
+        is promoted and moves it to :attr:`pidfile`)."""
+        return self.folder / "gunicorn.pid.2"
+
+    def pid(self) -> int | None:
+        """The serving master: the promoted one, else one mid-upgrade."""
+        return _read_pid(self.pidfile) or _read_pid(self.upgrade_pidfile)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return None
+    return pid
+
+
+def service(ws: Workspace, name: str) -> LocalService:
+    from modelyard.refs import validate_name
+
+    return LocalService(ws.state_dir / DEPLOY_DIR / validate_name(name, "deployment name"))
+
+
+def _write_config(svc: LocalService, version: ModelVersion, model_dir: Path, port: int,
+                  replicas: int) -> None:  # fmt: skip
+    env = {
+        "MODELYARD_SERVE_MODEL_DIR": str(model_dir),
+        "MODELYARD_SERVE_NAME": version.name,
+        "MODELYARD_SERVE_VERSION": str(version.version),
+        "MODELYARD_SERVE_ALLOW_PICKLE": str(bool(version.trusted_pickle)),
+        "MODELYARD_DEPLOY_READY_DIR": str(svc.folder / READY_DIR),
+    }
+    text = (
+        "# Written by modelyard deploy; rewritten on every rollout, then gunicorn gets SIGHUP.\n"
+        f"bind = {f'127.0.0.1:{port}'!r}\n"
+        f"workers = {int(replicas)}\n"
+        "worker_class = 'modelyard.deploy.gunicorn_worker.DrainingUvicornWorker'\n"
+        "graceful_timeout = 30\n"
+        f"chdir = {str(svc.folder)!r}\n"
+        "timeout = 60\n"
+        f"pidfile = {str(svc.pidfile)!r}\n"
+        f"raw_env = {[f'{k}={v}' for k, v in env.items()]!r}\n"
+        # the old master renames its pidfile on SIGUSR2; the new one writes this path
+    )
+    tmp = svc.config.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(svc.config)
+    link = svc.folder / "current.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        link.unlink()
+    link.symlink_to(model_dir)
+    link.replace(svc.current)
+
+
+def log_tail(path: Path, lines: int = 60) -> str:
+    try:
+        kept = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(kept[-lines:])
+
+
+def ready_workers(svc: LocalService, master: int) -> int:
+    """Workers of ``master`` that loaded the model and accept (markers they leave)."""
+    folder = svc.folder / READY_DIR
+    count = 0
+    for marker in folder.glob(f"{master}-*"):
+        try:
+            os.kill(int(marker.name.split("-", 1)[1]), 0)
+        except (OSError, ValueError):
+            continue
+        count += 1
+    return count
+
+
+def _spawn_gunicorn(svc: LocalService) -> int:
+    """Start the gunicorn master in a session of its own (it outlives this command), output
+    appended to the log. Spawned, not a ``Popen``: nothing here waits for it to end."""
+    argv = [sys.executable, _gunicorn_script(), "-c", str(svc.config),
+            "modelyard.serving.app:create_app_from_env()"]  # fmt: skip
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, str(svc.log), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    return os.posix_spawn(sys.executable, argv, dict(os.environ), file_actions=actions,
+                          setsid=True)  # fmt: skip
+
+
+def _gunicorn_script() -> str:
+    """The ``gunicorn`` script beside this interpreter. Not ``python -m gunicorn``: on
+    ``SIGUSR2`` gunicorn re-executes its own command line, and a ``gunicorn/__main__.py`` path
+    puts gunicorn's ``http`` package ahead of the standard library's."""
+    script = Path(sys.executable).parent / "gunicorn"
+    if not script.is_file():
+        raise DeployError(
+            f"gunicorn is not installed beside {sys.executable}; the local target needs it "
+            "(pip install 'modelyard[deploy]')"
+        )
+    return str(script)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def rollout(ws: Workspace, name: str, version: ModelVersion, *, port: int, replicas: int,
+            timeout: float = 60.0) -> str:  # fmt: skip
+    """Serve ``version`` as ``name`` on ``port``: start gunicorn, or switch the running one.
+    Returns the base URL; raises :class:`RolloutFailed` (the old version still serving).
+
+    A switch is gunicorn's binary upgrade: ``SIGUSR2`` starts a second master on the same
+    listening socket with the rewritten config; once all of its workers have loaded the new
+    model (their ready markers), the old master gets ``SIGTERM`` and its workers drain. Until
+    then the old workers keep answering, so no request waits for a model to load.
+    """
+    from modelyard.deploy.probe import require_free_port
+    from modelyard.models import export_model
+
+    svc = service(ws, name)
+    (svc.folder / READY_DIR).mkdir(parents=True, exist_ok=True)
+    model_dir = export_model(ws, version)
+    url = f"http://127.0.0.1:{port}"
+    old = svc.pid()
+    if old is None:
+        require_free_port(port)
+        _write_config(svc, version, model_dir, port, replicas)
+        master = _spawn_gunicorn(svc)
+        if not wait_until(
+            lambda: ready_workers(svc, master) >= replicas,
+            timeout=timeout,
+            alive=lambda: _alive(master),
+        ):
+            _terminate(master)
+            tail = log_tail(svc.log)
+            raise RolloutFailed(f"{version.ref} never became ready on {url}; last log lines:\n"
+                                f"{tail}", tail)  # fmt: skip
+        return url
+    previous = svc.config.read_text()
+    _write_config(svc, version, model_dir, port, replicas)
+    os.kill(old, signal.SIGUSR2)
+    new: list[int] = []
+
+    def new_master() -> bool:
+        pid = _read_pid(svc.upgrade_pidfile)
+        if pid is not None and pid != old:
+            new[:] = [pid]
+            return True
+        return False
+
+    started = wait_until(new_master, timeout=min(timeout, 30.0))
+    ok = started and wait_until(
+        lambda: ready_workers(svc, new[0]) >= replicas,
+        timeout=timeout,
+        alive=lambda: _alive(new[0]),
+    )
+    if not ok:
+        if new:
+            _terminate(new[0])
+        svc.config.write_text(previous)
+        tail = log_tail(svc.log)
+        raise RolloutFailed(f"{version.ref} never became ready; {url} still serves the previous "
+                            f"version. Last log lines:\n{tail}", tail)  # fmt: skip
+    _terminate(old)  # graceful: its workers stop accepting, drain, finish in-flight requests
+    # The new master notices its parent left and moves its pidfile into place.
+    wait_until(lambda: _read_pid(svc.pidfile) == new[0], timeout=10.0)
+    return url
+
+
+def _terminate(pid: int, timeout: float = 35.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            waited, _ = os.waitpid(pid, os.WNOHANG)
+            if waited == pid:
+                return
+        except ChildProcessError:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def stop(ws: Workspace, name: str) -> bool:
+    """Stop the service gracefully (in-flight requests finish). False if it was not running."""
+    svc = service(ws, name)
+    pid = svc.pid()
+    if pid is None:
+        return False
+    _terminate(pid)
+    svc.pidfile.unlink(missing_ok=True)
+    return True
+
+
+def endpoints(port: int | None) -> list[str]:
+    return [f"http://127.0.0.1:{port}"] if port else []
+
+
+def logs(ws: Workspace, name: str, lines: int = 50) -> str:
+    svc = service(ws, name)
+    if not svc.folder.is_dir():
+        raise DeployError(f"deployment {name!r} has no local state in {svc.folder}")
+    return log_tail(svc.log, lines)

@@ -1,0 +1,356 @@
+"""Deploy, roll back, stop and inspect named services; every rollout is a recorded revision.
+
+The targets (``local``, ``docker``) only start, switch and stop processes; this module decides
+what to run, records it, and turns a failed rollout into a failed revision with the replica's
+last log lines while the previous revision keeps serving.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from modelyard.deploy.spec import DOCKER, KUBERNETES, LOCAL, DeploySpec
+from modelyard.errors import DeployError, RolloutFailed
+
+if TYPE_CHECKING:
+    from modelyard.deploy.traffic import ReplicaHealth, TrafficStats
+    from modelyard.store.deployments import Deployment, DeploymentEvent
+    from modelyard.store.registry_entities import ModelVersion
+    from modelyard.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class DeploymentStatus:
+    deployment: Deployment
+    replicas: tuple[ReplicaHealth, ...]
+    traffic: TrafficStats
+    uptime_s: float | None
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.replicas) and all(r.ready for r in self.replicas)
+
+    @property
+    def request_rate(self) -> float | None:
+        """Mean requests per second since the current revision started."""
+        if not self.uptime_s:
+            return None
+        return self.traffic.requests / self.uptime_s
+
+
+def deploy(spec: DeploySpec, *, workspace: Workspace | None = None) -> Deployment:
+    """Roll ``spec.ref`` out as ``spec.name``: create the service, or switch it to the new
+    version without dropping a request. On failure the revision is recorded as failed with the
+    replica's logs, the old version keeps serving, and :class:`RolloutFailed` is raised."""
+    from modelyard.models import resolve
+    from modelyard.workspace import resolve as resolve_workspace
+
+    ws = resolve_workspace(workspace)
+    if spec.target == KUBERNETES:
+        raise DeployError("use deploy_kubernetes() for the kubernetes target")
+    version = resolve(spec.ref, ws)
+    repo = ws.store.deployments
+    existing = repo.find(spec.name)
+    if existing is not None and existing.target != spec.target:
+        raise DeployError(
+            f"deployment {spec.name!r} runs on {existing.target}, not {spec.target}; "
+            "stop it first or choose another name"
+        )
+    if existing is not None and existing.port not in (None, spec.port) and _running(ws, existing):
+        raise DeployError(
+            f"deployment {spec.name!r} listens on port {existing.port}; a rollout keeps the "
+            "port (stop it first to move it)"
+        )
+    image_ref, image_digest = _image_of(version, spec.target)
+    if existing is None:
+        _precheck_port(spec)
+        repo.create(spec.name, spec.target, port=spec.port, replicas=spec.replicas, config={})
+    rev = repo.add_revision(
+        spec.name,
+        model_name=version.name,
+        model_version=version.version,
+        image_ref=image_ref,
+        image_digest=image_digest,
+        replicas=spec.replicas,
+    )
+    repo.add_event(spec.name, "rollout", f"revision {rev.revision}: {version.ref}")
+    try:
+        config = _rollout(ws, spec, version, image_ref)
+    except RolloutFailed as exc:
+        repo.finish_revision(spec.name, rev.revision, ok=False, detail=exc.logs or str(exc))
+        repo.add_event(spec.name, "failed", str(exc))
+        raise
+    except BaseException as exc:
+        repo.finish_revision(spec.name, rev.revision, ok=False, detail=str(exc))
+        repo.add_event(spec.name, "failed", str(exc))
+        raise
+    repo.update(spec.name, port=spec.port, config=config)
+    done = repo.finish_revision(spec.name, rev.revision, ok=True)
+    repo.add_event(spec.name, "ready", f"revision {rev.revision} serving {version.ref}")
+    ws.store.lineage.add("model_version", version.ref, "deployment", spec.name, "deployed_as")
+    return done
+
+
+def _precheck_port(spec: DeploySpec) -> None:
+    from modelyard.deploy.probe import require_free_port
+
+    require_free_port(spec.port)
+
+
+def _image_of(version: ModelVersion, target: str) -> tuple[str | None, str | None]:
+    if target == LOCAL:
+        return None, None
+    if version.image_id is None:
+        raise DeployError(
+            f"{version.ref} has no image; build it first: modelyard build {version.ref}"
+        )
+    return version.image_ref or version.image_id, version.image_digest
+
+
+def _rollout(
+    ws: Workspace, spec: DeploySpec, version: ModelVersion, image_ref: str | None
+) -> dict[str, object]:
+    if spec.target == LOCAL:
+        from modelyard.deploy import local
+
+        local.rollout(
+            ws, spec.name, version, port=spec.port, replicas=spec.replicas, timeout=spec.timeout_s
+        )
+        return {"state_dir": str(local.service(ws, spec.name).folder)}
+    from modelyard.deploy import docker
+
+    assert image_ref is not None
+    return docker.rollout(
+        spec.name,
+        version,
+        image_ref,
+        port=spec.port,
+        replicas=spec.replicas,
+        timeout=spec.timeout_s,
+    )
+
+
+def _running(ws: Workspace, dep: Deployment) -> bool:
+    if dep.target == LOCAL:
+        from modelyard.deploy import local
+
+        return local.service(ws, dep.name).pid() is not None
+    if dep.target == DOCKER:
+        from modelyard.deploy import docker
+
+        return bool(docker.replica_urls(dep.name))
+    return True
+
+
+def rollback(
+    name: str, *, workspace: Workspace | None = None, timeout_s: float = 90.0
+) -> Deployment:
+    """Roll ``name`` back to the version it served before the current one."""
+    from modelyard.workspace import resolve as resolve_workspace
+
+    ws = resolve_workspace(workspace)
+    dep = ws.store.deployments.get(name)
+    current = dep.current
+    if current is None:
+        raise DeployError(f"deployment {name!r} has never served a version; nothing to roll back")
+    earlier = [
+        r
+        for r in dep.revisions
+        if r.revision < current.revision
+        and r.status in ("superseded", "active")
+        and r.model_ref != current.model_ref
+    ]
+    if not earlier:
+        raise DeployError(f"deployment {name!r} has no earlier version than {current.model_ref}")
+    target = earlier[-1]
+    ws.store.deployments.add_event(
+        name, "rollback", f"from {current.model_ref} back to {target.model_ref}"
+    )
+    spec = DeploySpec(
+        target.model_ref,
+        name,
+        target=dep.target,
+        port=dep.port or 8080,
+        replicas=dep.replicas,
+        timeout_s=timeout_s,
+    )
+    return deploy(spec, workspace=ws)
+
+
+def stop(name: str, *, workspace: Workspace | None = None) -> Deployment:
+    """Stop every replica (and the proxy) of ``name``; the record and history stay."""
+    from modelyard.store.deployments import STOPPED
+    from modelyard.workspace import resolve as resolve_workspace
+
+    ws = resolve_workspace(workspace)
+    dep = ws.store.deployments.get(name)
+    if dep.target == LOCAL:
+        from modelyard.deploy import local
+
+        local.stop(ws, name)
+    elif dep.target == DOCKER:
+        from modelyard.deploy import docker
+
+        docker.stop(name)
+    else:
+        raise DeployError(
+            f"deployment {name!r} runs on {dep.target}; scale or delete it with kubectl"
+        )
+    ws.store.deployments.add_event(name, "stopped", "stopped by request")
+    return ws.store.deployments.update(name, status=STOPPED)
+
+
+def status(name: str, *, workspace: Workspace | None = None) -> DeploymentStatus:
+    """Version, replicas' health, and traffic read from their ``/metrics``."""
+    from datetime import UTC, datetime
+
+    from modelyard.deploy.traffic import replica_health, scrape
+    from modelyard.workspace import resolve as resolve_workspace
+
+    ws = resolve_workspace(workspace)
+    dep = ws.store.deployments.get(name)
+    urls = replica_urls(ws, dep)
+    model = dep.current.model_name if dep.current else name
+    health = tuple(replica_health(u, model) for u in urls)
+    uptime = None
+    if dep.current is not None:
+        uptime = (datetime.now(UTC) - dep.current.created_at).total_seconds()
+    return DeploymentStatus(dep, health, scrape(urls), uptime)
+
+
+def replica_urls(ws: Workspace, dep: Deployment) -> list[str]:
+    if dep.status == "stopped":
+        return []
+    if dep.target == LOCAL:
+        from modelyard.deploy import local
+
+        return local.endpoints(dep.port) if _running(ws, dep) else []
+    if dep.target == DOCKER:
+        from modelyard.deploy import docker
+
+        return docker.replica_urls(dep.name)
+    return []
+
+
+def logs(name: str, *, lines: int = 50, workspace: Workspace | None = None) -> str:
+    """The last ``lines`` of the service's output (each replica's, for docker)."""
+    from modelyard.workspace import resolve as resolve_workspace
+
+    ws = resolve_workspace(workspace)
+    dep = ws.store.deployments.get(name)
+    if dep.target == LOCAL:
+        from modelyard.deploy import local
+
+        return local.logs(ws, name, lines)
+    if dep.target == DOCKER:
+        from modelyard.deploy import docker
+
+        return docker.logs(name, lines)
+    raise DeployError(f"logs of {dep.target} deployments: use kubectl logs")
+
+
+def events(
+    name: str, *, limit: int = 50, workspace: Workspace | None = None
+) -> list[DeploymentEvent]:
+    """The latest ``limit`` events of ``name``, oldest first."""
+    from modelyard.workspace import resolve as resolve_workspace
+
+    return resolve_workspace(workspace).store.deployments.events(name, limit)
+
+
+def list_deployments(*, workspace: Workspace | None = None) -> list[Deployment]:
+    from modelyard.workspace import resolve as resolve_workspace
+
+    return resolve_workspace(workspace).store.deployments.all()
+
+
+def get_deployment(name: str, *, workspace: Workspace | None = None) -> Deployment:
+    from modelyard.workspace import resolve as resolve_workspace
+
+    return resolve_workspace(workspace).store.deployments.get(name)
+
+
+@dataclass(frozen=True)
+class KubernetesPlan:
+    """What ``deploy --target kubernetes`` rendered, and (unless a dry run) how it went."""
+
+    manifests: list[dict[str, object]]
+    result: object | None  # KubeRolloutResult
+    deployment: Deployment | None
+
+
+def deploy_kubernetes(
+    ref: str,
+    name: str,
+    *,
+    namespace: str,
+    replicas: int = 2,
+    min_replicas: int | None = None,
+    max_replicas: int | None = None,
+    cpu_target: int = 70,
+    timeout_s: float = 300,
+    dry_run: bool = False,
+    api: object | None = None,
+    workspace: Workspace | None = None,
+) -> KubernetesPlan:
+    """Render the manifests for ``ref``'s pushed image and (unless ``dry_run``) apply them
+    with the rollout watched; the outcome is recorded like any other target's."""
+    from modelyard.deploy import kubernetes as kube
+    from modelyard.models import resolve
+    from modelyard.packaging.dockerfile import lineage_labels
+    from modelyard.workspace import resolve as resolve_workspace
+
+    ws = resolve_workspace(workspace)
+    version = resolve(ref, ws)
+    if version.image_ref is None or version.image_digest is None:
+        raise DeployError(
+            f"{version.ref} has no pushed image; a cluster pulls from a registry: "
+            f"modelyard build {version.ref} && modelyard push {version.ref} --registry HOST/PATH"
+        )
+    spec = kube.KubeSpec(
+        name=name,
+        namespace=namespace,
+        image=version.image_ref,
+        model=version.name,
+        version=str(version.version),
+        replicas=replicas,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        cpu_target=cpu_target,
+        labels=lineage_labels(ws, version),
+    )
+    manifests = kube.render_manifests(spec)
+    if dry_run:
+        return KubernetesPlan(manifests, None, None)
+    repo = ws.store.deployments
+    existing = repo.find(name)
+    if existing is None:
+        repo.create(name, KUBERNETES, port=None, replicas=replicas, config={"namespace": namespace})
+    elif existing.target != KUBERNETES:
+        raise DeployError(f"deployment {name!r} runs on {existing.target}, not kubernetes")
+    rev = repo.add_revision(
+        name,
+        model_name=version.name,
+        model_version=version.version,
+        image_ref=version.image_ref,
+        image_digest=version.image_digest,
+        replicas=replicas,
+    )
+    result = kube.deploy(
+        manifests,
+        namespace=namespace,
+        timeout_s=timeout_s,
+        api=api,  # type: ignore[arg-type]
+        on_event=lambda msg: repo.add_event(name, "kubernetes", msg),
+    )
+    if not result.ok:
+        reasons = "; ".join(result.reasons) or result.outcome
+        repo.finish_revision(name, rev.revision, ok=False, detail=reasons)
+        raise RolloutFailed(
+            f"{version.ref} did not roll out in {namespace}/{name} ({result.outcome}): {reasons}",
+            reasons,
+        )
+    done = repo.finish_revision(name, rev.revision, ok=True)
+    ws.store.lineage.add("model_version", version.ref, "deployment", name, "deployed_as")
+    return KubernetesPlan(manifests, result, done)

@@ -1,0 +1,96 @@
+"""Shared by the packaging and deploy tests: register small models, and a load generator
+that counts every failed request while a rollout happens."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from typing import Any
+
+import numpy as np
+
+from modelyard.workspace import Workspace
+
+
+class Broken:
+    """A python model whose load fails: a replica that exits at start."""
+
+    def load(self, context: Any) -> None:
+        raise RuntimeError("this model refuses to load")
+
+    def predict(self, inputs: Any) -> Any:
+        return np.asarray(inputs, dtype=float)[:, 0]
+
+
+def register_churn(ws: Workspace, versions: int = 2) -> list[str]:
+    """``versions`` scikit-learn versions of ``churn`` from tracked runs (same dependencies)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from modelyard import models
+    from modelyard.tracking import start_run
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    y = (x[:, 0] > 0).astype(int)
+    refs = []
+    for i in range(versions):
+        with start_run("train", workspace=ws) as run:
+            run.log_model(LogisticRegression(C=1.0 / (i + 1)).fit(x, y), "model",
+                          input_example=x[:5])  # fmt: skip
+        refs.append(models.register(run.id, "churn", workspace=ws).ref)
+    return refs
+
+
+def register_broken(ws: Workspace, name: str = "churn") -> str:
+    from modelyard import models
+    from modelyard.tracking import start_run
+
+    with start_run("train-broken", workspace=ws) as run:
+        run.log_model(Broken(), "model", input_example=np.zeros((2, 3)))
+    return models.register(run.id, name, workspace=ws).ref
+
+
+class Load:
+    """Requests in a loop on a thread, one new connection each, until stopped."""
+
+    def __init__(self, url: str, model: str = "churn") -> None:
+        self.url = f"{url}/v2/models/{model}/infer"
+        self.ok = 0
+        self.failed: list[str] = []
+        self.versions: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._body = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "input-0",
+                        "datatype": "FP64",
+                        "shape": [1, 3],
+                        "data": [0.1, 0.2, 0.3],
+                    }
+                ]
+            }  # fmt: skip
+        ).encode()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            req = urllib.request.Request(
+                self.url, data=self._body, headers={"content-type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=15) as resp:
+                    answer = json.loads(resp.read())
+                self.ok += 1
+                self.versions.add(str(answer.get("model_version")))
+            except Exception as exc:  # every failure is counted, whatever it is
+                self.failed.append(repr(exc))
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)

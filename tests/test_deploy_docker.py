@@ -1,0 +1,101 @@
+"""The ``docker`` target: replicas behind HAProxy, a rollout under load that loses nothing, a
+version whose container exits at start rolled back automatically, rollback, status, stop."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from click.testing import CliRunner
+
+from _deploy_helpers import Load, register_broken, register_churn
+from modelyard import deploy
+from modelyard.cli.main import cli
+from modelyard.deploy.probe import free_port, require_free_port
+from modelyard.errors import DeployError, RolloutFailed
+from modelyard.images import DockerEngine
+from modelyard.packaging import build_model_image
+from modelyard.workspace import Workspace
+from test_packaging_docker import engine, serve_base  # noqa: F401  (session fixtures)
+
+pytest.importorskip("sklearn")
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+NAME = "pytest-churn"
+
+
+@pytest.fixture
+def images(
+    engine: DockerEngine,  # noqa: F811
+    serve_base: str,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Workspace, list[str]]]:
+    root = tmp_path_factory.mktemp("dock") / "ws"
+    ws, _ = Workspace.init(root, environ={})
+    refs = [*register_churn(ws, 2), register_broken(ws)]
+    for ref in refs:
+        build_model_image(ref, workspace=ws, base_image=serve_base, engine=engine)
+    yield ws, refs
+    if ws.store.deployments.find(NAME) is not None:
+        deploy.stop(NAME, workspace=ws)
+    ws.close()
+
+
+def test_docker_rollout_without_loss_and_automatic_rollback(
+    images: tuple[Workspace, list[str]],
+    engine: DockerEngine,  # noqa: F811
+) -> None:
+    ws, (v1, v2, broken) = images
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    dep = deploy.deploy(
+        deploy.DeploySpec(v1, NAME, target="docker", port=port, replicas=2), workspace=ws
+    )
+    assert dep.current is not None
+    assert dep.current.image_ref == "modelyard/churn:1"
+    with pytest.raises(DeployError, match="already in use"):
+        require_free_port(port)
+    with Load(url) as load:
+        deadline = time.monotonic() + 30
+        while load.ok < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        deploy.deploy(
+            deploy.DeploySpec(v2, NAME, target="docker", port=port, replicas=2), workspace=ws
+        )
+        before = load.ok
+        while load.ok < before + 20 and time.monotonic() < deadline + 30:
+            time.sleep(0.05)
+    assert load.failed == [], load.failed[:3]
+    assert load.versions == {"1", "2"}
+    st = deploy.status(NAME, workspace=ws)
+    assert [r.version for r in st.replicas] == ["2", "2"]
+    assert st.healthy
+    assert st.traffic.requests > 0
+
+    with pytest.raises(RolloutFailed, match="failed to start on docker") as info:
+        deploy.deploy(
+            deploy.DeploySpec(
+                broken, NAME, target="docker", port=port, replicas=1, timeout_s=60
+            ),  # fmt: skip
+            workspace=ws,
+        )
+    assert "refuses to load" in info.value.logs
+    dep = ws.store.deployments.get(NAME)
+    assert dep.status == "failed"
+    assert dep.current is not None
+    assert dep.current.model_ref == v2
+    assert [r.version for r in deploy.status(NAME, workspace=ws).replicas] == ["2", "2"]
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["-C", str(ws.root), "deploy", "rollback", NAME])
+    assert result.exit_code == 0, result.output
+    assert f"{NAME} rolled back to churn@1" in result.output
+    result = runner.invoke(cli, ["-C", str(ws.root), "deployments", "status", NAME])
+    assert "replicas:   2/2 ready" in result.output
+    assert "image:      modelyard/churn:1" in result.output
+    result = runner.invoke(cli, ["-C", str(ws.root), "deployments", "stop", NAME])
+    assert result.exit_code == 0
+    require_free_port(port)
+    assert (
+        engine.run(["ps", "-aq", "--filter", f"label=io.modelyard.deployment={NAME}"]).stdout == b""
+    )

@@ -1,0 +1,124 @@
+"""The ``local`` target end to end: gunicorn on a free port, a rollout under load that loses
+no request, automatic rollback of a version that cannot start, rollback, status, logs, stop."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+from click.testing import CliRunner
+
+from _deploy_helpers import Load, register_broken, register_churn
+from modelyard import deploy
+from modelyard.cli.main import cli
+from modelyard.deploy.probe import free_port, require_free_port
+from modelyard.errors import DeployError, RolloutFailed
+from modelyard.workspace import Workspace
+
+pytest.importorskip("gunicorn")
+pytest.importorskip("sklearn")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def service(sqlite_workspace: Workspace) -> Iterator[tuple[Workspace, int]]:
+    port = free_port()
+    yield sqlite_workspace, port
+    if sqlite_workspace.store.deployments.find("churn-api") is not None:
+        deploy.stop("churn-api", workspace=sqlite_workspace)
+
+
+def test_rollout_rollback_and_a_broken_version(service: tuple[Workspace, int]) -> None:
+    ws, port = service
+    v1, v2 = register_churn(ws, 2)
+    broken = register_broken(ws)
+    url = f"http://127.0.0.1:{port}"
+
+    dep = deploy.deploy(
+        deploy.DeploySpec(v1, "churn-api", target="local", port=port, replicas=2), workspace=ws
+    )
+    assert dep.status == "running"
+    assert dep.current is not None
+    assert dep.current.model_ref == v1
+    with pytest.raises(DeployError, match="already in use"):
+        require_free_port(port)  # it really listens
+
+    with Load(url) as load:
+        deadline = time.monotonic() + 30
+        while load.ok < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        dep = deploy.deploy(
+            deploy.DeploySpec(v2, "churn-api", target="local", port=port, replicas=2),
+            workspace=ws,
+        )
+        before = load.ok
+        deadline = time.monotonic() + 30
+        while load.ok < before + 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert load.failed == [], load.failed[:3]
+    assert load.ok > 40
+    assert load.versions == {"1", "2"}  # the switch happened while the load ran
+    assert dep.current is not None
+    assert dep.current.model_ref == v2
+
+    st = deploy.status("churn-api", workspace=ws)
+    assert st.healthy
+    assert [r.version for r in st.replicas] == ["2"]
+    assert st.traffic.requests > 0
+    assert st.traffic.errors == 0
+
+    # A version that cannot load: the command fails, the old one keeps serving.
+    with pytest.raises(RolloutFailed, match="never became ready") as info:
+        deploy.deploy(
+            deploy.DeploySpec(
+                broken, "churn-api", target="local", port=port, replicas=2, timeout_s=60
+            ),  # fmt: skip
+            workspace=ws,
+        )
+    assert "refuses to load" in info.value.logs
+    dep = ws.store.deployments.get("churn-api")
+    assert dep.status == "failed"
+    assert dep.current is not None
+    assert dep.current.model_ref == v2
+    assert dep.revisions[-1].status == "failed"
+    assert "refuses to load" in (dep.revisions[-1].detail or "")
+    assert deploy.status("churn-api", workspace=ws).replicas[0].version == "2"
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["deploy", "rollback", "churn-api"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "churn-api rolled back to churn@1"
+    result = runner.invoke(cli, ["deployments", "status", "churn-api"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^version: +churn@1 \(revision 4\)$", result.output, re.M)
+    assert re.search(r"^requests: +\d+ ", result.output, re.M)
+    assert re.search(r"^health: +healthy$", result.output, re.M)
+    result = runner.invoke(cli, ["deployments", "list"])
+    assert "churn-api" in result.output
+    assert "churn@1" in result.output
+    result = runner.invoke(cli, ["deployments", "logs", "churn-api", "-n", "200"])
+    assert "Booting worker" in result.output
+
+    result = runner.invoke(cli, ["deployments", "stop", "churn-api"])
+    assert result.exit_code == 0
+    assert result.output.strip() == "Stopped churn-api"
+    require_free_port(port)  # the port is free again
+    result = runner.invoke(cli, ["lineage", v1])
+    assert "deployed_as → deployment churn-api (local, stopped, serving churn@1)" in result.output
+
+
+def test_a_first_deploy_that_cannot_start_fails_cleanly(sqlite_workspace: Workspace) -> None:
+    ws = sqlite_workspace
+    broken = register_broken(ws)
+    port = free_port()
+    result = CliRunner().invoke(
+        cli, ["deploy", broken, "--target", "local", "--port", str(port), "--timeout", "60"]
+    )
+    assert result.exit_code == 1
+    assert "never became ready" in result.output
+    dep = ws.store.deployments.get("churn")
+    assert dep.status == "failed"
+    assert dep.current is None
+    require_free_port(port)  # nothing left behind

@@ -1,0 +1,178 @@
+"""Deployment records, their revisions and events on both store backends, and the pieces of
+deploy that need no running service: specs, metrics parsing, the proxy config, bad input."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from click.testing import CliRunner
+
+from modelyard.cli.main import cli
+from modelyard.deploy import DeploySpec
+from modelyard.deploy.probe import require_free_port
+from modelyard.deploy.proxy import render_haproxy_config
+from modelyard.deploy.traffic import traffic_from_metrics
+from modelyard.errors import AlreadyExists, DeployError, InvalidName, InvalidParameter, NotFound
+from modelyard.workspace import Workspace
+
+
+def test_revisions_move_current_only_on_success(workspace: Workspace) -> None:
+    repo = workspace.store.deployments
+    repo.create("churn-api", "local", port=8080, replicas=1, config={})
+    with pytest.raises(AlreadyExists):
+        repo.create("churn-api", "local", port=8080, replicas=1, config={})
+    r1 = repo.add_revision(
+        "churn-api", model_name="churn", model_version=1, image_ref=None, image_digest=None,
+        replicas=1,
+    )  # fmt: skip
+    assert (r1.revision, r1.status) == (1, "pending")
+    dep = repo.finish_revision("churn-api", 1, ok=True)
+    assert (dep.status, dep.revision, dep.current and dep.current.model_ref) == (
+        "running", 1, "churn@1",
+    )  # fmt: skip
+    r2 = repo.add_revision(
+        "churn-api", model_name="churn", model_version=2, image_ref="modelyard/churn:2",
+        image_digest="sha256:" + "a" * 64, replicas=2,
+    )  # fmt: skip
+    dep = repo.finish_revision("churn-api", r2.revision, ok=False, detail="boom\nlast line")
+    # A failed rollout keeps the previous revision current.
+    assert dep.status == "failed"
+    assert dep.current is not None
+    assert dep.current.model_ref == "churn@1"
+    assert [r.status for r in dep.revisions] == ["active", "failed"]
+    assert dep.revisions[1].detail == "boom\nlast line"
+    r3 = repo.add_revision(
+        "churn-api", model_name="churn", model_version=3, image_ref=None, image_digest=None,
+        replicas=1,
+    )  # fmt: skip
+    dep = repo.finish_revision("churn-api", r3.revision, ok=True)
+    assert [r.status for r in dep.revisions] == ["superseded", "failed", "active"]
+    repo.add_event("churn-api", "rollout", "revision 3: churn@3")
+    assert [e.kind for e in repo.events("churn-api")] == ["rollout"]
+    assert [d.name for d in repo.all()] == ["churn-api"]
+    with pytest.raises(NotFound, match="no deployment named 'nope'"):
+        repo.get("nope")
+
+
+def test_stopping_a_deployment_that_does_not_exist(workspace: Workspace) -> None:
+    result = CliRunner().invoke(cli, ["deployments", "stop", "ghost"])
+    assert result.exit_code == 1
+    assert "no deployment named 'ghost'" in result.output
+
+
+def test_rollback_without_history_is_a_clear_error(workspace: Workspace) -> None:
+    workspace.store.deployments.create("svc", "local", port=8080, replicas=1, config={})
+    result = CliRunner().invoke(cli, ["deploy", "rollback", "svc"])
+    assert result.exit_code == 1
+    assert "has never served a version" in result.output
+
+
+def test_spec_checks_its_values() -> None:
+    with pytest.raises(InvalidName):
+        DeploySpec("churn@1", "../etc")
+    with pytest.raises(InvalidParameter, match="unknown target"):
+        DeploySpec("churn@1", "api", target="mainframe")
+    with pytest.raises(InvalidParameter, match="replicas"):
+        DeploySpec("churn@1", "api", replicas=0)
+
+
+def test_port_in_use_is_refused() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(DeployError, match=f"port {port} on 127.0.0.1 is already in use"):
+            require_free_port(port)
+
+
+METRICS = """\
+# HELP modelyard_requests_total HTTP requests by route and status
+# TYPE modelyard_requests_total counter
+modelyard_requests_total{route="/v2/models/{name}/infer",status="200"} 90.0
+modelyard_requests_total{route="/v2/models/{name}/infer",status="500"} 10.0
+modelyard_requests_total{route="/v2/health/ready",status="200"} 1000.0
+# HELP modelyard_request_duration_seconds Request latency by route
+# TYPE modelyard_request_duration_seconds histogram
+modelyard_request_duration_seconds_bucket{le="0.005",route="/v2/models/{name}/infer"} 50.0
+modelyard_request_duration_seconds_bucket{le="0.01",route="/v2/models/{name}/infer"} 98.0
+modelyard_request_duration_seconds_bucket{le="0.1",route="/v2/models/{name}/infer"} 100.0
+modelyard_request_duration_seconds_bucket{le="+Inf",route="/v2/models/{name}/infer"} 100.0
+modelyard_request_duration_seconds_count{route="/v2/models/{name}/infer"} 100.0
+modelyard_request_duration_seconds_sum{route="/v2/models/{name}/infer"} 0.5
+"""
+
+
+def test_traffic_is_summed_over_replicas_without_probes() -> None:
+    stats = traffic_from_metrics([METRICS, METRICS])
+    assert (stats.requests, stats.errors) == (200.0, 20.0)
+    assert stats.error_rate == pytest.approx(0.1)
+    assert (stats.p50_s, stats.p99_s) == (0.005, 0.1)
+    assert traffic_from_metrics([]).p50_s is None
+
+
+def test_proxy_config_health_checks_and_retries() -> None:
+    text = render_haproxy_config(["api-2-aaaaaa", "api-2-bbbbbb"])
+    assert "server r1 api-2-aaaaaa:8080 check" in text
+    assert "server r2 api-2-bbbbbb:8080 check" in text
+    assert "option httpchk GET /v2/health/ready" in text
+    assert "retry-on all-retryable-errors" in text
+    with pytest.raises(InvalidParameter):
+        render_haproxy_config(["evil;rm -rf /"])
+
+
+def _pushed_version(ws: Workspace) -> str:
+    from _deploy_helpers import register_churn
+
+    pytest.importorskip("sklearn")
+    (ref,) = register_churn(ws, 1)
+    digest = "sha256:" + "b" * 64
+    ws.store.models.set_image(
+        "churn", 1, image_id="sha256:" + "c" * 64, image_digest=digest, image_size=1,
+        image_ref=f"registry.example/ml/churn@{digest}",
+    )  # fmt: skip
+    return ref
+
+
+def test_kubernetes_dry_run_prints_manifests_and_records_nothing(
+    sqlite_workspace: Workspace,
+) -> None:
+    ref = _pushed_version(sqlite_workspace)
+    result = CliRunner().invoke(
+        cli, ["deploy", ref, "--target", "kubernetes", "--namespace", "ml", "--replicas", "2",
+              "--min", "2", "--max", "10", "--cpu-target", "70", "--dry-run", "-o", "yaml"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for kind in ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"):
+        assert f"kind: {kind}" in result.output
+    assert "registry.example/ml/churn@sha256:" in result.output
+    assert sqlite_workspace.store.deployments.all() == []
+
+
+def test_kubernetes_rollout_is_recorded_with_lineage(sqlite_workspace: Workspace) -> None:
+    from modelyard.deploy import deploy_kubernetes
+    from modelyard.deploy.kubernetes import FakeKubeApi
+
+    ref = _pushed_version(sqlite_workspace)
+    plan = deploy_kubernetes(
+        ref, "churn-api", namespace="ml", api=FakeKubeApi(), timeout_s=30,
+        workspace=sqlite_workspace,
+    )  # fmt: skip
+    assert plan.deployment is not None
+    assert plan.deployment.target == "kubernetes"
+    assert plan.deployment.current is not None
+    assert plan.deployment.current.image_digest == "sha256:" + "b" * 64
+    edges = sqlite_workspace.store.lineage.edges_from("model_version", "churn@1")
+    assert ("deployment", "churn-api", "deployed_as") in {
+        (e.target_type, e.target_id, e.relation) for e in edges
+    }
+
+
+def test_kubernetes_needs_a_pushed_image(sqlite_workspace: Workspace) -> None:
+    from _deploy_helpers import register_churn
+
+    pytest.importorskip("sklearn")
+    (ref,) = register_churn(sqlite_workspace, 1)
+    result = CliRunner().invoke(cli, ["deploy", ref, "--target", "kubernetes", "--dry-run"])
+    assert result.exit_code == 1
+    assert "has no pushed image" in result.output
