@@ -51,7 +51,8 @@ if pgrep -x dockerd >/dev/null 2>&1; then
 else
   log "starting dockerd (log: $DOCKERD_LOG)"
   # No systemd on CI machines and containers: run it in the background, detached from us.
-  as_root sh -c "nohup dockerd >>'$DOCKERD_LOG' 2>&1 </dev/null &"
+  # setsid: its own session, so it outlives the shell (or job) that started it.
+  as_root setsid -f sh -c "exec dockerd >>'$DOCKERD_LOG' 2>&1 </dev/null"
 fi
 
 deadline=$(( $(date +%s) + WAIT ))

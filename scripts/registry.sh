@@ -84,8 +84,7 @@ http:
 $auth_block
 EOF
   log "starting the $name registry on 127.0.0.1:$port (state: $dir)"
-  nohup docker-registry serve "$dir/config.yml" >>"$dir/registry.log" 2>&1 </dev/null &
-  echo $! >"$dir/pid"
+  setsid -f docker-registry serve "$dir/config.yml" >>"$dir/registry.log" 2>&1 </dev/null
   local deadline=$(( $(date +%s) + WAIT ))
   until [ "$(status "$port")" = "$expect" ]; do
     if [ "$(date +%s)" -ge "$deadline" ]; then
