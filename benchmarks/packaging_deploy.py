@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-SERVE_BASE = "modelyard/base:py3.11-bookworm-serve"
+SERVE_BASE = "modelyard/base:py3.11-bookworm"  # modelyard.images.DEFAULT_BASE_TAG
 
 
 def _rollout_loss(
@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--maintenance", type=Path, default=None)
     args = parser.parse_args()
     if args.base_image == SERVE_BASE:
-        build_base_image(SERVE_BASE, packages=("libstdc++6", "libgomp1"))
+        build_base_image(SERVE_BASE)
     root = Path(tempfile.mkdtemp(prefix="modelyard-bench-"))
     rows: list[tuple[str, str]] = []
     try:

@@ -23,14 +23,13 @@ from _deploy_helpers import register_churn
 from conftest import require_service
 from modelyard.cli.main import cli
 from modelyard.errors import EngineUnavailable, RegistryError
-from modelyard.images import DockerEngine, build_base_image
+from modelyard.images import DEFAULT_BASE_TAG, DockerEngine, build_base_image
 from modelyard.workspace import Workspace
 
 pytest.importorskip("sklearn")
 pytestmark = pytest.mark.docker
 
-# numpy and scikit-learn need libstdc++ and libgomp, which the plain base lacks.
-SERVE_BASE = "modelyard/base:py3.11-bookworm-serve"
+SERVE_BASE = DEFAULT_BASE_TAG  # modelyard's own base: python3, libstdc++ and libgomp for numpy
 OPEN_REGISTRY = "127.0.0.1:5000"
 AUTH_REGISTRY = "127.0.0.1:5001"
 
@@ -47,7 +46,7 @@ def engine() -> DockerEngine:
 
 @pytest.fixture(scope="session")
 def serve_base(engine: DockerEngine) -> str:
-    build_base_image(SERVE_BASE, packages=("libstdc++6", "libgomp1"), engine=engine)
+    build_base_image(SERVE_BASE, engine=engine)
     return SERVE_BASE
 
 

@@ -21,7 +21,11 @@ from modelyard.images.build import ImageInfo, image_info
 from modelyard.images.engine import DockerEngine
 
 DEFAULT_BASE_TAG = "modelyard/base:py3.11-bookworm"
-BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "tini")
+# libstdc++6 and libgomp1: numpy, scikit-learn and pyarrow wheels link against them.
+BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "tini", "libstdc++6", "libgomp1")
+# The image label recording what a base was made of; an existing tag made of something else
+# (an older modelyard's package list) is rebuilt rather than silently reused.
+PACKAGES_LABEL = "io.modelyard.base.packages"
 # The one python3 each Debian release ships.
 DEBIAN_PYTHON = {"bullseye": "3.9", "bookworm": "3.11", "trixie": "3.13"}
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -108,8 +112,9 @@ def build_base_image(
 ) -> ImageInfo:
     """Make ``tag`` from Debian packages with mmdebstrap + ``docker import``.
 
-    An existing ``tag`` is reused unless ``rebuild``: a base changes only when asked, so every
-    image built on it keeps its cached layers. ``packages`` adds Debian packages (e.g. libgomp1
+    An existing ``tag`` is reused unless ``rebuild`` or it was made of another package list (a
+    label records it): a base changes only when its recipe does, so every image built on it keeps
+    its cached layers. ``packages`` adds Debian packages (e.g. libgomp1
     for scikit-learn) — the offline way to get system libraries into images.
     """
     v.check_image_ref("base image tag", tag)
@@ -119,8 +124,14 @@ def build_base_image(
     wanted = [*BASE_PACKAGES, *(v.check_package("package", p) for p in packages)]
     engine = engine or DockerEngine.from_env(environ)
     engine.ping()
+    recipe = ",".join(sorted(set(wanted)))
     if not rebuild and engine.image_exists(tag):
-        return image_info(engine, tag)
+        existing = image_info(engine, tag)
+        if (existing.labels or {}).get(PACKAGES_LABEL) == recipe:
+            return existing
+        (progress or (lambda _msg: None))(
+            f"{tag} exists but was made of other packages than {recipe}; rebuilding it"
+        )
     mmdebstrap = shutil.which("mmdebstrap")
     if mmdebstrap is None:
         raise ImageBuildFailed(
@@ -150,6 +161,7 @@ def build_base_image(
         "ENV LANG=C.UTF-8",
         "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         'CMD ["python3"]',
+        f"LABEL {PACKAGES_LABEL}={recipe}",
     ]
     import_args = ["import"]
     for change in changes:
