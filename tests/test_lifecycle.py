@@ -19,10 +19,6 @@ pytest.importorskip("gunicorn")
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-# The local target's gunicorn outlives the rollout call on purpose (it is stopped at the end of
-# the demo); its Popen handle is dropped while the process runs, which Python reports.
-@pytest.mark.filterwarnings("ignore:subprocess .* is still running:ResourceWarning")
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_the_demo_closes_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("MODELYARD_STORE_URL", "MODELYARD_ARTIFACT_ROOT", "MODELYARD_WORKSPACE"):
         monkeypatch.delenv(var, raising=False)
