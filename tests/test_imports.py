@@ -25,3 +25,15 @@ def test_exported_members_exist() -> None:
 
     for name in modelyard.__all__:
         assert getattr(modelyard, name) is not None, name
+
+
+def test_testing_doubles_are_exported() -> None:
+    import modelyard.testing
+    from modelyard.deploy.kubernetes.apply import KubeApi
+
+    for name in modelyard.testing.__all__:
+        assert getattr(modelyard.testing, name) is not None
+    fake = modelyard.testing.FakeKubeApi()
+    protocol_methods = {n for n in vars(KubeApi) if not n.startswith("_")}
+    assert protocol_methods
+    assert all(callable(getattr(fake, n)) for n in protocol_methods)
