@@ -49,3 +49,17 @@ def test_round_trip() -> None:
 def test_unsafe_names_are_refused(name: str) -> None:
     with pytest.raises(InvalidName):
         validate_name(name)
+
+
+def test_a_trailing_newline_is_not_a_name() -> None:
+    with pytest.raises(InvalidName):
+        validate_name("churn\n")
+    with pytest.raises(InvalidReference):
+        Ref.parse("chu\nrn@3")
+    assert Ref.parse(" churn@3\n") == Ref("churn", version=3)  # surrounding space is trimmed
+
+
+def test_a_trailing_newline_is_not_a_digest() -> None:
+    from modelyard.hashing import is_digest
+
+    assert not is_digest("sha256:" + "a" * 64 + "\n")

@@ -12,11 +12,11 @@ from pathlib import Path
 
 ALGORITHM = "sha256"
 CHUNK_SIZE = 1 << 20
-_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 
 def is_digest(value: str) -> bool:
-    return bool(_DIGEST_RE.match(value))
+    return bool(_DIGEST_RE.fullmatch(value))
 
 
 def hex_of(digest: str) -> str:

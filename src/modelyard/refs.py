@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from modelyard.errors import InvalidName, InvalidReference
 from modelyard.hashing import is_digest
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+_ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
 LATEST = "latest"
 
 
@@ -24,7 +24,7 @@ def validate_name(name: str, kind: str = "name") -> str:
         raise InvalidName(f"{kind} must not be empty")
     if name in {".", ".."} or ".." in name or "/" in name or "\\" in name:
         raise InvalidName(f"{kind} {name!r} must not contain '/', '\\' or '..'")
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise InvalidName(
             f"{kind} {name!r} may use letters, digits, '.', '_' and '-', must start with a "
             "letter or digit and be at most 128 characters"
@@ -33,7 +33,7 @@ def validate_name(name: str, kind: str = "name") -> str:
 
 
 def validate_alias(alias: str) -> str:
-    if not _ALIAS_RE.match(alias) or alias == LATEST:
+    if not _ALIAS_RE.fullmatch(alias) or alias == LATEST:
         raise InvalidName(
             f"alias {alias!r} must start with a letter, use letters, digits, '_' or '-', "
             f"and not be {LATEST!r}"

@@ -11,7 +11,7 @@ from modelyard.cli._common import console, err_console, pass_workspace
 from modelyard.errors import InvalidParameter
 from modelyard.workspace import Workspace
 
-_DURATION = re.compile(r"^(\d+)([hdw])$")
+_DURATION = re.compile(r"^(\d+)([hdw])\Z")
 
 
 @click.command()

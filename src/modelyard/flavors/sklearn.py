@@ -93,7 +93,7 @@ _SKLEARN_INTERNAL = frozenset(
         "sklearn._loss.loss.ExponentialLoss",
     }
 )
-_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+\Z")
 
 
 def is_trusted_type(type_name: str) -> bool:

@@ -30,11 +30,11 @@ _IMAGE_REF = re.compile(
     rf"^{_HOST}?{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
     r"(?:@sha256:[0-9a-f]{64})?$"
 )
-_DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9.+-]+(?:=[A-Za-z0-9.+~:-]+)?$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_LABEL_KEY = re.compile(r"^[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?$")
-_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-_ABS_PATH = re.compile(r"^/[A-Za-z0-9_./-]*$")
+_DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9.+-]+(?:=[A-Za-z0-9.+~:-]+)?\Z")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_LABEL_KEY = re.compile(r"^[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?\Z")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\Z")
+_ABS_PATH = re.compile(r"^/[A-Za-z0-9_./-]*\Z")
 
 
 def check_text(field: str, value: str) -> str:
@@ -109,7 +109,7 @@ def check_relative_path(field: str, value: str) -> str:
         not value
         or value.startswith("/")
         or any(p in {"", ".", ".."} for p in parts)
-        or not re.match(r"^[A-Za-z0-9_./-]+$", value)
+        or not re.fullmatch(r"[A-Za-z0-9_./-]+", value)
     ):
         raise UnsafeDockerfileValue(
             f"{field} {value!r} must be a relative path inside the payload (no '..', plain names)"

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 DEFAULT_REQUIREMENTS = ("modelyard",)
 _SKIP_DIRS = {".git", ".modelyard", ".venv", "venv", "node_modules", "__pycache__", "build", "dist"}
 _MAX_CODE_FILES = 2000
-_PLAIN_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")
+_PLAIN_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\Z")
 
 
 class DockerRunner:
