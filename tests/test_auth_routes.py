@@ -185,3 +185,37 @@ def test_canary_secret_never_leaks(
     assert not any(canary in text for text in seen)
     assert canary not in caplog.text
     assert canary not in repr(ws.settings)
+
+
+def test_writers_cannot_trust_pickles_swap_images_or_act_as_others(
+    app_client: tuple[AppClient, Workspace],
+) -> None:
+    """Found in review: three ways a write token could reach admin power through the store API."""
+    client, ws = app_client
+    writer = ws.store.tokens.create("writer-bob", "write")[1]
+    auth = {"authorization": f"Bearer {writer}"}
+    trusted = client.post(
+        "/api/v1/store/models/add_version",
+        json={"name": "m", "digest": "sha256:" + "a" * 64, "flavor": "sklearn-pickle",
+              "signature": None, "requirements": None, "run_id": None, "source": None,
+              "trusted_pickle": True, "trusted_by": "admin-alice"},
+        headers=auth,
+    )  # fmt: skip
+    assert trusted.status_code == 403
+    image = client.post(
+        "/api/v1/store/models/set_image",
+        json={"name": "m", "version": 1, "image_ref": "evil/x:1"},
+        headers=auth,
+    )
+    assert image.status_code == 403
+    ws.store.models.add_version(
+        "m", digest="sha256:" + "b" * 64, flavor="sklearn", signature=None, requirements={},
+        run_id=None, source=None,
+    )  # fmt: skip
+    approval = client.post(
+        "/api/v1/store/models/add_approval",
+        json={"name": "m", "version": 1, "actor": "admin-alice"},
+        headers=auth,
+    )
+    assert approval.status_code == 200, approval.text
+    assert [a.actor for a in ws.store.models.approvals("m", 1)] == ["writer-bob"]

@@ -64,7 +64,7 @@ METHODS: Final[dict[str, dict[str, Permission]]] = {
         "remove_tags": "write",
         "set_description": "write",
         "set_gate": "admin",
-        "set_image": "write",
+        "set_image": "admin",  # an image ref is what deploys and rollbacks run
         "set_status": "write",
         "set_tags": "write",
         "set_trusted": "admin",
@@ -114,7 +114,14 @@ def escalation(repo: str, method: str, args: Mapping[str, Any]) -> Permission | 
     """A stronger permission some calls need depending on their arguments."""
     if repo == "models" and method == "move_alias" and args.get("alias") in PROTECTED_ALIASES:
         return "admin"
+    if repo == "models" and method == "add_version" and args.get("trusted_pickle"):
+        return "admin"  # trusting a pickle means running its code: as strong as set_trusted
     return None
+
+
+# Arguments that say who did something. The server fills them from the authenticated caller,
+# whatever the client sent: a writer must not record an approval or an alias move as someone else.
+IDENTITY_ARGUMENTS: Final = frozenset({"actor", "trusted_by", "created_by"})
 
 
 def repository_classes() -> dict[str, type]:

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 
 from modelyard.errors import InvalidParameter, NotFound
 from modelyard.remote.protocol import (
+    IDENTITY_ARGUMENTS,
     STORE_PREFIX,
     MethodSpec,
     escalation,
@@ -60,6 +61,14 @@ def _endpoint(spec: MethodSpec) -> Callable[..., Any]:
             from modelyard.server.errors import Forbidden
 
             raise Forbidden(f"{spec.repo}.{spec.name} with these arguments needs {escalated!r}")
+        identity = {
+            f"arg_{name}": principal.name
+            for name in IDENTITY_ARGUMENTS
+            if f"arg_{name}" in type(body).model_fields
+            and (name != "trusted_by" or getattr(body, f"arg_{name}") is not None)
+        }
+        if identity:
+            body = body.model_copy(update=identity)
         store = request.app.state.workspace.store
         repository = getattr(store, spec.repo, None)
         if repository is None:
