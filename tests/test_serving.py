@@ -316,6 +316,11 @@ def test_tensor_model_shape_checks(tmp_path: Path) -> None:
         assert r.status_code == 422
         assert "shape" in r.text
         assert c.post("/invocations", json={"instances": x[:4].tolist()}).status_code == 200
+        # 70 dimensions of size 1: as many values as declared, more axes than numpy allows.
+        deep = {"inputs": [{"name": "input-0", "shape": [1] * 70, "datatype": "FP64", "data": [1]}]}
+        r = c.post("/v2/models/rf/infer", json=deep)
+        assert r.status_code == 422
+        assert "70 dimensions, expected 2" in r.json()["error"]
 
 
 def test_serving_imports_nothing_from_the_platform() -> None:
@@ -330,3 +335,17 @@ def test_serving_imports_nothing_from_the_platform() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("dtype", "value"), [("int64", 2.0**63), ("uint64", 2.0**64), ("int32", 2.0**31)]
+)
+def test_float_just_past_an_integer_range_is_refused(dtype: str, value: float) -> None:
+    """2**63 as a float equals float(iinfo(int64).max): an inclusive check let it wrap."""
+    from modelyard.errors import InvalidInput
+    from modelyard.flavors.meta import ColumnSpec
+    from modelyard.serving.decode import convert
+
+    with pytest.raises(InvalidInput, match="range"):
+        convert([value], ColumnSpec("a", dtype), "a", allow_nan=False)
+    assert convert([float(2**31 - 1)], ColumnSpec("a", "int64"), "a", False)[0] == 2**31 - 1

@@ -102,7 +102,12 @@ def convert(values: Any, spec: ColumnSpec, field: str, allow_nan: bool) -> Array
     if kind == "f" and (not np.isfinite(arr).all() or not (arr == np.trunc(arr)).all()):
         raise InvalidInput(f"{field}: expected {spec.dtype} integers, got fractions", field)
     info = np.iinfo(spec.dtype)
-    if arr.size and (arr.min() < info.min or arr.max() > info.max):
+    if kind == "f":
+        # Float bounds round up to 2**63 / 2**64, which do not fit: compare exclusively.
+        out_of_range = arr.size and (arr.min() < float(info.min) or arr.max() >= float(info.max))
+    else:
+        out_of_range = arr.size and (arr.min() < info.min or arr.max() > info.max)
+    if out_of_range:
         raise InvalidInput(f"{field}: values outside the {spec.dtype} range", field)
     return arr.astype(spec.dtype)
 
@@ -181,14 +186,20 @@ class Decoder:
     def _tensor(self, spec: ColumnSpec, values: Any, shape: Sequence[int] | None) -> Array:
         field = f"input {spec.name!r}"
         arr = convert(values, spec, field, self.allow_nan)
+        want = spec.shape or (-1,)
         if shape is not None:
+            if len(shape) != len(want):
+                raise InvalidInput(
+                    f"{field}: shape {list(shape)[:8]} has {len(shape)} dimensions, "
+                    f"expected {len(want)}",
+                    spec.name,
+                )
             if math.prod(shape) != arr.size:
                 raise InvalidInput(
                     f"{field}: shape {list(shape)} needs {math.prod(shape)} values, got {arr.size}",
                     spec.name,
                 )
             arr = arr.reshape(tuple(shape))
-        want = spec.shape or (-1,)
         if arr.ndim != len(want) or any(
             w not in (-1, g) for w, g in zip(want, arr.shape, strict=True)
         ):
