@@ -208,3 +208,39 @@ def test_code_digest_follows_project_helpers_only(tmp_path: Path) -> None:
     a2, b2 = digests()
     assert a2 != a1
     assert b2 == b1
+
+
+def test_code_digest_sees_list_and_dict_settings_and_steps_outside_the_root(
+    tmp_path: Path,
+) -> None:
+    """Found in review: editing FEATURES = [...] or a step outside the workspace kept the cache."""
+    template = """
+        from modelyard.pipeline import Pipeline, step
+
+        FEATURES = {features}
+        CONFIG = {config}
+
+        @step
+        def a(x: int = 1) -> int:
+            return len(FEATURES) + CONFIG["k"] + x
+
+        pipeline = Pipeline("cs", [a])
+        """
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    workspace_root = tmp_path / "ws"
+    workspace_root.mkdir()
+
+    def digest(features: str, config: str, body: str = "") -> str:
+        text = template.format(features=features, config=config)
+        if body:
+            text = text.replace("+ x", body)
+        path = _write(elsewhere, "cs.py", text)
+        fn = build_graph(load_pipeline(path)).nodes["a"].spec.fn
+        return code_digest(fn, workspace_root)
+
+    base = digest('["a", "b"]', '{"k": 1}')
+    assert digest('["a", "b"]', '{"k": 1}') == base
+    assert digest('["a", "b", "c"]', '{"k": 1}') != base
+    assert digest('["a", "b"]', '{"k": 2}') != base
+    assert digest('["a", "b"]', '{"k": 1}', body="- x") != base

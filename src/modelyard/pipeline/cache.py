@@ -74,7 +74,8 @@ def _collect_sources(fn: Any, root: Path) -> dict[str, str]:
         if id(obj) in seen:
             continue
         seen.add(id(obj))
-        if not _is_local(obj, root):
+        # The step itself is always hashed, even from a pipeline file outside the workspace.
+        if obj is not fn and not _is_local(obj, root):
             continue
         key = _qualname(obj, root)
         try:
@@ -87,12 +88,24 @@ def _collect_sources(fn: Any, root: Path) -> dict[str, str]:
             if isinstance(value, _CONSTANT_TYPES):
                 # module-level settings (THRESHOLD = 0.8) change results as much as code does
                 sources[f"{key}->{name}"] = repr(value)
+            elif isinstance(value, _CONTAINER_TYPES):
+                # ... and so do FEATURES = [...] or CONFIG = {...}
+                sources[f"{key}->{name}"] = _stable_repr(value)
             else:
                 pending.append(value)
     return sources
 
 
 _CONSTANT_TYPES = (int, float, str, bytes, bool, tuple, frozenset, type(None))
+_CONTAINER_TYPES = (list, dict, set)
+
+
+def _stable_repr(value: Any) -> str:
+    """The same text for equal containers, whatever their insertion order (sets, dict keys)."""
+    try:
+        return json.dumps(value, sort_keys=True, default=repr)
+    except (TypeError, ValueError):  # non-string dict keys, cycles
+        return repr(sorted(value, key=repr)) if isinstance(value, set) else repr(value)
 
 
 def _referenced(obj: Any) -> list[tuple[str, Any]]:
@@ -139,4 +152,5 @@ def _qualname(obj: Any, root: Path) -> str:
     module name a pipeline file gets when it is loaded by path."""
     src = Path(inspect.getsourcefile(obj) or "").resolve()
     qual = "" if isinstance(obj, types.ModuleType) else getattr(obj, "__qualname__", "")
-    return f"{src.relative_to(root).as_posix()}:{qual}"
+    where = src.relative_to(root).as_posix() if src.is_relative_to(root) else src.name
+    return f"{where}:{qual}"
