@@ -152,3 +152,15 @@ def test_corrupt_blob_on_checkout_names_the_digest(workspace: Workspace, tmp_pat
     assert result.exit_code == 1
     assert result.stderr.startswith(f"error: artifact {digest} is corrupted")
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_stored_text_is_printed_as_text_not_markup(workspace: Workspace, tmp_path: Path) -> None:
+    """Found in review: a CSV cell '[/bold]' crashed `data show` with a MarkupError."""
+    csv = tmp_path / "m.csv"
+    csv.write_text("[b]col,x\n[/bold],1\n[red]hi,2\n")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["data", "add", str(csv), "--name", "markup"]).exit_code == 0
+    result = runner.invoke(cli, ["data", "show", "markup"])
+    assert result.exit_code == 0, result.output
+    assert "[b]col" in result.stdout
+    assert "[/bold]" in result.stdout

@@ -38,6 +38,12 @@ def console() -> Console:
     return Console(soft_wrap=True, highlight=False)
 
 
+def plain_console() -> Console:
+    """For output that carries stored text (CSV headers and values, descriptions): brackets in
+    it are data, never rich markup. Styling stays available per call with ``markup=True``."""
+    return Console(soft_wrap=True, highlight=False, markup=False)
+
+
 def err_console() -> Console:
     return Console(stderr=True, soft_wrap=True, highlight=False)
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from modelyard.cli._common import console, err_console, pass_workspace
+from modelyard.cli._common import err_console, pass_workspace, plain_console
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -100,9 +100,9 @@ def add_cmd(ws: Workspace, path: Path, name: str, description: str | None) -> No
     if v.profile and v.profile.get("mode") == "table":
         what += f", {v.profile['row_count']} rows x {v.profile['column_count']} columns"
     if result.created:
-        console().print(f"Added {v.ref} ({_short(v.digest)}, {what})")
+        plain_console().print(f"Added {v.ref} ({_short(v.digest)}, {what})")
     else:
-        console().print(f"Unchanged: {v.ref} already holds this content ({_short(v.digest)})")
+        plain_console().print(f"Unchanged: {v.ref} already holds this content ({_short(v.digest)})")
 
 
 @data.command("list")
@@ -115,7 +115,9 @@ def list_cmd(ws: Workspace) -> None:
 
     found = datasets.list(workspace=ws)
     if not found:
-        console().print("No datasets yet; add one with 'modelyard data add PATH --name NAME'.")
+        plain_console().print(
+            "No datasets yet; add one with 'modelyard data add PATH --name NAME'."
+        )
         return
     table = Table("NAME", "LATEST", "FORMAT", "SIZE", "ROWS", "UPDATED")
     for ds in found:
@@ -131,7 +133,7 @@ def list_cmd(ws: Workspace) -> None:
             _rows(v),
             v.created_at.strftime("%Y-%m-%d %H:%M"),
         )
-    console().print(table)
+    plain_console().print(table)
 
 
 @data.command("versions")
@@ -155,7 +157,7 @@ def versions_cmd(ws: Workspace, name: str) -> None:
             v.created_at.strftime("%Y-%m-%d %H:%M"),
             v.description or "",
         )
-    console().print(table)
+    plain_console().print(table)
 
 
 def _profile_table(profile: dict[str, Any], title: str | None = None) -> Table:
@@ -195,7 +197,7 @@ def show_cmd(ws: Workspace, ref: str, as_json: bool) -> None:
     from modelyard import data as datasets
 
     v = datasets.show(ref, workspace=ws)
-    out = console()
+    out = plain_console()
     if as_json:
         click.echo(json.dumps(asdict(v), default=str, indent=2))
         return
@@ -222,7 +224,7 @@ def show_cmd(ws: Workspace, ref: str, as_json: bool) -> None:
 
 
 def _render_diff(d: DatasetDiff) -> None:
-    out = console()
+    out = plain_console()
     out.print(f"{d.a.ref} ({_short(d.a.digest)}) -> {d.b.ref} ({_short(d.b.digest)})")
     if d.identical:
         out.print("identical content")
@@ -284,7 +286,7 @@ def checkout_cmd(ws: Workspace, ref: str, dest: Path | None, force: bool) -> Non
 
     v = datasets.show(ref, workspace=ws)
     written = datasets.checkout(f"{v.name}@{v.version}", dest=dest, force=force, workspace=ws)
-    console().print(
+    plain_console().print(
         f"Checked out {v.ref} to {written} ({v.file_count} file"
         f"{'s' if v.file_count != 1 else ''}, {_size(v.size)})"
     )
