@@ -372,3 +372,12 @@ def test_header_only_csv_is_a_zero_row_version(workspace: Workspace, tmp_path: P
     assert v.profile is not None
     assert (v.profile["row_count"], v.profile["column_count"]) == (0, 2)
     assert [c["missing_share"] for c in v.profile["columns"]] == [0.0, 0.0]
+
+
+def test_duplicate_column_names_are_a_clear_error(workspace: Workspace, tmp_path: Path) -> None:
+    csv = tmp_path / "dup.csv"
+    csv.write_text("a,a\n1,2\n")
+    with pytest.raises(DataError, match="column 'a' appears more than once"):
+        data.add(csv, name="dup", workspace=workspace)
+    with pytest.raises(NotFound):
+        workspace.store.datasets.get("dup")

@@ -119,15 +119,23 @@ def read_schema(src: TableSource) -> pa.Schema:
             import pyarrow.parquet as pq
 
             with pq.ParquetFile(src.path) as pf:
-                return pf.schema_arrow
-        with src.path.open("rb") as raw:
-            reader = _open_csv(src, raw, None)
-            try:
-                return reader.schema
-            finally:
-                reader.close()
+                schema = pf.schema_arrow
+        else:
+            with src.path.open("rb") as raw:
+                reader = _open_csv(src, raw, None)
+                try:
+                    schema = reader.schema
+                finally:
+                    reader.close()
     except (pa.ArrowException, OSError) as exc:
         raise _arrow_error(src, exc) from None
+    seen: set[str] = set()
+    for name in schema.names:
+        if name in seen:
+            # Columns are addressed by name everywhere (profiles, drift, signatures).
+            raise DataError(f"{src.path.name}: column {name!r} appears more than once")
+        seen.add(name)
+    return schema
 
 
 def _memory_pool() -> Any:
