@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 
@@ -92,3 +94,19 @@ def test_params_are_write_once(store_url: str) -> None:
     assert run.status == RUN_FINISHED
     assert run.end_time is not None
     assert run.end_time.tzinfo is not None
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    bogus = tmp_path / "modelyard.db"
+    bogus.write_bytes(b"this is not an SQLite database, just text" * 100)
+    with pytest.raises(StoreUnavailable, match="cannot connect to the store"):
+        Store.open(f"sqlite:///{bogus}")
+
+
+def test_an_unknown_run_is_not_found_not_contention(store_url: str) -> None:
+    """Found in review: a broken foreign key was retried 20 times and reported as contention."""
+    with Store.open(store_url) as store, pytest.raises(NotFound, match="does not exist"):
+        store.models.add_version(
+            "m", digest="sha256:" + "c" * 64, flavor="sklearn", signature=None,
+            requirements={}, run_id="f" * 32, source=None,
+        )  # fmt: skip

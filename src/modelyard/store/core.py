@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from modelyard.errors import StoreUnavailable
+from modelyard.errors import ModelyardError, NotFound, StoreError, StoreUnavailable
 from modelyard.store import migrate
 from modelyard.store.engine import make_engine, redact
 
@@ -40,6 +40,23 @@ class Database:
         if self.dialect == "postgresql":
             return postgresql.insert(table)
         return sqlite.insert(table)
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    """True for a unique-constraint race (worth retrying); False for a broken foreign key and
+    every other integrity error (retrying cannot help)."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) == "23505":  # PostgreSQL unique_violation
+        return True
+    return "UNIQUE constraint failed" in str(orig)
+
+
+def integrity_error(exc: BaseException) -> ModelyardError:
+    """The user-facing error for an integrity failure that is not a retryable race."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) == "23503" or "FOREIGN KEY constraint failed" in str(orig):
+        return NotFound("a record this refers to does not exist (e.g. an unknown run id)")
+    return StoreError("the store refused the change (a required value is missing or invalid)")
 
 
 class Store:
@@ -79,7 +96,7 @@ class Store:
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
             migrate.upgrade(engine, sqlite_path)
-        except OperationalError as exc:
+        except DBAPIError as exc:  # cannot connect, or not a database at all
             engine.dispose()
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             raise StoreUnavailable(f"cannot connect to the store {redact(url)}: {reason}") from None

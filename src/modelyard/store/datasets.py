@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from modelyard.errors import NotFound, StoreError
-from modelyard.store.core import Database
+from modelyard.store.core import Database, integrity_error, is_unique_violation
 from modelyard.store.entities import Dataset, DatasetVersion
 from modelyard.store.schema import DatasetRow, DatasetVersionRow, utcnow
 
@@ -98,7 +98,9 @@ class DatasetRepository:
                     s.add(row)
                     s.flush()
                     return _version(row, name), True
-            except IntegrityError:
+            except IntegrityError as exc:
+                if not is_unique_violation(exc):
+                    raise integrity_error(exc) from None
                 continue
         raise StoreError(f"could not allocate a version of dataset {name!r}: too much contention")
 

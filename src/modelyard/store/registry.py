@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from modelyard.errors import InvalidParameter, NotFound, StoreError
-from modelyard.store.core import Database
+from modelyard.store.core import Database, integrity_error, is_unique_violation
 from modelyard.store.registry_entities import (
     MODEL_ACTIVE,
     MODEL_STATUSES,
@@ -88,7 +88,9 @@ class ModelRepository:
             try:
                 with self._db.session() as s:
                     return fn(s)
-            except IntegrityError:
+            except IntegrityError as exc:
+                if not is_unique_violation(exc):
+                    raise integrity_error(exc) from None
                 continue
         raise StoreError(f"could not {what}: too much contention")
 
