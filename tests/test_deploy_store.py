@@ -176,3 +176,16 @@ def test_kubernetes_needs_a_pushed_image(sqlite_workspace: Workspace) -> None:
     result = CliRunner().invoke(cli, ["deploy", ref, "--target", "kubernetes", "--dry-run"])
     assert result.exit_code == 1
     assert "has no pushed image" in result.output
+
+
+def test_two_rollouts_of_one_deployment_do_not_run_at_once(workspace: Workspace) -> None:
+    """Found in review: concurrent rollouts each took the other's replicas for the old version."""
+    from _deploy_helpers import register_churn
+    from modelyard.deploy import deploy
+
+    register_churn(workspace, versions=1)
+    assert workspace.store.monitoring.acquire_lease("deploy:api", "someone-else", 60)
+    with pytest.raises(DeployError, match="another rollout of 'api' is in progress"):
+        deploy(DeploySpec("churn@1", "api", port=18931), workspace=workspace)
+    assert workspace.store.deployments.find("api") is None
+    assert workspace.store.monitoring.release_lease("deploy:api", "someone-else")

@@ -7,6 +7,8 @@ last log lines while the previous revision keeps serving.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -50,6 +52,31 @@ def deploy(spec: DeploySpec, *, workspace: Workspace | None = None) -> Deploymen
     if spec.target == KUBERNETES:
         raise DeployError("use deploy_kubernetes() for the kubernetes target")
     version = resolve(spec.ref, ws)
+    with _exclusive(ws, spec.name, ttl_s=spec.timeout_s + 300):
+        return _deploy(ws, spec, version)
+
+
+@contextlib.contextmanager
+def _exclusive(ws: Workspace, name: str, *, ttl_s: float) -> Iterator[None]:
+    """One rollout of a deployment at a time, across processes and hosts sharing the store: two
+    concurrent rollouts would each take the other's replicas for the old version."""
+    import os
+    import socket
+
+    key = f"deploy:{name}"
+    holder = f"{socket.gethostname()}:{os.getpid()}:{id(ws)}"
+    if not ws.store.monitoring.acquire_lease(key, holder, ttl_s):
+        raise DeployError(
+            f"another rollout of {name!r} is in progress; wait for it to finish "
+            "(its lease expires on its own if that process died)"
+        )
+    try:
+        yield
+    finally:
+        ws.store.monitoring.release_lease(key, holder)
+
+
+def _deploy(ws: Workspace, spec: DeploySpec, version: ModelVersion) -> Deployment:
     repo = ws.store.deployments
     existing = repo.find(spec.name)
     if existing is not None and existing.target != spec.target:
