@@ -219,3 +219,23 @@ def test_two_racing_monitors_get_one_lease(workspace: Workspace) -> None:
     for t in threads:
         t.join()
     assert len(won) == 1
+
+
+def test_webhook_secrets_in_the_path_never_reach_errors_or_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Slack-style hooks keep their secret in the path (found in review)."""
+    from modelyard.errors import ConfigError
+    from modelyard.monitor.actions import check_webhook_url, send_alert
+
+    secret = "T000/B000/XXXXcanarysecretXXXX"
+    with pytest.raises(ConfigError) as info:
+        check_webhook_url(f"ftp://hooks.example.com/services/{secret}")
+    assert secret not in str(info.value)
+    with caplog.at_level("DEBUG"):
+        result = send_alert(
+            {"policy": "p"}, f"http://127.0.0.1:9/services/{secret}", allow_private=True
+        )
+    assert not result.sent
+    assert "webhook" in caplog.text
+    assert secret not in caplog.text

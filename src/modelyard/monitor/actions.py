@@ -60,7 +60,9 @@ def check_webhook_url(
     """
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ConfigError(f"webhook {url!r} must be an http:// or https:// URL with a host")
+        raise ConfigError(
+            f"webhook {_redact(url)!r} must be an http:// or https:// URL with a host"
+        )
     if parts.username or parts.password:
         raise ConfigError(f"webhook {_redact(url)!r} must not carry credentials in the URL")
     host = parts.hostname
@@ -189,8 +191,9 @@ def _networks(allow: Sequence[str]) -> list[ipaddress.IPv4Network | ipaddress.IP
 
 
 def _redact(url: str) -> str:
+    """Scheme and host only: Slack, Teams and Discord hooks carry their secret in the path."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+    return f"{parts.scheme}://{parts.hostname or ''}/…"
 
 
 __all__ = [
