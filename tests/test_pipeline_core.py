@@ -244,3 +244,24 @@ def test_code_digest_sees_list_and_dict_settings_and_steps_outside_the_root(
     assert digest('["a", "b", "c"]', '{"k": 1}') != base
     assert digest('["a", "b"]', '{"k": 2}') != base
     assert digest('["a", "b"]', '{"k": 1}', body="- x") != base
+
+
+def test_step_estimators_load_after_a_model_was_served_in_the_same_process(
+    tmp_path: Path,
+) -> None:
+    """Found in review: loading a model emptied skops' default allow-list, and step values that
+    relied on it then failed. Both now use modelyard's one allow-list."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from modelyard.flavors import load_model, save_model
+
+    x = np.random.default_rng(0).normal(size=(20, 2))
+    model = LogisticRegression().fit(x, x[:, 0] > 0)
+    save_model(model, tmp_path / "m", input_example=x[:2])
+    load_model(tmp_path / "m")
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    kind, back = _roundtrip(model, store, tmp_path)
+    assert kind == "skops"
+    assert isinstance(back, LogisticRegression)
+    assert (back.coef_ == model.coef_).all()

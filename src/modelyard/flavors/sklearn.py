@@ -19,7 +19,7 @@ import re
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from modelyard.errors import FlavorError, UnsafeModel
 
@@ -134,7 +134,7 @@ def _schema_types(node: Any, found: set[str]) -> None:
             _schema_types(value, found)
 
 
-def types_in_file(path: Path) -> set[str]:
+def types_in_file(path: Path | IO[bytes]) -> set[str]:
     """Every type or function a skops file asks to construct, read from its schema."""
     try:
         with zipfile.ZipFile(path) as archive:
@@ -146,13 +146,14 @@ def types_in_file(path: Path) -> set[str]:
     return found
 
 
-def check_file(path: Path) -> list[str]:
+def check_file(path: Path | IO[bytes], label: str | None = None) -> list[str]:
     """Return the sorted types of ``path`` (all trusted) or raise :class:`UnsafeModel`."""
     types = types_in_file(path)
     refused = sorted(t for t in types if not is_trusted_type(t))
     if refused:
+        name = label or (path.name if isinstance(path, Path) else "the skops data")
         raise UnsafeModel(
-            f"{path.name} contains types modelyard does not trust: {', '.join(refused)}. "
+            f"{name} contains types modelyard does not trust: {', '.join(refused)}. "
             "Use a generic python model for custom code, or save with trusted_pickle=True and "
             "load with allow_pickle=True if you trust where this model came from"
         )
@@ -202,6 +203,15 @@ def _skops_io() -> Any:
     finally:
         sklearn.utils.all_estimators = everything
     return sio
+
+
+def loads(data: bytes, label: str) -> Any:
+    """Rebuild skops ``data`` (a pipeline step's value) under the same fixed allow-list as
+    models: one trust policy for every skops file modelyard reads."""
+    import io
+
+    trusted = check_file(io.BytesIO(data), label)
+    return _skops_io().loads(data, trusted=trusted)
 
 
 def load(folder: Path) -> Any:

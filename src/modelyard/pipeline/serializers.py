@@ -38,12 +38,6 @@ from modelyard.errors import ArtifactError, StepFailed
 if TYPE_CHECKING:
     from modelyard.artifacts.base import ArtifactStore
 
-# Types skops may rebuild besides its own defaults. Fixed here, never taken from the file:
-# the tree node storage behind every tree ensemble. skops flags it because out-of-range node
-# indices in a *malicious* file can crash predict(); step values are blobs this workspace's own
-# steps wrote, checked against their digest on read.
-SKOPS_TRUSTED_TYPES: tuple[str, ...] = ("sklearn.tree._tree.Tree",)
-
 SERIALIZERS = ("dataset", "parquet", "npy", "skops", "file", "dir", "json", "pickle")
 
 
@@ -144,9 +138,9 @@ def load(
 
         return np.load(io.BytesIO(data), allow_pickle=False)
     if kind == "skops":
-        import skops.io as sio
+        from modelyard.flavors.sklearn import loads
 
-        return sio.loads(data, trusted=list(SKOPS_TRUSTED_TYPES))
+        return loads(data, label=f"step value {stored.digest}")
     if kind == "pickle":
         import pickle
 
