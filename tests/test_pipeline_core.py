@@ -17,6 +17,7 @@ from modelyard.pipeline.graph import build_graph
 from modelyard.pipeline.loader import load_pipeline
 from modelyard.pipeline.params import parse_assignments, resolve_params
 from modelyard.pipeline.serializers import dump, load
+from modelyard.workspace import Workspace
 
 
 def _write(folder: Path, name: str, source: str) -> Path:
@@ -265,3 +266,46 @@ def test_step_estimators_load_after_a_model_was_served_in_the_same_process(
     assert kind == "skops"
     assert isinstance(back, LogisticRegression)
     assert (back.coef_ == model.coef_).all()
+
+
+def test_worker_refuses_a_pickle_the_producing_step_did_not_declare(
+    sqlite_workspace: Workspace, tmp_path: Path
+) -> None:
+    """The serializer name comes with the task (on Argo, from workflow parameters): a value
+    marked 'pickle' is unpickled only when the pipeline's own code declared it."""
+    import pickle
+
+    from modelyard.pipeline.worker import execute_task
+
+    source = """
+        from modelyard.pipeline import Pipeline, step
+
+        @step(outputs="x")
+        def a() -> int:
+            return 1
+
+        @step
+        def b(x: int) -> int:
+            return x
+
+        pipeline = Pipeline("pk", [a, b])
+        """
+    path = _write(tmp_path, "pk.py", source)
+    ws = sqlite_workspace
+    digest = ws.artifacts.put_bytes(pickle.dumps(41))
+    result = execute_task(
+        {
+            "workspace_root": str(ws.root),
+            "store_url": ws.settings.store_url,
+            "artifact_root": str(ws.settings.artifact_root),
+            "pipeline_file": str(path),
+            "pipeline": "pk",
+            "step": "b",
+            "params": {},
+            "inputs": {"x": {"digest": digest, "serializer": "pickle"}},
+            "run_id": None,
+            "scratch_dir": str(tmp_path / "scratch"),
+        }
+    )
+    assert result["outputs"] == {}
+    assert "did not declare @step(pickle=True)" in result["error"]["message"]

@@ -122,8 +122,17 @@ def execute_task(task: Mapping[str, Any]) -> dict[str, Any]:
         scratch = Path(task["scratch_dir"]) / "inputs"
         kwargs: dict[str, Any] = {}
         for arg, doc in dict(task["inputs"]).items():
+            stored = StoredValue.from_json(doc)
+            producer = graph.nodes.get(node.inputs.get(arg, ""))
+            if stored.serializer == "pickle" and (producer is None or not producer.spec.pickle):
+                # The serializer name arrives in the task (on Argo, in workflow parameters);
+                # only the pipeline's own code may say a value is a pickle.
+                raise PermissionError(
+                    f"input {arg!r} is marked as a pickle, but the step producing it did not "
+                    "declare @step(pickle=True); refusing to unpickle it"
+                )
             kwargs[arg] = load(
-                StoredValue.from_json(doc),
+                stored,
                 artifacts=ws.artifacts,
                 scratch=scratch / arg,
                 resolve_dataset=ctx.resolve_dataset,
