@@ -309,3 +309,36 @@ def test_worker_refuses_a_pickle_the_producing_step_did_not_declare(
     )
     assert result["outputs"] == {}
     assert "did not declare @step(pickle=True)" in result["error"]["message"]
+
+
+def test_in_process_steps_leave_the_environment_as_they_found_it(
+    sqlite_workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI found this: the in-process runner left MODELYARD_WORKSPACE pointing at a pipeline's
+    workspace, and later commands in the same process used the wrong one."""
+    import os
+
+    from modelyard.pipeline.worker import execute_task
+
+    monkeypatch.delenv("MODELYARD_WORKSPACE", raising=False)
+    monkeypatch.setenv("MODELYARD_STORE_URL", "sqlite:///before.db")
+    path = _write(
+        tmp_path, "env.py", "from modelyard.pipeline import Pipeline, step\n\n"
+        "@step\ndef a() -> int:\n    return 1\n\npipeline = Pipeline('env', [a])\n",
+    )  # fmt: skip
+    ws = sqlite_workspace
+    execute_task(
+        {
+            "workspace_root": str(ws.root),
+            "store_url": ws.settings.store_url,
+            "artifact_root": str(ws.settings.artifact_root),
+            "pipeline_file": str(path),
+            "step": "a",
+            "params": {},
+            "inputs": {},
+            "run_id": None,
+            "scratch_dir": str(tmp_path / "scratch"),
+        }
+    )
+    assert "MODELYARD_WORKSPACE" not in os.environ
+    assert os.environ["MODELYARD_STORE_URL"] == "sqlite:///before.db"

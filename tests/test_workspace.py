@@ -108,6 +108,7 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
 def test_bracketed_names_survive_in_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MODELYARD_STORE_URL", raising=False)
+    monkeypatch.delenv("MODELYARD_WORKSPACE", raising=False)
     (tmp_path / "modelyard.toml").write_text("store = 3\n")
     result = CliRunner().invoke(cli, ["runs", "list"])
     assert result.exit_code == 1

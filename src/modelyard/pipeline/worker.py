@@ -100,7 +100,24 @@ def write_result(path: Path, result: Mapping[str, Any]) -> None:
 
 def execute_task(task: Mapping[str, Any]) -> dict[str, Any]:
     """Run the step a task describes and return the result document (never raises for a step
-    failure). Shared by the subprocess entry point and the in-process runner."""
+    failure). Shared by the subprocess entry point and the in-process runner.
+
+    While the step runs, ``MODELYARD_*`` point at the task's workspace (so a step calling
+    ``modelyard.data.add(...)`` without a workspace finds it); they are put back afterwards, so
+    the in-process runner leaves its host process's environment as it found it."""
+    keys = ("MODELYARD_WORKSPACE", "MODELYARD_STORE_URL", "MODELYARD_ARTIFACT_ROOT")
+    saved = {key: os.environ.get(key) for key in keys}
+    try:
+        return _execute_task(task)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _execute_task(task: Mapping[str, Any]) -> dict[str, Any]:
     from modelyard.pipeline.graph import build_graph
     from modelyard.pipeline.loader import load_pipeline
     from modelyard.workspace import Workspace
