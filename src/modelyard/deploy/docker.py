@@ -113,6 +113,24 @@ def ensure_proxy_image(image: str = DEFAULT_PROXY_IMAGE, engine: DockerEngine | 
     return image
 
 
+def _wait_ready(
+    eng: DockerEngine, containers: list[str], version: ModelVersion, timeout: float
+) -> tuple[str, str] | None:
+    """None once every container answers ready; else (container, why) for the first failure."""
+    deadline = time.monotonic() + timeout
+    pending = list(containers)
+    while pending and time.monotonic() < deadline:
+        for container in list(pending):
+            state = _replica_ready(eng, container, version)
+            if state == "ok":
+                pending.remove(container)
+            elif state is not None:
+                return container, state
+        if pending:
+            time.sleep(0.2)
+    return (pending[0], f"not ready after {timeout:.0f} s") if pending else None
+
+
 def _start_replica(eng: DockerEngine, name: str, version: ModelVersion, image: str) -> str:
     container = f"{name}-{version.version}-{secrets.token_hex(3)}"
     eng.run(
@@ -199,22 +217,15 @@ def rollout(
     proxy_exists = _inspect(eng, proxy) is not None
     if not proxy_exists:
         require_free_port(port)
-    new = [_start_replica(eng, name, version, image) for _ in range(replicas)]
-    failure: tuple[str, str] | None = None
-    deadline = time.monotonic() + timeout
-    pending = list(new)
-    while pending and failure is None and time.monotonic() < deadline:
-        for container in list(pending):
-            state = _replica_ready(eng, container, version)
-            if state == "ok":
-                pending.remove(container)
-            elif state is not None:
-                failure = (container, state)
-                break
-        if pending and failure is None:
-            time.sleep(0.2)
-    if failure is None and pending:
-        failure = (pending[0], f"not ready after {timeout:.0f} s")
+    new: list[str] = []
+    try:
+        # Appended one by one, so a failure while starting the second leaves none behind.
+        for _ in range(replicas):
+            new.append(_start_replica(eng, name, version, image))
+        failure = _wait_ready(eng, new, version, timeout)
+    except BaseException:  # Ctrl-C or an engine error while starting or waiting
+        _remove(eng, new, grace=2)
+        raise
     if failure is not None:
         container, reason = failure
         tail = _logs(eng, container)
@@ -224,8 +235,8 @@ def rollout(
             f"the previous version keeps serving. Last log lines:\n{tail}",
             tail,
         )
-    config = render_haproxy_config(new, backend_port=SERVE_PORT)
     try:
+        config = render_haproxy_config(new, backend_port=SERVE_PORT)
         if proxy_exists:
             _put_config(eng, proxy, config)
             eng.run(["kill", "-s", "USR2", proxy])
