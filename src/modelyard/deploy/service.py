@@ -112,7 +112,9 @@ def _deploy(ws: Workspace, spec: DeploySpec, version: ModelVersion) -> Deploymen
         repo.finish_revision(spec.name, rev.revision, ok=False, detail=str(exc))
         repo.add_event(spec.name, "failed", str(exc))
         raise
-    repo.update(spec.name, port=spec.port, config=config)
+    # Merged, not replaced: settings recorded by others (log_dir, registry) outlive a rollout.
+    previous = existing.config if existing is not None and existing.config else {}
+    repo.update(spec.name, port=spec.port, config={**previous, **config})
     done = repo.finish_revision(spec.name, rev.revision, ok=True)
     repo.add_event(spec.name, "ready", f"revision {rev.revision} serving {version.ref}")
     ws.store.lineage.add("model_version", version.ref, "deployment", spec.name, "deployed_as")

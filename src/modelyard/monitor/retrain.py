@@ -57,7 +57,7 @@ Rollout = Callable[["Workspace", "Deployment", "ModelVersion"], None]
 
 
 class RetrainStopped(ModelyardError):
-    """Asked to stop (SIGTERM) between two steps of a retrain."""
+    """Stopped between two steps of a retrain: asked to (SIGTERM), or its lease was lost."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +191,10 @@ class _Retrain:
         """Between two steps: honour a stop request and keep the lease alive."""
         if self.plan.stop is not None and self.plan.stop.is_set():
             raise RetrainStopped(f"stopped before {stage}; nothing was changed")
-        self.ws.store.monitoring.renew_lease(self.lease, self.holder, self.config.lease_s)
+        if not self.ws.store.monitoring.renew_lease(self.lease, self.holder, self.config.lease_s):
+            # It expired and another monitor may have taken over: going on would mean two
+            # retrains rolling out the same deployment.
+            raise RetrainStopped(f"lost the retrain lease {self.lease!r} before {stage}")
         self.stage = stage
 
     def run(self) -> RetrainOutcome:
