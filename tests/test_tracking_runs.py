@@ -238,3 +238,35 @@ def test_public_api_is_exported() -> None:
     exported = {n for n in dir(tracking) if not n.startswith("_")}
     modules = {"environment", "lineage", "query", "run", "settings"}
     assert exported - modules == set(tracking.__all__)
+
+
+def test_points_logged_while_the_run_ends_are_stored_or_refused(workspace: Workspace) -> None:
+    """Found in review: a thread racing end() could append after the final flush (lost)."""
+    import threading
+
+    from modelyard.errors import RunError
+    from modelyard.tracking import start_run
+
+    run = start_run("race", workspace=workspace)
+    accepted = 0
+    stop = threading.Event()
+    going = threading.Event()
+
+    def writer() -> None:
+        nonlocal accepted
+        while not stop.is_set():
+            try:
+                run.log_metric("x", 1.0)
+            except RunError:
+                return
+            accepted += 1
+            if accepted == 200:
+                going.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert going.wait(timeout=30)
+    run.end()
+    stop.set()
+    thread.join()
+    assert workspace.store.runs.count_metrics([run.id]) == accepted

@@ -210,6 +210,9 @@ class ActiveRun:
         checked = [(_check_text(k, "metric name"), _metric_value(k, v)) for k, v in metrics.items()]
         now = datetime.now(UTC)
         with self._buffer_lock:
+            # Checked again under the lock end() takes: a point is either in the final flush or
+            # refused, never silently dropped by a thread racing end().
+            self._check_live()
             for key, value in checked:
                 used = self._next_step.get(key, 0) if step is None else step
                 self._next_step[key] = max(self._next_step.get(key, 0), used + 1)
@@ -286,8 +289,9 @@ class ActiveRun:
             raise InvalidParameter(
                 f"a run ends as one of {', '.join(_END_STATUSES)}, not {status!r}"
             )
-        self._check_live()
-        self._ended = True
+        with self._buffer_lock:
+            self._check_live()
+            self._ended = True
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
