@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from modelyard.artifacts.manifest import Manifest
+from modelyard.errors import ArtifactError
 
 Progress = Callable[[int], None]
 
@@ -63,8 +64,8 @@ class ArtifactStore(ABC):
         base = dest.resolve()
         for entry in manifest.entries:
             target = (base / entry.path).resolve()
-            if base not in target.parents:
-                raise ValueError(f"manifest path {entry.path!r} escapes {dest}")
+            if base not in target.parents:  # defence in depth: Manifest already refuses these
+                raise ArtifactError(f"manifest path {entry.path!r} escapes {dest}")
             target.parent.mkdir(parents=True, exist_ok=True)
             self.export_file(entry.digest, target, entry.mode)
         return manifest

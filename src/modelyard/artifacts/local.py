@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import BinaryIO
@@ -89,6 +88,7 @@ class LocalArtifactStore(ArtifactStore):
         final.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(tmp_name, 0o444)
         os.replace(tmp_name, final)
+        _fsync_dir(final.parent)  # the rename itself survives a power loss, before any row
         return digest
 
     # -- reads ---------------------------------------------------------------------------------
@@ -131,6 +131,8 @@ class LocalArtifactStore(ArtifactStore):
                 while chunk := f.read(CHUNK_SIZE):
                     h.update(chunk)
                     out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
             if f"sha256:{h.hexdigest()}" != digest:
                 raise CorruptArtifact(digest, f"found sha256:{h.hexdigest()}")
             os.chmod(tmp_name, mode if mode is not None else 0o644)
@@ -140,6 +142,10 @@ class LocalArtifactStore(ArtifactStore):
                 os.unlink(tmp_name)
             raise
 
-    def remove_tmp(self) -> None:
-        """Drop temporary files left by a process that was killed mid-write."""
-        shutil.rmtree(self.root / "tmp", ignore_errors=True)
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
