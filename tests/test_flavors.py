@@ -144,6 +144,21 @@ def test_python_model_is_saved_as_code_not_pickle(tmp_path: Path) -> None:
     assert loaded.predict(np.array([[1.0], [2.0]])).tolist() == [11.0, 12.0]
 
 
+def test_python_model_artifacts_cannot_point_outside_the_folder(tmp_path: Path) -> None:
+    import json
+
+    model = AddOne()
+    (tmp_path / "offset.txt").write_text("10")
+    model.artifacts = {"offset": tmp_path / "offset.txt"}
+    save_model(model, tmp_path / "m", input_example=np.zeros((2, 1)))
+    meta_file = tmp_path / "m" / "modelyard-model.json"
+    doc = json.loads(meta_file.read_text())
+    doc["extra"]["artifacts"] = {"offset": "../../etc/hostname"}
+    meta_file.write_text(json.dumps(doc))
+    with pytest.raises(FlavorError, match="outside the model folder"):
+        load_model(tmp_path / "m")
+
+
 def test_unknown_object_gives_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FlavorError, match="cannot tell how to save"):
         save_model(object(), tmp_path / "m")

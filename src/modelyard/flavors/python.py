@@ -91,10 +91,22 @@ def load(folder: Path, extra: dict[str, Any]) -> Any:
         for part in str(extra["class"]).split("."):
             obj = getattr(obj, part)
         instance = obj()
-        artifacts = {name: folder / rel for name, rel in dict(extra.get("artifacts", {})).items()}
+        artifacts = {
+            name: _inside(folder, rel) for name, rel in dict(extra.get("artifacts", {})).items()
+        }
         instance.load(PythonModelContext(model_dir=folder, artifacts=artifacts))
     except FlavorError:
+        sys.modules.pop(mod_name, None)
         raise
     except Exception as exc:
+        sys.modules.pop(mod_name, None)  # no half-initialised module left for the next load
         raise FlavorError(f"cannot load python model from {module_file}: {exc!r}") from exc
     return instance
+
+
+def _inside(folder: Path, rel: object) -> Path:
+    """An artifact path from the model's metadata, refused if it leaves the model folder."""
+    path = (folder / str(rel)).resolve()
+    if not path.is_relative_to(folder.resolve()):
+        raise FlavorError(f"artifact path {rel!r} is outside the model folder")
+    return path
