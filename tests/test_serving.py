@@ -241,6 +241,18 @@ def test_full_log_queue_drops_are_counted(model_dir: Path, tmp_path: Path) -> No
     assert read_predictions(tmp_path).num_rows == 2
 
 
+def test_a_feedback_batch_is_kept_whole_or_refused_whole(model_dir: Path, tmp_path: Path) -> None:
+    """A refused batch that is retried must not log its first labels twice (found in review)."""
+    config = ServeConfig(log_dir=tmp_path, log_queue_size=3, log_flush_seconds=60)
+    batch = [{"request_id": f"r{i}", "label": 1} for i in range(5)]
+    with AppClient(create_app(model_dir, name="churn", version="1", config=config)) as c:
+        refused = c.post("/v1/feedback", json=batch)
+        assert refused.status_code == 503
+        assert "none of the 5 labels" in refused.text
+        assert c.post("/v1/feedback", json=batch[:3]).json() == {"accepted": 3}
+    assert read_feedback(tmp_path).num_rows == 3
+
+
 json_values = st.recursive(
     st.none()
     | st.booleans()

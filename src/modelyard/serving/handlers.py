@@ -414,10 +414,9 @@ async def _feedback(
         if "label" not in item:
             raise InvalidInput(f"feedback[{i}] needs a 'label'", f"feedback[{i}].label")
         records.append((rid, now, server.name, server.version, item["label"]))
-    accepted = sum(1 for r in records if server.feedback.put(r))
-    if accepted < len(records):
-        raise HTTPError(503, f"feedback log is full: accepted {accepted} of {len(records)}")
-    await _send(send, 200, _json({"accepted": accepted}), request_id)
+    if not server.feedback.put_many(records):
+        raise HTTPError(503, f"feedback log is full: none of the {len(records)} labels was kept")
+    await _send(send, 200, _json({"accepted": len(records)}), request_id)
     return 200
 
 

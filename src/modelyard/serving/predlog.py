@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,10 +113,16 @@ class SegmentLog:
 
     def put(self, record: tuple[Any, ...]) -> bool:
         """Queue one record; False (and counted, and logged) if the queue is full."""
-        if len(self._queue) >= self._max:
-            self.dropped += 1
+        return self.put_many((record,))
+
+    def put_many(self, records: Sequence[tuple[Any, ...]]) -> bool:
+        """Queue all of ``records`` or none (counted and logged as dropped): a client that
+        retries a refused batch must not log its first part twice."""
+        if len(self._queue) + len(records) > self._max:
+            self.dropped += len(records)
             if self._on_drop is not None:
-                self._on_drop()
+                for _ in records:
+                    self._on_drop()
             now = time.monotonic()
             if now - self._last_warning > 5.0:
                 self._last_warning = now
@@ -127,7 +133,7 @@ class SegmentLog:
                     self.dropped,
                 )
             return False
-        self._queue.append(record)
+        self._queue.extend(records)
         return True
 
     def start(self) -> None:
