@@ -361,3 +361,25 @@ def test_float_just_past_an_integer_range_is_refused(dtype: str, value: float) -
     with pytest.raises(InvalidInput, match="range"):
         convert([value], ColumnSpec("a", dtype), "a", allow_nan=False)
     assert convert([float(2**31 - 1)], ColumnSpec("a", "int64"), "a", False)[0] == 2**31 - 1
+
+
+def test_records_lost_to_a_failed_write_are_counted_as_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelyard.serving.predlog import FEEDBACK, SegmentLog
+
+    drops: list[int] = []
+    log = SegmentLog(
+        tmp_path, FEEDBACK, queue_size=10, segment_bytes=1 << 20, segment_seconds=60,
+        flush_seconds=60, on_drop=lambda: drops.append(1),
+    )  # fmt: skip
+    assert log.put_many([("r1", 0, "m", "1", 1), ("r2", 0, "m", "1", 0)])
+
+    def disk_full(records: object) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(log, "_write", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        log._drain()
+    assert log.dropped == 2
+    assert len(drops) == 2

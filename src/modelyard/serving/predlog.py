@@ -196,6 +196,18 @@ class SegmentLog:
             records.append(self._queue.popleft())
         if not records:
             return
+        try:
+            self._write(records)
+        except Exception:
+            # Disk full, an unserialisable output...: the records are gone, so say so in
+            # /metrics (dropped) as well as in the log, never silently.
+            self.dropped += len(records)
+            if self._on_drop is not None:
+                for _ in records:
+                    self._on_drop()
+            raise
+
+    def _write(self, records: list[tuple[Any, ...]]) -> None:
         import pyarrow as pa
 
         schema = _schema(self.kind)
