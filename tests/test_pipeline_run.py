@@ -275,3 +275,34 @@ def test_in_process_runner_runs_the_same_steps(sqlite_workspace: Workspace) -> N
     assert result.status == "finished", result.error
     report = result.step("report").outputs or {}
     assert json.loads(ws.artifacts.get_bytes(report["report"]["digest"])) == {"total": 6}
+
+
+def test_a_runner_that_breaks_mid_step_leaves_no_running_step_run(
+    sqlite_workspace: Workspace, tmp_path: Path
+) -> None:
+    """Found in review: an engine lost mid-step left the step's tracked run 'running'."""
+    from modelyard.errors import EngineUnavailable
+
+    class LostEngine:
+        name = "lost"
+
+        def prepare(self, workspace_root: Path, pipeline_file: Path) -> None:
+            return None
+
+        def execute(self, task_path: Path, *, timeout: float | None, log_path: Path) -> object:
+            raise EngineUnavailable("the engine at unix:///var/run/docker.sock went away")
+
+    path = _write(sqlite_workspace, "one.py", """
+        from modelyard.pipeline import Pipeline, step
+
+        @step
+        def a() -> int:
+            return 1
+
+        pipeline = Pipeline("one", [a])
+        """)  # fmt: skip
+    run = run_pipeline(path, workspace=sqlite_workspace, runner=LostEngine())  # type: ignore[arg-type]
+    assert run.status == "failed"
+    steps = sqlite_workspace.store.runs.search(pipeline="one", parent_id=run.id)
+    assert [s.status for s in steps] == ["failed"]
+    assert "went away" in (steps[0].error or "")

@@ -332,19 +332,26 @@ class _Orchestrator:
         self.on_event(StepEvent(name, STEP_RUNNING))
         error = "not run"
         attempts = spec.retries + 1
-        for attempt in range(1, attempts + 1):
-            repo.update_step(self.run_id, name, attempts=attempt)
-            result, error = self._attempt(name, active.id, attempt, inputs, params)
-            if result is not None:
-                outputs = {k: StoredValue.from_json(v) for k, v in result.items()}
-                self._publish(name, active.id, outputs, key)
-                active.end(RUN_FINISHED)
-                duration = time.monotonic() - begun
-                self.on_event(StepEvent(name, STEP_FINISHED, duration, attempt=attempt))
-                return _Outcome(STEP_FINISHED, outputs)
-            if attempt < attempts:
-                self.on_event(StepEvent(name, "retrying", error=error, attempt=attempt))
-                time.sleep(spec.retry_delay * 2 ** (attempt - 1))
+        try:
+            for attempt in range(1, attempts + 1):
+                repo.update_step(self.run_id, name, attempts=attempt)
+                result, error = self._attempt(name, active.id, attempt, inputs, params)
+                if result is not None:
+                    outputs = {k: StoredValue.from_json(v) for k, v in result.items()}
+                    self._publish(name, active.id, outputs, key)
+                    active.end(RUN_FINISHED)
+                    duration = time.monotonic() - begun
+                    self.on_event(StepEvent(name, STEP_FINISHED, duration, attempt=attempt))
+                    return _Outcome(STEP_FINISHED, outputs)
+                if attempt < attempts:
+                    self.on_event(StepEvent(name, "retrying", error=error, attempt=attempt))
+                    time.sleep(spec.retry_delay * 2 ** (attempt - 1))
+        except BaseException as exc:
+            # The runner or publishing failed (no engine, a store error): the step's tracked
+            # run must not stay "running" forever.
+            if not active.ended:
+                active.end(RUN_FAILED, f"{type(exc).__name__}: {exc}")
+            raise
         active.end(RUN_FAILED, error)
         repo.update_step(self.run_id, name, status=STEP_FAILED, error=error, ended_at=utcnow())
         self.on_event(StepEvent(name, STEP_FAILED, time.monotonic() - begun, error, attempts))
@@ -407,13 +414,14 @@ class _Orchestrator:
                 size = 0 if kind == "directory" else self.ws.artifacts.size(value.digest)
                 store.runs.add_artifact(step_run_id, f"outputs/{out}", value.digest, kind, size)
         as_json = {k: v.to_json() for k, v in outputs.items()}
+        store.pipelines.update_step(
+            self.run_id, name, status=STEP_FINISHED, outputs=as_json, ended_at=utcnow()
+        )
+        # Last: a cache entry exists only for a step whose every record above was written.
         if self.graph.nodes[name].spec.cache:
             store.pipelines.cache_put(
                 key, pipeline=self.name, step=name, outputs=as_json, run_id=step_run_id
             )
-        store.pipelines.update_step(
-            self.run_id, name, status=STEP_FINISHED, outputs=as_json, ended_at=utcnow()
-        )
 
 
 def _read_result(
