@@ -35,13 +35,16 @@ if ! command -v docker-registry >/dev/null 2>&1; then
   exit 1
 fi
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
-  log "note: the packaged docker-registry service is running (it listens on :5000 too)"
+  # Debian's package starts its own registry on :5000 with htpasswd auth; the tests need an
+  # open one there, started below with our own config.
+  log "stopping the packaged docker-registry service (it holds :5000 with auth)"
+  as_root systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
 
 bcrypt() {
   # docker-registry's htpasswd accepts bcrypt only; libxcrypt (Debian's libcrypt) makes it.
   if command -v htpasswd >/dev/null 2>&1; then
-    htpasswd -nbB "$1" "$2" | head -n1
+    printf '%s\n' "$2" | htpasswd -niB "$1" | head -n1  # password on stdin, not argv
   else
     python3 -W ignore -c 'import crypt, sys; print(sys.argv[1] + ":" + crypt.crypt(sys.argv[2], crypt.mksalt(crypt.METHOD_BLOWFISH)))' "$1" "$2"
   fi
