@@ -292,6 +292,26 @@ def test_checkout_refuses_non_empty_destination(workspace: Workspace, tmp_path: 
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".dest")] == []
 
 
+def test_forced_checkout_with_a_conflict_changes_nothing(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """Found in review: a conflict found half-way left the folder half old, half new."""
+    from modelyard.errors import AlreadyExists
+
+    folder = tmp_path / "src"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("new")
+    (folder / "sub" / "b.txt").write_text("new")
+    data.add(folder, name="c", workspace=workspace)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "a.txt").write_text("old")
+    (dest / "sub").write_text("a file where the version has a folder")
+    with pytest.raises(AlreadyExists, match="is a file; the version has a folder there"):
+        data.checkout("c", dest, force=True, workspace=workspace)
+    assert (dest / "a.txt").read_text() == "old"
+
+
 def test_corrupted_blob_fails_checkout_and_leaves_dest_alone(
     workspace: Workspace, tmp_path: Path
 ) -> None:

@@ -82,12 +82,28 @@ def _checkout(ws: Workspace, version: DatasetVersion, dest: str | Path | None, f
                 target.rmdir()
             os.replace(staging, target)
             return target
+        # Every conflict is found before the first file moves: a refused checkout leaves the
+        # folder exactly as it was, never half old and half new.
         for entry in manifest.entries:
             final = target / entry.path
             if final.is_dir():
                 raise AlreadyExists(f"{final} is a folder; cannot overwrite it with a file")
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / entry.path, final)
+            for parent in final.relative_to(target).parents:
+                if (
+                    parent != Path(".")
+                    and (target / parent).exists()
+                    and not (target / parent).is_dir()
+                ):
+                    raise AlreadyExists(
+                        f"{target / parent} is a file; the version has a folder there"
+                    )
+        try:
+            for entry in manifest.entries:
+                final = target / entry.path
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / entry.path, final)
+        except OSError as exc:
+            raise DataError(f"checkout into {target} failed: {exc.strerror or exc}") from None
         return target
     finally:
         shutil.rmtree(staging, ignore_errors=True)
