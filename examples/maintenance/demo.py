@@ -212,6 +212,16 @@ def run_demo(root: Path, *, docker: bool = False) -> dict[str, Any]:
     target = "local"
     if docker:
         target = _docker_target(out)
+    if target == "docker":
+        # No image can be pulled on an air-gapped machine: use modelyard's own Debian-made base
+        # (built once, then reused) for every model image of this workspace, retrains included.
+        from modelyard.images import DEFAULT_BASE_TAG, build_base_image
+
+        out.print(f"base image {DEFAULT_BASE_TAG} (made from Debian packages if missing)")
+        build_base_image(DEFAULT_BASE_TAG)
+        with (root / "modelyard.toml").open("a") as f:
+            f.write(f'\n[images]\nbase_image = "{DEFAULT_BASE_TAG}"\n')
+        ws = Workspace.at(root, environ={})
 
     stage("Train v1 on the first batch of sensor readings (pipeline)")
     generate(5000, seed=1).to_csv(incoming / "batch-001.csv", index=False)

@@ -131,12 +131,21 @@ def _wait_ready(
     return (pending[0], f"not ready after {timeout:.0f} s") if pending else None
 
 
-def _start_replica(eng: DockerEngine, name: str, version: ModelVersion, image: str) -> str:
+def _start_replica(
+    eng: DockerEngine, name: str, version: ModelVersion, image: str, log_dir: Path | None
+) -> str:
     container = f"{name}-{version.version}-{secrets.token_hex(3)}"
+    # The prediction and feedback logs go to a host folder, where monitoring reads them.
+    logs: list[str] = []
+    if log_dir is not None:
+        from modelyard.packaging.dockerfile import PREDICTION_DIR  # where the image logs
+
+        logs = ["-v", f"{log_dir}:{PREDICTION_DIR}"]
     eng.run(
         [
             "run",
             "-d",
+            *logs,
             "--name",
             container,
             "--network",
@@ -204,8 +213,10 @@ def rollout(
     timeout: float = 90.0,
     proxy_image: str = DEFAULT_PROXY_IMAGE,
     engine: DockerEngine | None = None,
+    log_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Serve ``image`` as ``name`` on 127.0.0.1:``port`` with ``replicas`` containers."""
+    """Serve ``image`` as ``name`` on 127.0.0.1:``port`` with ``replicas`` containers; every
+    replica writes its prediction log into ``log_dir`` on the host (when given)."""
     eng = _engine(engine)
     eng.ping()
     ensure_proxy_image(proxy_image, eng)
@@ -221,7 +232,7 @@ def rollout(
     try:
         # Appended one by one, so a failure while starting the second leaves none behind.
         for _ in range(replicas):
-            new.append(_start_replica(eng, name, version, image))
+            new.append(_start_replica(eng, name, version, image, log_dir))
         failure = _wait_ready(eng, new, version, timeout)
     except BaseException:  # Ctrl-C or an engine error while starting or waiting
         _remove(eng, new, grace=2)
@@ -269,7 +280,10 @@ def rollout(
             _remove(eng, [*new, proxy], grace=2)
         raise
     _remove(eng, old)  # drained: the proxy no longer sends them anything
-    return {"network": net, "proxy": proxy, "replicas": new, "image": image}
+    recorded: dict[str, Any] = {"network": net, "proxy": proxy, "replicas": new, "image": image}
+    if log_dir is not None:
+        recorded["log_dir"] = str(log_dir)
+    return recorded
 
 
 def stop(name: str, engine: DockerEngine | None = None) -> None:

@@ -150,6 +150,9 @@ def _rollout(
     from modelyard.deploy import docker
 
     assert image_ref is not None
+    log_dir = ws.state_dir / "deployments" / spec.name / "predlog"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.chmod(0o1777)  # the image's non-root user writes here; sticky like /tmp
     return docker.rollout(
         spec.name,
         version,
@@ -157,6 +160,7 @@ def _rollout(
         port=spec.port,
         replicas=spec.replicas,
         timeout=spec.timeout_s,
+        log_dir=log_dir,
     )
 
 

@@ -16,6 +16,7 @@ import collections
 import datetime as dt
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -177,7 +178,11 @@ class SegmentLog:
 
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
         self._seq += 1
-        self._path = self.folder / f"{self.kind}-{stamp}-{os.getpid()}-{self._seq:06d}{PARTIAL}"
+        # Host name too: replicas in containers share a folder and often the same pid.
+        host = "".join(c if c.isalnum() else "-" for c in socket.gethostname())[:32]
+        self._path = (
+            self.folder / f"{self.kind}-{stamp}-{host}-{os.getpid()}-{self._seq:06d}{PARTIAL}"
+        )
         self._sink = pa.OSFile(str(self._path), "wb")
         self._writer = ipc.new_stream(self._sink, _schema(self.kind))
         self._opened = time.monotonic()
