@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelyard.errors import ModelyardError, NotFound, StoreError, StoreUnavailable
 from modelyard.store import migrate
 from modelyard.store.engine import make_engine, redact
+
+T = TypeVar("T")
 
 
 class Database:
@@ -34,6 +36,21 @@ class Database:
         """A session inside one transaction, committed on success, rolled back on error."""
         with self._sessions() as session, session.begin():
             yield session
+
+    def retrying(self, what: str, fn: Callable[[Session], T], attempts: int = 20) -> T:
+        """Run ``fn`` in a transaction, again when a unique constraint shows that a concurrent
+        writer got there first (the loser re-reads and tries again). Any other integrity error
+        is the caller's: a broken foreign key is NotFound, not contention."""
+        from sqlalchemy.exc import IntegrityError
+
+        for _ in range(attempts):
+            try:
+                with self.session() as s:
+                    return fn(s)
+            except IntegrityError as exc:
+                if not is_unique_violation(exc):
+                    raise integrity_error(exc) from None
+        raise StoreError(f"could not {what}: too much contention")
 
     def insert(self, table: Any) -> Any:
         """A dialect insert that supports ``on_conflict_do_*`` on both backends."""

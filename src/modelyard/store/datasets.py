@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from modelyard.errors import NotFound, StoreError
-from modelyard.store.core import Database, integrity_error, is_unique_violation
+from modelyard.errors import NotFound
+from modelyard.store.core import Database
 from modelyard.store.entities import Dataset, DatasetVersion
 from modelyard.store.schema import DatasetRow, DatasetVersionRow, utcnow
-
-_MAX_ATTEMPTS = 20
 
 
 def _version(row: DatasetVersionRow, name: str) -> DatasetVersion:
@@ -59,50 +57,46 @@ class DatasetRepository:
         loser retries, so two processes never get the same number and identical content never
         gets two numbers.
         """
-        for _ in range(_MAX_ATTEMPTS):
-            try:
-                with self._db.session() as s:
-                    dataset = s.scalar(select(DatasetRow).where(DatasetRow.name == name))
-                    if dataset is None:
-                        dataset = DatasetRow(name=name, created_at=utcnow())
-                        s.add(dataset)
-                        s.flush()
-                    existing = s.scalar(
-                        select(DatasetVersionRow).where(
-                            DatasetVersionRow.dataset_id == dataset.id,
-                            DatasetVersionRow.digest == digest,
-                        )
-                    )
-                    if existing is not None:
-                        return _version(existing, name), False
-                    latest = s.scalar(
-                        select(func.max(DatasetVersionRow.version)).where(
-                            DatasetVersionRow.dataset_id == dataset.id
-                        )
-                    )
-                    row = DatasetVersionRow(
-                        dataset_id=dataset.id,
-                        version=(latest or 0) + 1,
-                        digest=digest,
-                        kind=kind,
-                        format=format,
-                        size=size,
-                        file_count=file_count,
-                        schema_=schema,
-                        profile=profile,
-                        source=source,
-                        description=description,
-                        created_at=utcnow(),
-                        created_by=created_by,
-                    )
-                    s.add(row)
-                    s.flush()
-                    return _version(row, name), True
-            except IntegrityError as exc:
-                if not is_unique_violation(exc):
-                    raise integrity_error(exc) from None
-                continue
-        raise StoreError(f"could not allocate a version of dataset {name!r}: too much contention")
+
+        def attempt(s: Session) -> tuple[DatasetVersion, bool]:
+            dataset = s.scalar(select(DatasetRow).where(DatasetRow.name == name))
+            if dataset is None:
+                dataset = DatasetRow(name=name, created_at=utcnow())
+                s.add(dataset)
+                s.flush()
+            existing = s.scalar(
+                select(DatasetVersionRow).where(
+                    DatasetVersionRow.dataset_id == dataset.id,
+                    DatasetVersionRow.digest == digest,
+                )
+            )
+            if existing is not None:
+                return _version(existing, name), False
+            latest = s.scalar(
+                select(func.max(DatasetVersionRow.version)).where(
+                    DatasetVersionRow.dataset_id == dataset.id
+                )
+            )
+            row = DatasetVersionRow(
+                dataset_id=dataset.id,
+                version=(latest or 0) + 1,
+                digest=digest,
+                kind=kind,
+                format=format,
+                size=size,
+                file_count=file_count,
+                schema_=schema,
+                profile=profile,
+                source=source,
+                description=description,
+                created_at=utcnow(),
+                created_by=created_by,
+            )
+            s.add(row)
+            s.flush()
+            return _version(row, name), True
+
+        return self._db.retrying(f"allocate a version of dataset {name!r}", attempt)
 
     def get(self, name: str) -> Dataset:
         with self._db.session() as s:

@@ -6,11 +6,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from modelyard.errors import InvalidParameter, NotFound, StoreError
-from modelyard.store.core import Database, integrity_error, is_unique_violation
+from modelyard.errors import InvalidParameter, NotFound
+from modelyard.store.core import Database
 from modelyard.store.registry_entities import (
     MODEL_ACTIVE,
     MODEL_STATUSES,
@@ -29,7 +28,6 @@ from modelyard.store.schema_registry import (
     RegisteredModelRow,
 )
 
-_MAX_ATTEMPTS = 20
 T = TypeVar("T")
 
 
@@ -82,17 +80,7 @@ class ModelRepository:
 
     # -- helpers -------------------------------------------------------------------------------
     def _retrying(self, what: str, fn: Callable[[Session], T]) -> T:
-        """Run ``fn`` in a transaction, retrying when a unique constraint shows a concurrent
-        writer got there first (the loser re-reads and tries again)."""
-        for _ in range(_MAX_ATTEMPTS):
-            try:
-                with self._db.session() as s:
-                    return fn(s)
-            except IntegrityError as exc:
-                if not is_unique_violation(exc):
-                    raise integrity_error(exc) from None
-                continue
-        raise StoreError(f"could not {what}: too much contention")
+        return self._db.retrying(what, fn)
 
     @staticmethod
     def _model_row(s: Session, name: str) -> RegisteredModelRow:
