@@ -8,6 +8,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,3 +107,27 @@ def sqlite_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     monkeypatch.chdir(root)
     yield ws
     ws.close()
+
+
+@pytest.fixture(scope="session")
+def engine() -> Any:
+    """The Docker engine, or a skip (a failure under CI) naming the socket it tried."""
+    from modelyard.errors import EngineUnavailable
+    from modelyard.images import DockerEngine
+
+    docker = DockerEngine.from_env()
+    try:
+        docker.ping()
+    except EngineUnavailable as exc:
+        require_service(False, str(exc))
+    return docker
+
+
+@pytest.fixture(scope="session")
+def base_image(engine: Any) -> str:
+    """modelyard's Debian-made base image; an existing tag of the same recipe is reused (a cold
+    build takes ~30-50 s)."""
+    from modelyard.images import DEFAULT_BASE_TAG, build_base_image
+
+    build_base_image(DEFAULT_BASE_TAG, engine=engine)
+    return DEFAULT_BASE_TAG

@@ -9,16 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_service
-from modelyard.errors import EngineUnavailable, ImageBuildFailed, WheelhouseError
+from modelyard.errors import ImageBuildFailed, WheelhouseError
 from modelyard.images import (
-    DEFAULT_BASE_TAG,
     DockerEngine,
     Healthcheck,
     ImageInfo,
     ImageSpec,
     Wheelhouse,
-    build_base_image,
     build_image,
     build_image_from_spec,
 )
@@ -27,23 +24,6 @@ from test_images_context import make_wheel
 pytestmark = pytest.mark.docker
 
 TINY_TAG = "modelyard-test/tiny:latest"
-
-
-@pytest.fixture(scope="session")
-def engine() -> DockerEngine:
-    engine = DockerEngine.from_env()
-    try:
-        engine.ping()
-    except EngineUnavailable as exc:
-        require_service(False, str(exc))
-    return engine
-
-
-@pytest.fixture(scope="session")
-def base_image(engine: DockerEngine) -> str:
-    """The Debian-made base image; reuses an existing tag (a cold build takes ~30-50 s)."""
-    build_base_image(DEFAULT_BASE_TAG, engine=engine)
-    return DEFAULT_BASE_TAG
 
 
 @pytest.fixture(scope="session")

@@ -22,37 +22,20 @@ from click.testing import CliRunner
 from _deploy_helpers import register_churn
 from conftest import require_service
 from modelyard.cli.main import cli
-from modelyard.errors import EngineUnavailable, RegistryError
-from modelyard.images import DEFAULT_BASE_TAG, DockerEngine, build_base_image
+from modelyard.errors import RegistryError
+from modelyard.images import DEFAULT_BASE_TAG, DockerEngine
 from modelyard.workspace import Workspace
 
 pytest.importorskip("sklearn")
 pytestmark = pytest.mark.docker
 
-SERVE_BASE = DEFAULT_BASE_TAG  # modelyard's own base: python3, libstdc++ and libgomp for numpy
 OPEN_REGISTRY = "127.0.0.1:5000"
 AUTH_REGISTRY = "127.0.0.1:5001"
 
 
-@pytest.fixture(scope="session")
-def engine() -> DockerEngine:
-    engine = DockerEngine.from_env()
-    try:
-        engine.ping()
-    except EngineUnavailable as exc:
-        require_service(False, str(exc))
-    return engine
-
-
-@pytest.fixture(scope="session")
-def serve_base(engine: DockerEngine) -> str:
-    build_base_image(SERVE_BASE, engine=engine)
-    return SERVE_BASE
-
-
 @pytest.fixture(scope="module")
 def built(
-    engine: DockerEngine, serve_base: str, tmp_path_factory: pytest.TempPathFactory
+    engine: DockerEngine, base_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Workspace, dict[str, float]]]:
     """A workspace with churn@1 and churn@2 built through the CLI (timed)."""
     root = tmp_path_factory.mktemp("pkg") / "ws"
@@ -62,7 +45,7 @@ def built(
     seconds = {}
     for ref in ("churn@1", "churn@2"):
         started = time.perf_counter()
-        result = runner.invoke(cli, ["-C", str(root), "build", ref, "--base-image", serve_base])
+        result = runner.invoke(cli, ["-C", str(root), "build", ref, "--base-image", base_image])
         seconds[ref] = time.perf_counter() - started
         assert result.exit_code == 0, result.output
         number = ref.split("@")[1]
@@ -162,11 +145,11 @@ def test_bad_inputs_fail_before_anything_is_recorded(
     blob = ws.artifacts.path(manifest.entries[0].digest)
     os.chmod(blob, 0o644)
     blob.write_bytes(b"tampered")
-    result = runner.invoke(cli, [*base, "churn@3", "--base-image", SERVE_BASE])
+    result = runner.invoke(cli, [*base, "churn@3", "--base-image", DEFAULT_BASE_TAG])
     assert result.exit_code == 1
     assert "sha256:" in result.output
     blob.unlink()
-    result = runner.invoke(cli, [*base, "churn@3", "--base-image", SERVE_BASE])
+    result = runner.invoke(cli, [*base, "churn@3", "--base-image", DEFAULT_BASE_TAG])
     assert result.exit_code == 1
     assert "is not in the artifact store" in result.output
     result = runner.invoke(cli, [*base, "churn@3", "--base-image", "evil;rm -rf /"])
