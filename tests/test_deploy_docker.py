@@ -17,7 +17,6 @@ from modelyard.errors import DeployError, RolloutFailed
 from modelyard.images import DockerEngine
 from modelyard.packaging import build_model_image
 from modelyard.workspace import Workspace
-from test_packaging_docker import engine, serve_base  # noqa: F401  (session fixtures)
 
 pytest.importorskip("sklearn")
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -26,15 +25,15 @@ NAME = "pytest-churn"
 
 @pytest.fixture
 def images(
-    engine: DockerEngine,  # noqa: F811
-    serve_base: str,  # noqa: F811
+    engine: DockerEngine,
+    base_image: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Workspace, list[str]]]:
     root = tmp_path_factory.mktemp("dock") / "ws"
     ws, _ = Workspace.init(root, environ={})
     refs = [*register_churn(ws, 2), register_broken(ws)]
     for ref in refs:
-        build_model_image(ref, workspace=ws, base_image=serve_base, engine=engine)
+        build_model_image(ref, workspace=ws, base_image=base_image, engine=engine)
     yield ws, refs
     if ws.store.deployments.find(NAME) is not None:
         deploy.stop(NAME, workspace=ws)
@@ -43,7 +42,7 @@ def images(
 
 def test_docker_rollout_without_loss_and_automatic_rollback(
     images: tuple[Workspace, list[str]],
-    engine: DockerEngine,  # noqa: F811
+    engine: DockerEngine,
 ) -> None:
     ws, (v1, v2, broken) = images
     port = free_port()
