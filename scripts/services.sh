@@ -6,6 +6,34 @@ set -uo pipefail
 log() { printf 'services: %s\n' "$*"; }
 
 # --- PostgreSQL (127.0.0.1:5432, trust auth, database "test") -------------------------------
+# The tests use postgresql+psycopg://postgres@127.0.0.1:5432/test.
+PG_USER="${PG_TEST_USER:-postgres}"
+PG_DB="${PG_TEST_DB:-test}"
+
+# -w: never prompt for a password (without trust auth this fails instead of hanging).
+pg() { psql -w -h 127.0.0.1 -p 5432 -U "$PG_USER" -d postgres "$@" 2>/dev/null; }
+
+# Create the test database unless it exists; safe to run again, or twice at once.
+ensure_database() {
+  if ! [[ "$PG_DB" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]]; then
+    log "PG_TEST_DB=$PG_DB is not a plain database name"
+    return 1
+  fi
+  if ! command -v psql >/dev/null 2>&1; then
+    log "psql not found; cannot check for the $PG_DB database"
+    return 1
+  fi
+  local exists="SELECT 1 FROM pg_database WHERE datname = '$PG_DB'"
+  if [ "$(pg -tAc "$exists")" = "1" ]; then
+    log "database $PG_DB exists"
+  elif pg -qc "CREATE DATABASE $PG_DB" >/dev/null || [ "$(pg -tAc "$exists")" = "1" ]; then
+    log "created database $PG_DB"
+  else
+    log "could not create database $PG_DB as $PG_USER; PostgreSQL tests will skip (or fail under CI)"
+    return 1
+  fi
+}
+
 if command -v pg_isready >/dev/null 2>&1; then
   if ! pg_isready -q -h 127.0.0.1 -p 5432; then
     if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
@@ -16,6 +44,7 @@ if command -v pg_isready >/dev/null 2>&1; then
   fi
   if pg_isready -q -h 127.0.0.1 -p 5432; then
     log "PostgreSQL ready on 127.0.0.1:5432"
+    ensure_database
   else
     log "PostgreSQL is not available; its tests will skip (or fail under CI)"
   fi

@@ -189,3 +189,79 @@ def test_two_rollouts_of_one_deployment_do_not_run_at_once(workspace: Workspace)
         deploy(DeploySpec("churn@1", "api", port=18931), workspace=workspace)
     assert workspace.store.deployments.find("api") is None
     assert workspace.store.monitoring.release_lease("deploy:api", "someone-else")
+
+
+def _pushed_versions(ws: Workspace, count: int) -> dict[str, str]:
+    """``count`` registered versions of ``churn``, each with its own pushed image."""
+    from _deploy_helpers import register_churn
+
+    pytest.importorskip("sklearn")
+    images = {}
+    for ref in register_churn(ws, count):
+        number = int(ref.split("@")[1])
+        digest = "sha256:" + str(number) * 64
+        image = f"registry.example/ml/churn@{digest}"
+        ws.store.models.set_image(
+            "churn", number, image_id="sha256:" + str(number + 4) * 64, image_digest=digest,
+            image_size=1, image_ref=image,
+        )  # fmt: skip
+        images[ref] = image
+    return images
+
+
+def test_kubernetes_rollback_goes_back_through_the_deploy_path(
+    sqlite_workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v1 then v2 on Kubernetes; `deploy rollback` serves v1 again as a revision of its own,
+    with the namespace and autoscaling the deployment was given; a retrain's rollout takes the
+    same path."""
+    from modelyard.deploy import deploy_kubernetes, rollback
+    from modelyard.deploy.kubernetes import OfficialKubeApi
+    from modelyard.deploy.kubernetes.apply import REVISION
+    from modelyard.models import resolve
+    from modelyard.monitor.retrain import default_rollout
+    from modelyard.testing import FakeKubeApi
+
+    ws = sqlite_workspace
+    images = _pushed_versions(ws, 2)
+    api = FakeKubeApi(steps_to_ready=1)
+    for ref in images:
+        deploy_kubernetes(
+            ref, "churn-api", namespace="ml", replicas=2, max_replicas=6, api=api,
+            timeout_s=30, workspace=ws,
+        )  # fmt: skip
+    assert api.image_of("Deployment", "churn-api", "ml") == images["churn@2"]
+
+    dep = rollback("churn-api", workspace=ws, api=api, timeout_s=30)
+    assert api.image_of("Deployment", "churn-api", "ml") == images["churn@1"]
+    live = api.get("Deployment", "churn-api", "ml")
+    assert live is not None
+    assert live["metadata"]["annotations"][REVISION] == "3"  # the cluster's history too
+    hpa = api.get("HorizontalPodAutoscaler", "churn-api", "ml")
+    assert hpa is not None
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert dep.current is not None
+    assert dep.current.model_ref == "churn@1"
+    assert dep.current.image_ref == images["churn@1"]
+    assert [(r.revision, r.model_ref, r.status) for r in dep.revisions] == [
+        (1, "churn@1", "superseded"),
+        (2, "churn@2", "superseded"),
+        (3, "churn@1", "active"),
+    ]
+    events = [(e.kind, e.message) for e in ws.store.deployments.events("churn-api")]
+    assert ("rollback", "from churn@2 back to churn@1") in events
+    assert events[-1] == ("ready", "revision 3 serving churn@1")
+
+    # The CLI and the monitor reach the cluster through the official client: stand the fake in.
+    monkeypatch.setattr(OfficialKubeApi, "from_config", classmethod(lambda cls, **kw: api))
+    default_rollout(ws, ws.store.deployments.get("churn-api"), resolve("churn@2", ws))
+    assert api.image_of("Deployment", "churn-api", "ml") == images["churn@2"]
+    result = CliRunner().invoke(cli, ["deploy", "rollback", "churn-api", "--timeout", "30"])
+    assert result.exit_code == 0, result.output
+    assert result.output == "churn-api rolled back to churn@1\n"
+    assert api.image_of("Deployment", "churn-api", "ml") == images["churn@1"]
+    dep = ws.store.deployments.get("churn-api")
+    assert [(r.revision, r.model_ref) for r in dep.revisions][3:] == [
+        (4, "churn@2"),
+        (5, "churn@1"),
+    ]

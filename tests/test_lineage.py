@@ -55,7 +55,7 @@ def test_downstream_from_a_dataset(workspace: Workspace, tmp_path: Path) -> None
         ("down", "artifact", digest),
         ("down", "widget", "w-2"),
     ]
-    assert tree.label == "dataset sensors@1 csv 2.0 KB aaaaaaaaaaaa"
+    assert tree.label == "dataset sensors@1 csv 2.0 kB aaaaaaaaaaaa"
     run_node = tree.children[0]
     assert (run_node.relation, run_node.label) == ("input", f"run {run_id[:12]} train [finished]")
     assert run_node.children[0].label == f"artifact model.bin {digest[7:19]}"
@@ -128,7 +128,7 @@ def test_lineage_command(
     result = CliRunner().invoke(cli, ["lineage", ref, "--down"])
     assert result.exit_code == 0, result.output
     assert result.stdout == (
-        "dataset sensors@1 csv 2.0 KB aaaaaaaaaaaa\n"
+        "dataset sensors@1 csv 2.0 kB aaaaaaaaaaaa\n"
         f"└── input → run {run_id[:12]} train [finished]\n"
         f"    ├── output → artifact model.bin {digest[7:19]}\n"
         "    └── output → widget w-2\n"
@@ -138,7 +138,7 @@ def test_lineage_command(
     assert result.stdout.splitlines()[:3] == [
         f"run {run_id[:12]} train [finished]",
         "├── upstream",
-        "│   └── input ← dataset sensors@1 csv 2.0 KB aaaaaaaaaaaa",
+        "│   └── input ← dataset sensors@1 csv 2.0 kB aaaaaaaaaaaa",
     ]
     assert "└── downstream" in result.stdout
     result = CliRunner().invoke(cli, ["lineage", "ghost@1"])

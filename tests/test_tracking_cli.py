@@ -79,6 +79,42 @@ def test_list_show_and_compare(workspace: Workspace) -> None:
     assert rows["loss"].split() == ["*", "metric", "loss", "0.25", "0.75"]
 
 
+def test_show_counts_metric_points_in_sql_without_loading_them(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from modelyard.store.runs import RunRepository
+
+    with start_run(name="long") as run:
+        for step in range(1500):
+            run.log_metric("loss", 1.0 / (step + 1))
+        run.log_metric("f1", 0.9)
+    assert workspace.store.runs.metric_counts(run.id) == {"f1": 1, "loss": 1500}
+    assert workspace.store.runs.metric_counts("0" * 32) == {}
+
+    def no_history(*args: object, **kwargs: object) -> None:
+        raise AssertionError("runs show must not load metric points")
+
+    monkeypatch.setattr(RunRepository, "metric_history", no_history)
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *args: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        code, out, _ = _invoke("runs", "show", run.id)
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    assert code == 0
+    assert f"\nMetrics\nf1    0.9\nloss  {1 / 1500:.6g}  (1500 points)\n" in out
+    touching = [s for s in statements if "run_metrics" in s]
+    assert touching  # the latest values and the counts come from the metrics table …
+    assert all("GROUP BY" in s.upper() for s in touching), touching  # … aggregated in SQL
+
+
 def test_errors_are_one_line_with_exit_codes(workspace: Workspace) -> None:
     run = start_run()
     run.end()

@@ -42,12 +42,13 @@ export function num(value: number | null | undefined, digits = 4): string {
   return Number(value.toPrecision(digits)).toString();
 }
 
+// Decimal SI units, like modelyard.units.format_size: the CLI and the dashboard agree.
 export function size(bytes: number): string {
-  const units = ["B", "KB", "MB", "GB", "TB"];
+  const units = ["B", "kB", "MB", "GB", "TB", "PB"];
   let v = bytes;
   let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
+  while ((i === 0 ? v >= 1000 : Number(v.toFixed(1)) >= 1000) && i < units.length - 1) {
+    v /= 1000;
     i++;
   }
   return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`;

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from modelyard.cli._common import err_console, pass_workspace, plain_console
+from modelyard.units import format_size
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -18,15 +19,6 @@ if TYPE_CHECKING:
     from modelyard.data import DatasetDiff
     from modelyard.store import DatasetVersion
     from modelyard.workspace import Workspace
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
 
 
 def _short(digest: str) -> str:
@@ -96,7 +88,9 @@ def add_cmd(ws: Workspace, path: Path, name: str, description: str | None) -> No
             path, name=name, description=description, workspace=ws, progress=progress
         )
     v = result.version
-    what = f"{_size(v.size)}, {v.file_count} file{'s' if v.file_count != 1 else ''}, {v.format}"
+    what = (
+        f"{format_size(v.size)}, {v.file_count} file{'s' if v.file_count != 1 else ''}, {v.format}"
+    )
     if v.profile and v.profile.get("mode") == "table":
         what += f", {v.profile['row_count']} rows x {v.profile['column_count']} columns"
     if result.created:
@@ -129,7 +123,7 @@ def list_cmd(ws: Workspace) -> None:
             ds.name,
             str(v.version),
             v.format,
-            _size(v.size),
+            format_size(v.size),
             _rows(v),
             v.created_at.strftime("%Y-%m-%d %H:%M"),
         )
@@ -151,7 +145,7 @@ def versions_cmd(ws: Workspace, name: str) -> None:
             str(v.version),
             _short(v.digest),
             v.format,
-            _size(v.size),
+            format_size(v.size),
             str(v.file_count),
             _rows(v),
             v.created_at.strftime("%Y-%m-%d %H:%M"),
@@ -203,7 +197,7 @@ def show_cmd(ws: Workspace, ref: str, as_json: bool) -> None:
         return
     out.print(f"[bold]{v.ref}[/]  {v.digest}", markup=True)
     out.print(
-        f"{v.kind}, {v.format}, {_size(v.size)}, {v.file_count} file"
+        f"{v.kind}, {v.format}, {format_size(v.size)}, {v.file_count} file"
         f"{'s' if v.file_count != 1 else ''}; added {v.created_at:%Y-%m-%d %H:%M:%S} UTC"
         f"{' by ' + v.created_by if v.created_by else ''}"
     )
@@ -288,5 +282,5 @@ def checkout_cmd(ws: Workspace, ref: str, dest: Path | None, force: bool) -> Non
     written = datasets.checkout(f"{v.name}@{v.version}", dest=dest, force=force, workspace=ws)
     plain_console().print(
         f"Checked out {v.ref} to {written} ({v.file_count} file"
-        f"{'s' if v.file_count != 1 else ''}, {_size(v.size)})"
+        f"{'s' if v.file_count != 1 else ''}, {format_size(v.size)})"
     )

@@ -7,6 +7,7 @@ import time
 import click
 
 from modelyard.cli._common import console
+from modelyard.units import format_size
 
 
 @click.group()
@@ -51,7 +52,7 @@ def build(
         rebuild=rebuild,
         progress=lambda msg: out.print(msg),
     )
-    size = f"{info.size / 1e6:.0f} MB"
+    size = format_size(info.size)
     if info.build_seconds is None:
         out.print(f"{ref} already exists ({info.id[:19]}, {size}); --rebuild to build it again")
     else:

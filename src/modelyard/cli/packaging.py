@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from modelyard.cli._common import console, pass_workspace
+from modelyard.units import format_size
 
 if TYPE_CHECKING:
     from modelyard.workspace import Workspace
@@ -48,7 +49,7 @@ def build(ws: Workspace, ref: str, base_image: str | None, quiet: bool) -> None:
     seconds = image.info.build_seconds or 0.0
     out.print(
         f"Built {image.tag} for {image.version.ref} ({image.id[:19]}, "
-        f"{image.size / 1e6:.0f} MB) in {seconds:.1f} s",
+        f"{format_size(image.size)}) in {seconds:.1f} s",
         markup=False,
     )
 

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from modelyard.cli._common import console, pass_workspace
+from modelyard.units import format_size
 from modelyard.workspace import Workspace
 
 _STATUS_STYLE = {"running": "cyan", "finished": "green", "failed": "red", "lost": "yellow"}
@@ -118,7 +119,7 @@ def show(ws: Workspace, run_id: str) -> None:
     _section(
         out,
         "Artifacts",
-        [(a.name, f"{a.kind} {_size(a.size)} {short(a.digest)}") for a in details.artifacts],
+        [(a.name, f"{a.kind} {format_size(a.size)} {short(a.digest)}") for a in details.artifacts],
     )
 
 
@@ -199,12 +200,3 @@ def _duration(seconds: float | None) -> str:
 
 def _num(value: float) -> str:
     return f"{value:.6g}"
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")

@@ -1,8 +1,10 @@
 """Deploy, roll back, stop and inspect named services; every rollout is a recorded revision.
 
-The targets (``local``, ``docker``) only start, switch and stop processes; this module decides
-what to run, records it, and turns a failed rollout into a failed revision with the replica's
-last log lines while the previous revision keeps serving.
+The targets (``local``, ``docker``, and ``kubernetes`` through its manifests) only start,
+switch and stop what serves; this module decides what to run, records it, and turns a failed
+rollout into a failed revision with the replica's last log lines while the previous revision
+keeps serving. :func:`redeploy` is the one place that picks a target's rollout for an existing
+deployment (rollbacks and the monitor's retrains both go through it).
 """
 
 from __future__ import annotations
@@ -177,9 +179,17 @@ def _running(ws: Workspace, dep: Deployment) -> bool:
 
 
 def rollback(
-    name: str, *, workspace: Workspace | None = None, timeout_s: float = 90.0
+    name: str,
+    *,
+    workspace: Workspace | None = None,
+    timeout_s: float | None = None,
+    api: object | None = None,
 ) -> Deployment:
-    """Roll ``name`` back to the version it served before the current one."""
+    """Roll ``name`` back to the version it served before the current one, on whatever target
+    it runs: the earlier version is rolled out again through :func:`redeploy`, so the rollback
+    is a revision of its own, checked for readiness like any rollout. ``api`` is the
+    :class:`~modelyard.deploy.kubernetes.KubeApi` a kubernetes deployment is reached through
+    (``FakeKubeApi`` in tests; default: the official client)."""
     from modelyard.workspace import resolve as resolve_workspace
 
     ws = resolve_workspace(workspace)
@@ -200,15 +210,58 @@ def rollback(
     ws.store.deployments.add_event(
         name, "rollback", f"from {current.model_ref} back to {target.model_ref}"
     )
+    return redeploy(name, target.model_ref, workspace=ws, timeout_s=timeout_s, api=api)
+
+
+def redeploy(
+    name: str,
+    ref: str,
+    *,
+    workspace: Workspace | None = None,
+    timeout_s: float | None = None,
+    api: object | None = None,
+) -> Deployment:
+    """Roll model ``ref`` out as the existing deployment ``name``, the way it is deployed now:
+    same target, port and replicas, and on Kubernetes the same namespace and autoscaling.
+
+    The one place that picks the rollout path for an existing deployment, so a rollback and the
+    monitor's retrain cannot drift apart from each other or from ``deploy``. ``timeout_s``
+    defaults to the target's own (90 s locally and on Docker, 300 s on Kubernetes); ``api`` is
+    used by the kubernetes target only.
+    """
+    from modelyard.workspace import resolve as resolve_workspace
+
+    ws = resolve_workspace(workspace)
+    dep = ws.store.deployments.get(name)
+    if dep.target == KUBERNETES:
+        config = dep.config or {}
+        plan = deploy_kubernetes(
+            ref,
+            name,
+            namespace=str(config.get("namespace") or "default"),
+            replicas=dep.replicas,
+            min_replicas=_int_or_none(config.get("min_replicas")),
+            max_replicas=_int_or_none(config.get("max_replicas")),
+            cpu_target=_int_or_none(config.get("cpu_target")) or 70,
+            timeout_s=timeout_s or 300,
+            api=api,
+            workspace=ws,
+        )
+        assert plan.deployment is not None  # not a dry run
+        return plan.deployment
     spec = DeploySpec(
-        target.model_ref,
+        ref,
         name,
         target=dep.target,
         port=dep.port or 8080,
         replicas=dep.replicas,
-        timeout_s=timeout_s,
+        timeout_s=timeout_s or 90.0,
     )
     return deploy(spec, workspace=ws)
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def stop(name: str, *, workspace: Workspace | None = None) -> Deployment:
@@ -356,34 +409,52 @@ def deploy_kubernetes(
     manifests = kube.render_manifests(spec)
     if dry_run:
         return KubernetesPlan(manifests, None, None)
+    # What redeploy() needs to roll another version out the same way (a rollback, a retrain).
+    settings: dict[str, object] = {
+        "namespace": namespace,
+        "min_replicas": min_replicas,
+        "max_replicas": max_replicas,
+        "cpu_target": cpu_target,
+    }
     repo = ws.store.deployments
-    existing = repo.find(name)
-    if existing is None:
-        repo.create(name, KUBERNETES, port=None, replicas=replicas, config={"namespace": namespace})
-    elif existing.target != KUBERNETES:
-        raise DeployError(f"deployment {name!r} runs on {existing.target}, not kubernetes")
-    rev = repo.add_revision(
-        name,
-        model_name=version.name,
-        model_version=version.version,
-        image_ref=version.image_ref,
-        image_digest=version.image_digest,
-        replicas=replicas,
-    )
-    result = kube.deploy(
-        manifests,
-        namespace=namespace,
-        timeout_s=timeout_s,
-        api=api,  # type: ignore[arg-type]
-        on_event=lambda msg: repo.add_event(name, "kubernetes", msg),
-    )
-    if not result.ok:
-        reasons = "; ".join(result.reasons) or result.outcome
-        repo.finish_revision(name, rev.revision, ok=False, detail=reasons)
-        raise RolloutFailed(
-            f"{version.ref} did not roll out in {namespace}/{name} ({result.outcome}): {reasons}",
-            reasons,
+    with _exclusive(ws, name, ttl_s=timeout_s + 300):
+        existing = repo.find(name)
+        if existing is None:
+            repo.create(name, KUBERNETES, port=None, replicas=replicas, config=settings)
+        elif existing.target != KUBERNETES:
+            raise DeployError(f"deployment {name!r} runs on {existing.target}, not kubernetes")
+        rev = repo.add_revision(
+            name,
+            model_name=version.name,
+            model_version=version.version,
+            image_ref=version.image_ref,
+            image_digest=version.image_digest,
+            replicas=replicas,
         )
-    done = repo.finish_revision(name, rev.revision, ok=True)
+        repo.add_event(name, "rollout", f"revision {rev.revision}: {version.ref}")
+        try:
+            result = kube.deploy(
+                manifests,
+                namespace=namespace,
+                timeout_s=timeout_s,
+                api=api,  # type: ignore[arg-type]
+                on_event=lambda msg: repo.add_event(name, "kubernetes", msg),
+            )
+        except BaseException as exc:  # the cluster refused a request: no rollout happened
+            repo.finish_revision(name, rev.revision, ok=False, detail=str(exc))
+            repo.add_event(name, "failed", str(exc))
+            raise
+        if not result.ok:
+            reasons = "; ".join(result.reasons) or result.outcome
+            repo.finish_revision(name, rev.revision, ok=False, detail=reasons)
+            message = (
+                f"{version.ref} did not roll out in {namespace}/{name} ({result.outcome}): "
+                f"{reasons}"
+            )
+            repo.add_event(name, "failed", message)
+            raise RolloutFailed(message, reasons)
+        repo.update(name, config=settings)
+        done = repo.finish_revision(name, rev.revision, ok=True)
+        repo.add_event(name, "ready", f"revision {rev.revision} serving {version.ref}")
     ws.store.lineage.add("model_version", version.ref, "deployment", name, "deployed_as")
     return KubernetesPlan(manifests, result, done)

@@ -19,6 +19,7 @@ from modelyard.errors import ImageBuildFailed, InvalidParameter
 from modelyard.images import validate as v
 from modelyard.images.build import ImageInfo, image_info
 from modelyard.images.engine import DockerEngine
+from modelyard.units import format_size
 
 DEFAULT_BASE_TAG = "modelyard/base:py3.11-bookworm"
 # libstdc++6 and libgomp1: numpy, scikit-learn and pyarrow wheels link against them.
@@ -193,5 +194,5 @@ def build_base_image(
             f"docker import of {tag} failed: {import_err.decode(errors='replace').strip()}"
         )
     info = image_info(engine, tag, build_seconds=time.perf_counter() - started)
-    say(f"built {tag} ({info.id[:19]}, {info.size / 1e6:.0f} MB)")
+    say(f"built {tag} ({info.id[:19]}, {format_size(info.size)})")
     return info

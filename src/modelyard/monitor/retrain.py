@@ -448,25 +448,12 @@ def score(
 
 
 def default_rollout(ws: Workspace, dep: Deployment, version: ModelVersion) -> None:
-    """Roll ``version`` out the way ``dep`` is deployed (same target, port and replicas): the
-    deploy stage switches without dropping requests and leaves the old version serving when
-    the new one never becomes ready (it raises then)."""
-    from modelyard.deploy import KUBERNETES, DeploySpec, deploy, deploy_kubernetes
+    """Roll ``version`` out the way ``dep`` is deployed (the deploy stage's ``redeploy``, which
+    ``deploy rollback`` uses too): it switches without dropping requests and leaves the old
+    version serving when the new one never becomes ready (it raises then)."""
+    from modelyard.deploy import redeploy
 
-    if dep.target == KUBERNETES:
-        namespace = str((dep.config or {}).get("namespace") or "default")
-        deploy_kubernetes(
-            version.ref, dep.name, namespace=namespace, replicas=dep.replicas, workspace=ws
-        )
-        return
-    spec = DeploySpec(
-        ref=version.ref,
-        name=dep.name,
-        target=dep.target,
-        port=dep.port or 8080,
-        replicas=dep.replicas,
-    )
-    deploy(spec, workspace=ws)
+    redeploy(dep.name, version.ref, workspace=ws)
 
 
 def _input_names(version: ModelVersion) -> list[str] | None:

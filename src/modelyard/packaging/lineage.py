@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from modelyard.units import format_size
+
 if TYPE_CHECKING:
     from modelyard.tracking.lineage import NodeType
     from modelyard.workspace import Workspace
@@ -22,7 +24,7 @@ def _label(ws: Workspace, node_id: str) -> str:
         except Exception:  # a removed version: the id alone still says what it was
             break
         if version.image_id == node_id:
-            size = f", {version.image_size / 1e6:.0f} MB" if version.image_size else ""
+            size = f", {format_size(version.image_size)}" if version.image_size else ""
             digest = f", {version.image_digest}" if version.image_digest else ""
             return f"image {version.image_ref or ''} {node_id[:19]}{size}{digest}".replace(
                 "  ", " "

@@ -40,6 +40,7 @@ METHODS: Final[dict[str, dict[str, Permission]]] = {
         "heartbeat": "write",
         "log_metrics": "write",
         "log_params": "write",
+        "metric_counts": "read",
         "metric_history": "read",
         "resolve_id": "read",
         "search": "read",

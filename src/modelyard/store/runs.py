@@ -251,6 +251,18 @@ class RunRepository:
         with self._db.session() as s:
             return int(s.scalar(query) or 0)
 
+    def metric_counts(self, run_id: str) -> dict[str, int]:
+        """How many points each metric of ``run_id`` has, counted by the database (a run can
+        log millions of points; reading them all to count them is what this avoids)."""
+        query = (
+            select(RunMetricRow.key, func.count())
+            .where(RunMetricRow.run_id == run_id)
+            .group_by(RunMetricRow.key)
+            .order_by(RunMetricRow.key)
+        )
+        with self._db.session() as s:
+            return {key: int(n) for key, n in s.execute(query)}
+
     def artifacts(self, run_id: str) -> list[RunArtifact]:
         with self._db.session() as s:
             rows = s.scalars(

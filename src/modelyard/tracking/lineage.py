@@ -238,13 +238,14 @@ def _run_resolve(ws: Workspace, text: str) -> str | None:
 
 def _dataset_label(ws: Workspace, ref: str) -> str:
     from modelyard.hashing import short
+    from modelyard.units import format_size
 
     name, _, version = ref.partition("@")
     try:
         dv = ws.store.datasets.get_version(name, int(version))
     except (NotFound, ValueError):
         return f"dataset {ref} (missing)"
-    return f"dataset {dv.ref} {dv.format} {_human_size(dv.size)} {short(dv.digest)}"
+    return f"dataset {dv.ref} {dv.format} {format_size(dv.size)} {short(dv.digest)}"
 
 
 def _dataset_resolve(ws: Workspace, text: str) -> str | None:
@@ -273,15 +274,6 @@ def _artifact_resolve(ws: Workspace, text: str) -> str | None:
     if ws.store.lineage.edges_touching("artifact", digest) or ws.artifacts.exists(digest):
         return digest
     return None
-
-
-def _human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 RUN_NODE = NodeType("run", "run id", _run_label, _run_resolve)

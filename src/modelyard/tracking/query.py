@@ -74,19 +74,17 @@ def get_run(
     stale_after_s: float | None = None,
 ) -> RunDetails:
     """One run (by id or unique prefix) with its lineage arrows and artifacts."""
-    from collections import Counter
-
     run = ws.store.runs.get(id_or_prefix)
     now = now or datetime.now(UTC)
     stale = stale_after_s if stale_after_s is not None else TrackingSettings.of(ws).stale_after_s
-    steps = Counter(m.key for m in ws.store.runs.metric_history(run.id))
+    steps = ws.store.runs.metric_counts(run.id)  # counted in SQL, no point is loaded
     return RunDetails(
         run=run,
         status=run.effective_status(now, stale),
         inputs=tuple(ws.store.lineage.edges_to("run", run.id)),
         outputs=tuple(ws.store.lineage.edges_from("run", run.id)),
         artifacts=tuple(ws.store.runs.artifacts(run.id)),
-        metric_steps=dict(steps),
+        metric_steps=steps,
     )
 
 
