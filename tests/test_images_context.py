@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import modelyard
 import modelyard.images as images
 from modelyard.cli.main import cli
 from modelyard.errors import EngineUnavailable, UnsafeDockerfileValue, WheelhouseError
@@ -25,6 +26,9 @@ from modelyard.images import (
     render_dockerfile,
     write_context,
 )
+from modelyard.images.wheelhouse import package_files
+
+PACKAGE_DIR = Path(modelyard.__file__).resolve().parent
 
 
 def make_wheel(
@@ -211,6 +215,34 @@ def test_modelyard_wheel_is_complete_and_reproducible(tmp_path: Path) -> None:
     assert {"modelyard/__init__.py", "modelyard/images/context.py"} <= names
     assert "modelyard-0.1.0.dist-info/RECORD" in names
     assert "Requires-Dist: sqlalchemy" in meta
+    shipped = {f"modelyard/{p.relative_to(PACKAGE_DIR).as_posix()}" for p in _tracked_files()}
+    assert shipped <= names  # every file the package ships: the dashboard, migrations, py.typed
+
+
+def _tracked_files() -> list[Path]:
+    import subprocess
+
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "."], cwd=PACKAGE_DIR, capture_output=True, check=False
+    )
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout: cannot list the package's tracked files")
+    return [PACKAGE_DIR / name for name in listed.stdout.decode().split("\0") if name]
+
+
+def test_modelyard_wheel_leaves_out_what_a_checkout_collects(tmp_path: Path) -> None:
+    """A developer's .env, swap files and notes next to the code must not reach model images."""
+    package = tmp_path / "modelyard"
+    for name in ("__init__.py", "server/static/index.html", "py.typed", "store/script.py.mako"):
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text("ok")
+    for name in (".env", "notes.txt", "deploy/.idea/workspace.py", ".cache/x.py", "app.py.swp"):
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text("SECRET")
+    (package / "__pycache__").mkdir()
+    (package / "__pycache__" / "x.py").write_text("SECRET")
+    found = {p.relative_to(package).as_posix() for p in package_files(package)}
+    assert found == {"__init__.py", "server/static/index.html", "py.typed", "store/script.py.mako"}
 
 
 # -- the engine ------------------------------------------------------------------------------------

@@ -241,6 +241,26 @@ def lock_from_environment(
 # -- modelyard's own wheel -------------------------------------------------------------------
 
 
+# What the package ships. An editable checkout's folder can also hold a developer's ``.env``,
+# editor swap files or notes; packing "everything under the folder" would put them into every
+# model image's runtime layer, so only these kinds of file, outside dot-folders, are packed.
+PACKAGE_SUFFIXES = frozenset({".py", ".typed", ".mako", ".md", ".html", ".js", ".css", ".svg"})
+
+
+def package_files(package_dir: Path) -> list[Path]:
+    """The files of ``package_dir`` that belong in its wheel, sorted."""
+    found = []
+    for path in sorted(package_dir.rglob("*")):
+        relative = path.relative_to(package_dir)
+        if (
+            path.is_file()
+            and path.suffix in PACKAGE_SUFFIXES
+            and not any(part.startswith(".") or part == "__pycache__" for part in relative.parts)
+        ):
+            found.append(path)
+    return found
+
+
 def build_modelyard_wheel(dest_dir: Path | None = None) -> Path:
     """A wheel of the modelyard package *as imported now* (editable checkout or installed), with
     its installed metadata (requirements, entry points). Packed directly, so it needs neither a
@@ -260,9 +280,7 @@ def build_modelyard_wheel(dest_dir: Path | None = None) -> Path:
     entry_points = dist.read_text("entry_points.txt") or ""
 
     files: list[tuple[str, bytes]] = []
-    for path in sorted(package_dir.rglob("*")):
-        if path.is_dir() or "__pycache__" in path.parts or path.suffix in {".pyc", ".pyo"}:
-            continue
+    for path in package_files(package_dir):
         files.append((f"modelyard/{path.relative_to(package_dir).as_posix()}", path.read_bytes()))
     info = f"modelyard-{version}.dist-info"
     files.append((f"{info}/METADATA", metadata.encode()))
