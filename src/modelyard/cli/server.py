@@ -56,7 +56,11 @@ def server(ws: Workspace, host: str, port: int, no_auth: bool, insecure_no_auth:
 
 @click.group()
 def tokens() -> None:
-    """API tokens of the team server (stored hashed; the secret is shown only at creation)."""
+    """API tokens of the team server (stored hashed; the secret is shown only at creation).
+
+    On the server's own workspace, or from anywhere with MODELYARD_URL and an admin
+    MODELYARD_TOKEN set.
+    """
 
 
 @tokens.command("create")

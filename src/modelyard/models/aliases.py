@@ -59,13 +59,15 @@ def promote(
     if not report.passed and not force:
         raise PromotionRefused(report)
     failed = report.failed_texts()
+    # ``forced`` passes the intent on: a team server evaluates its own gates again (its config
+    # may hold checks this client's does not), and only an admin's force overrides them.
     move = ws.store.models.move_alias(
         version.name,
         alias,
         version.version,
         actor=actor(),
         reason=reason,
-        forced=bool(failed),
+        forced=force,
         failed_checks=failed or None,
     )
     return Promotion(move, version, report)

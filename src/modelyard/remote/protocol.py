@@ -61,7 +61,9 @@ METHODS: Final[dict[str, dict[str, Permission]]] = {
         "get": "read",
         "get_version": "read",
         "get_version_by_id": "read",
-        "move_alias": "write",  # "admin" for the production alias, see escalation
+        # "admin" for the production alias (see escalation) and to override a failed gate,
+        # which the server evaluates itself (server/store_api.py GUARDS)
+        "move_alias": "write",
         "remove_tags": "write",
         "set_description": "write",
         "set_gate": "admin",
@@ -106,6 +108,15 @@ METHODS: Final[dict[str, dict[str, Permission]]] = {
         "reports": "read",
         "set_fired": "write",
     },
+    # Managing tokens is managing who may do anything: admin only. ``authenticate`` and
+    # ``has_active_admin`` stay server-side, and no exposed method returns a hash; the secret
+    # leaves the server once, in the answer to ``create``.
+    "tokens": {
+        "create": "admin",
+        "get": "admin",
+        "list": "admin",
+        "revoke": "admin",
+    },
 }
 
 PROTECTED_ALIASES: Final = frozenset({"production"})
@@ -137,6 +148,7 @@ def repository_classes() -> dict[str, type]:
         "pipelines": ("modelyard.store.pipelines", "PipelineRepository"),
         "deployments": ("modelyard.store.deployments", "DeploymentRepository"),
         "monitoring": ("modelyard.store.monitoring", "MonitoringRepository"),
+        "tokens": ("modelyard.store.tokens", "TokenRepository"),
     }
     found: dict[str, type] = {}
     for attr, (module, name) in modules.items():

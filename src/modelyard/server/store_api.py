@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -73,7 +73,10 @@ def _endpoint(spec: MethodSpec) -> Callable[..., Any]:
         repository = getattr(store, spec.repo, None)
         if repository is None:
             raise NotFound(f"this server has no {spec.repo} store")
+        guard = GUARDS.get((spec.repo, spec.name))
         try:
+            if guard is not None:
+                body = guard(request, body, principal)
             result = spec.call(repository, body)
         except (ValueError, OverflowError) as exc:
             raise InvalidParameter(f"{spec.repo}.{spec.name}: {_short(exc)}") from None
@@ -97,6 +100,48 @@ def _endpoint(spec: MethodSpec) -> Callable[..., Any]:
     )
     endpoint.__name__ = f"store_{spec.repo}_{spec.name}"
     return endpoint
+
+
+def _gate_alias_move(request: Request, body: Any, principal: Principal) -> Any:
+    """Evaluate the promotion gates here, with the server's config and the model's stored gate:
+    a client calling ``move_alias`` directly must not skip what ``promote`` checks. Overriding
+    a gate of the server's is an admin act. The history records the checks the server saw fail,
+    plus those the client reports it overrode (gates in the client's own config, which only the
+    client can see): a client cannot hide a failure of the server's gates, nor lose the record
+    of forcing past its own."""
+    from modelyard.errors import GateFailed
+    from modelyard.models.gates import evaluate
+
+    if body.arg_version is None:  # removing an alias needs no gate, and overrides none
+        return body.model_copy(update={"arg_forced": False, "arg_failed_checks": None})
+    ws = request.app.state.workspace
+    version = ws.store.models.get_version(body.arg_name, body.arg_version)
+    failed = evaluate(ws, version, body.arg_alias).failed_texts()
+    if failed and not body.arg_forced:
+        raise GateFailed(
+            f"{version.ref} cannot become {body.arg_alias!r}: {len(failed)} gate check(s) "
+            f"failed on the server: {'; '.join(failed)} (an admin token may override with "
+            "--force; the override is recorded)",
+            failed,
+        )
+    if failed and not principal.can("admin"):
+        from modelyard.server.errors import Forbidden
+
+        raise Forbidden(
+            f"overriding the failed gate of {version.ref} -> {body.arg_alias!r} needs 'admin'"
+        )
+    claimed = list(body.arg_failed_checks or []) if body.arg_forced else []
+    overridden = failed + [check for check in claimed if check not in failed]
+    return body.model_copy(
+        update={"arg_forced": bool(overridden), "arg_failed_checks": overridden or None}
+    )
+
+
+# Checks a method needs beyond its permission, run on the validated body before the call (and
+# able to rewrite it, like the identity arguments): what the server must decide itself.
+GUARDS: Final[dict[tuple[str, str], Callable[[Request, Any, Principal], Any]]] = {
+    ("models", "move_alias"): _gate_alias_move,
+}
 
 
 def _raise_database_input_error(spec: MethodSpec, exc: Exception) -> None:

@@ -392,7 +392,9 @@ class ModelRepository:
         failed_checks: list[str] | None = None,
     ) -> AliasMove:
         """Point ``alias`` at ``version`` (None removes it) and append the move to the history,
-        in one transaction: the history can never miss a move or record one that failed."""
+        in one transaction: the history can never miss a move or record one that failed.
+        ``forced`` says the caller may override failed checks; it is recorded only with the
+        ``failed_checks`` it overrode (forcing past nothing is no override)."""
 
         def attempt(s: Session) -> AliasMove:
             model = self._model_row(s, name)
@@ -436,7 +438,7 @@ class ModelRepository:
                 actor=actor,
                 moved_at=now,
                 reason=reason,
-                forced=forced,
+                forced=bool(forced and failed_checks),
                 failed_checks=list(failed_checks) if failed_checks else None,
             )
             s.add(history)
