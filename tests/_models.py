@@ -44,3 +44,13 @@ def churn_pipeline() -> tuple[Any, Any]:
         [("num", StandardScaler(), ["a", "b", "c"]), ("cat", OneHotEncoder(), ["city"])]
     )
     return make_pipeline(pre, LogisticRegression()).fit(frame, labels), frame
+
+
+def expected_actor(ws: Any) -> str:
+    """Who a registry change is recorded as: user@host locally; against a team server, the
+    authenticated token's name (the server fills it in, whatever the client sends)."""
+    if ws.settings.server_url is not None:
+        return "test-admin"  # the admin token conftest_remote.start_server creates
+    from modelyard.models._common import actor
+
+    return actor()

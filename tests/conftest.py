@@ -1,6 +1,12 @@
 """Shared fixtures. Store-backed tests take ``workspace`` and run once on SQLite and once on
 PostgreSQL, each PostgreSQL test in a schema of its own. Without a PostgreSQL server those
-variants skip with the reason; under CI (CI=true) they fail instead."""
+variants skip with the reason; under CI (CI=true) they fail instead.
+
+Modules marked ``remote`` (runs, datasets, models, lineage) run a third time with ``workspace``
+being a client of a team server: uvicorn on loopback over its own workspace, the client with
+only ``MODELYARD_URL`` and a token. The same test body passes both ways, which is the promise
+of the remote client. A test that cannot (it reads the database or the artifact folder
+directly) says why with ``@pytest.mark.local_only(reason)``."""
 
 from __future__ import annotations
 
@@ -16,6 +22,13 @@ from modelyard.workspace import Workspace
 
 PG_ADMIN_URL = os.environ.get(
     "MODELYARD_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+_WORKSPACE_VARS = (
+    "MODELYARD_STORE_URL",
+    "MODELYARD_ARTIFACT_ROOT",
+    "MODELYARD_WORKSPACE",
+    "MODELYARD_URL",
+    "MODELYARD_TOKEN",
 )
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -66,9 +79,30 @@ def pg_url(pg_status: tuple[bool, str]) -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" not in metafunc.fixturenames:
+        return
+    if any("backend" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize")):
+        return  # the test chose its backends itself
+    backends = ["sqlite", "postgres"]
+    definition = metafunc.definition
+    if definition.get_closest_marker("remote") and not definition.get_closest_marker(
+        "local_only"
+    ):
+        backends.append("remote")
+    metafunc.parametrize("backend", backends, indirect=True)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """Where the metadata lives: ``sqlite``, ``postgres`` or ``remote`` (a team server)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def store_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The database URL (for ``remote``, the server's own, on SQLite)."""
+    if backend in ("sqlite", "remote"):
         (tmp_path / "db").mkdir()
         return f"sqlite:///{tmp_path / 'db' / 'modelyard.db'}"
     url: str = request.getfixturevalue("pg_url")
@@ -76,7 +110,23 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def workspace_env(store_url: str) -> dict[str, str]:
+def team_server(store_url: str, tmp_path: Path) -> Iterator[Any]:
+    """A team server over a workspace of its own (on ``store_url``), with an admin token."""
+    from conftest_remote import start_server
+
+    ws, _ = Workspace.init(tmp_path / "server", environ={"MODELYARD_STORE_URL": store_url})
+    running = start_server(ws)
+    yield running
+    running.stop()
+    ws.close()
+
+
+@pytest.fixture
+def workspace_env(backend: str, store_url: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The environment that points a process at the test's store, local or remote."""
+    if backend == "remote":
+        server = request.getfixturevalue("team_server")
+        return {"MODELYARD_URL": server.url, "MODELYARD_TOKEN": server.admin_token}
     return {"MODELYARD_STORE_URL": store_url}
 
 
@@ -87,10 +137,10 @@ def workspace(
     """An initialised workspace (SQLite and PostgreSQL variants), with the current folder in it
     and the environment pointing at its store, so CLI and default-workspace calls find it."""
     root = tmp_path / "ws"
+    for var in _WORKSPACE_VARS:
+        monkeypatch.delenv(var, raising=False)
     for key, value in workspace_env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv("MODELYARD_WORKSPACE", raising=False)
-    monkeypatch.delenv("MODELYARD_ARTIFACT_ROOT", raising=False)
     ws, _ = Workspace.init(root, environ=workspace_env)
     monkeypatch.chdir(root)
     yield ws
@@ -100,7 +150,7 @@ def workspace(
 @pytest.fixture
 def sqlite_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
     """A workspace on embedded defaults only, for tests that do not exercise the store."""
-    for var in ("MODELYARD_STORE_URL", "MODELYARD_ARTIFACT_ROOT", "MODELYARD_WORKSPACE"):
+    for var in _WORKSPACE_VARS:
         monkeypatch.delenv(var, raising=False)
     root = tmp_path / "ws"
     ws, _ = Workspace.init(root, environ={})

@@ -18,6 +18,8 @@ from modelyard.errors import (
 )
 from modelyard.workspace import Workspace
 
+pytestmark = pytest.mark.remote  # the same tests against a team server too
+
 CSV = (
     "id,amount,city,flag\n"
     "1,10.0,Paris,true\n"

@@ -11,6 +11,8 @@ from click.testing import CliRunner, Result
 from modelyard.cli.main import cli
 from modelyard.workspace import Workspace
 
+pytestmark = pytest.mark.remote  # the same tests against a team server too
+
 CSV = "id,amount,city\n1,10.0,Paris\n2,,Berlin\n3,30.0,Paris\n4,40.0,Paris\n5,20.0,Rome\n"
 
 

@@ -19,6 +19,8 @@ from modelyard.tracking import (
 )
 from modelyard.workspace import Workspace
 
+pytestmark = pytest.mark.remote  # the same tests against a team server too
+
 
 def _chain(ws: Workspace, tmp_path: Path) -> tuple[str, str, str]:
     """sensors@1 -input-> run -output-> model.bin, and run -output-> widget w-2 (a node type

@@ -16,8 +16,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 import modelyard.models as models
+from _models import expected_actor
 from modelyard.cli.main import cli
 from modelyard.workspace import Workspace
+
+pytestmark = pytest.mark.remote  # the same tests against a team server too
 
 pytest.importorskip("sklearn")
 pytest.importorskip("skops")
@@ -287,7 +290,6 @@ def test_pickled_model_loads_only_when_the_version_is_trusted(
     assert result.exit_code == 0
     trusted = models.resolve("pickled@2", workspace)
     assert trusted.trusted_pickle is True
-    assert trusted.trusted_by is not None
-    assert "@" in trusted.trusted_by
+    assert trusted.trusted_by == expected_actor(workspace)
     loaded = models.load("pickled@2", workspace)
     assert loaded.predict(x[:2]) is not None

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import modelyard.models as models
+from _models import expected_actor
 from modelyard.errors import (
     ConfigError,
     InvalidName,
@@ -20,6 +21,8 @@ from modelyard.errors import (
     UsageError,
 )
 from modelyard.workspace import Workspace
+
+pytestmark = pytest.mark.remote  # the same tests against a team server too
 
 pytest.importorskip("sklearn")
 pytest.importorskip("skops")
@@ -198,7 +201,7 @@ def test_parse_check_is_safe_and_names_the_expression() -> None:
 def _with_config(ws: Workspace, toml: str) -> Workspace:
     config = ws.root / "modelyard.toml"
     config.write_text(config.read_text() + "\n" + toml)
-    return Workspace.at(ws.root, {"MODELYARD_STORE_URL": ws.settings.store_url})
+    return Workspace.at(ws.root)  # the fixture points the environment at its store
 
 
 def test_gate_from_config_refuses_forces_and_records(
@@ -342,8 +345,4 @@ def test_public_api_is_complete() -> None:
 
 
 def _is_actor(ws: Workspace, actor: str | None) -> bool:
-    """Who did it: user@host locally; against a team server, the authenticated token's name
-    (the server fills it in, whatever the client sends)."""
-    if not actor:
-        return False
-    return ws.settings.server_url is not None or "@" in actor
+    return actor == expected_actor(ws)

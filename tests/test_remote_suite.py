@@ -1,7 +1,6 @@
-"""The same tests, both ways: selected runs, datasets, models and lineage tests of the local
-suite run again here with ``workspace`` replaced by a client workspace whose store and
-artifacts live on a team server (uvicorn on loopback, over the SQLite and PostgreSQL variants
-of the server's own workspace)."""
+"""The same tests, both ways, on PostgreSQL. Every runs, datasets, models and lineage test runs
+against a team server on SQLite through its module's ``remote`` marker (see conftest.py); here a
+selection runs again against a server whose own store is PostgreSQL, as a team's would be."""
 
 from __future__ import annotations
 
@@ -40,6 +39,7 @@ def trained() -> Any:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 @pytest.mark.parametrize("test", SUITE, ids=lambda f: f"{f.__module__}::{f.__name__}")
 def test_same_suite_against_the_server(
     test: Callable[..., Any],

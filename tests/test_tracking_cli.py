@@ -15,6 +15,8 @@ from modelyard.cli.main import cli
 from modelyard.tracking import start_run
 from modelyard.workspace import Workspace
 
+pytestmark = pytest.mark.remote  # the same tests against a team server too
+
 
 @pytest.fixture(autouse=True)
 def _wide(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,8 @@ from modelyard.store import RUN_FAILED, RUN_FINISHED, RUN_RUNNING
 from modelyard.tracking import ActiveRun, load_environment, start_run
 from modelyard.workspace import Workspace
 
+pytestmark = pytest.mark.remote  # the same tests against a team server too
+
 
 def _dataset(ws: Workspace, name: str = "sensors", fill: str = "a") -> str:
     version, _ = ws.store.datasets.add_version(
