@@ -201,13 +201,17 @@ def test_sklearn_model_loads_in_a_fresh_process_without_every_estimator(tmp_path
         "import sklearn.utils\n"
         "loaded = ['sklearn.utils._testing' in sys.modules,"
         " sys.modules['skops.io._trusted_types'].SKLEARN_ESTIMATOR_TYPE_NAMES,"
-        " sklearn.utils.all_estimators.__module__]\n"
+        " sklearn.utils.all_estimators.__module__,"
+        " sys.modules['skops.io._trusted_types'].SCIPY_UFUNC_TYPE_NAMES]\n"
+        "import scipy\n"
+        "loaded.append(scipy.special is sys.modules['scipy.special'])\n"
+        "loaded.append(float(scipy.special.expit(0.0)))\n"
         "print(json.dumps({'out': out, 'loaded': loaded}))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert answer["out"] == model.predict(x[:4]).tolist()
-    # skops' default trusted estimators stay empty (skops adds them to the list it is given, so
-    # modelyard's allow-list alone decides), and the patched function is put back.
-    assert answer["loaded"] == [False, [], "sklearn.utils.discovery"]
+    # skops' default trusted estimators and scipy ufuncs stay empty (skops adds them to the list
+    # it is given, so modelyard's allow-list alone decides), and what was patched is put back.
+    assert answer["loaded"] == [False, [], "sklearn.utils.discovery", [], True, 0.5]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ _PICKLE_FLAVORS = frozenset({"sklearn-pickle"})
 
 
 def _versions(*dists: str) -> dict[str, str]:
+    import importlib.metadata  # at save time only: a model server never needs it
+
     out = {}
     for dist in dists:
         try:

@@ -191,17 +191,31 @@ def _skops_io() -> Any:
     its own list (:func:`check_file`), so with the default empty skops trusts exactly what
     modelyard allows and nothing more. (A caller relying on skops' defaults in the same process
     would see every estimator as untrusted: stricter, never looser.)
+
+    The same goes for skops' default list of ``scipy.special`` ufuncs: scipy's ufuncs carry no
+    ``__module__``, so skops finds each one by scanning every loaded module, ~0.2 s of a model
+    server's cold start. modelyard's allow-list trusts no scipy ufunc, so skops is shown an
+    empty ``scipy.special`` while it imports, and gets the real one back right after.
     """
     if "skops.io" in sys.modules:
         return sys.modules["skops.io"]
+    import types
+
+    import scipy
     import sklearn.utils
 
     everything = sklearn.utils.all_estimators
+    special = vars(scipy).get("special")
     sklearn.utils.all_estimators = lambda *args, **kwargs: []
+    scipy.special = types.ModuleType("scipy.special")
     try:
         import skops.io as sio
     finally:
         sklearn.utils.all_estimators = everything
+        if special is None:
+            del scipy.special
+        else:
+            scipy.special = special
     return sio
 
 
