@@ -86,9 +86,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return  # the test chose its backends itself
     backends = ["sqlite", "postgres"]
     definition = metafunc.definition
-    if definition.get_closest_marker("remote") and not definition.get_closest_marker(
-        "local_only"
-    ):
+    if definition.get_closest_marker("remote") and not definition.get_closest_marker("local_only"):
         backends.append("remote")
     metafunc.parametrize("backend", backends, indirect=True)
 
