@@ -2,6 +2,10 @@
 
 Writes go to a temporary file in the same filesystem, are fsynced, then renamed into place, so a
 crash never leaves a partial blob under its final name. Reads re-hash before returning bytes.
+
+Storing content that is already there refreshes the blob's modification time: the garbage
+collector (:mod:`modelyard.artifacts.gc`) spares blobs younger than its grace period, and a
+writer records its reference only after storing, so the clock must start at the last store.
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ class LocalArtifactStore(ArtifactStore):
     def put_bytes(self, data: bytes) -> str:
         self._check_writable()
         digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
-        if self.path(digest).is_file():
+        if _refresh(self.path(digest)):
             return digest
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp_dir(), prefix="put-")
         try:
@@ -82,7 +86,7 @@ class LocalArtifactStore(ArtifactStore):
 
     def _commit(self, tmp_name: str, digest: str) -> str:
         final = self.path(digest)
-        if final.is_file():  # deduplicated: identical content is already stored
+        if _refresh(final):  # deduplicated: identical content is already stored
             os.unlink(tmp_name)
             return digest
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -141,6 +145,18 @@ class LocalArtifactStore(ArtifactStore):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
             raise
+
+
+def _refresh(blob: Path) -> bool:
+    """True if ``blob`` is stored, its modification time now made current. False if it is not
+    (or the garbage collector took it a moment ago: then the caller writes it again)."""
+    try:
+        os.utime(blob)
+    except FileNotFoundError:
+        return False
+    except OSError:  # a read-only folder or someone else's blob: it cannot be collected here
+        return blob.is_file()
+    return True
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -88,6 +88,10 @@ cli.add_command(_packaging_cli.push)
 cli.add_command(_deploy_cli.deploy)
 cli.add_command(_deploy_cli.deployments)
 
+from modelyard.cli import gc as _gc_cli  # noqa: E402
+
+cli.add_command(_gc_cli.gc)
+
 
 def main() -> None:
     cli(prog_name="modelyard")

@@ -3,8 +3,8 @@
 The bytes go into the content-addressed artifact store first (streamed, atomic, deduplicated)
 and are profiled from there, so the recorded profile describes exactly the bytes the version
 points at even if the source changes meanwhile. Only when storing and profiling both succeed is
-the version recorded; a malformed CSV leaves no trace in the metadata store (its blob is an
-unreferenced, deduplicated orphan).
+the version recorded; a malformed CSV leaves no trace in the metadata store, and the blobs it
+just stored are removed again unless something else refers to them.
 
 Folders: the tabular files in them (CSV, Parquet) are profiled as one table when they share a
 schema (same column names in the same order; numeric widths may differ). Otherwise each is
@@ -16,14 +16,16 @@ mistake upstream.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelyard.errors import ArtifactError, DataError, NotFound
+from modelyard.errors import ArtifactError, DataError, ModelyardError, NotFound
 from modelyard.refs import validate_name
 
 if TYPE_CHECKING:
@@ -121,6 +123,7 @@ def _add(
         total = sum(p.stat().st_size for _, p, _ in files)
         meter = _Meter(progress, PHASE_STORE, total)
         digest, manifest = _put_dir(artifacts, source, meter)
+        stored = [digest, *(e.digest for e in manifest.entries)]
         kind, fmt, size, count = "directory", FORMAT_DIRECTORY, manifest.size, len(manifest.entries)
         sources = []
         for entry in manifest.entries:
@@ -137,6 +140,7 @@ def _add(
             digest = artifacts.put_file(source, meter)
         except PermissionError:
             raise DataError(f"{source}: permission denied") from None
+        stored = [digest]
         fmt = detect_format(source)
         kind, size, count = "file", st.st_size, 1
         sources = []
@@ -145,6 +149,7 @@ def _add(
             sources.append((source.name, TableSource(blob, str(source), fmt), st.st_size))
     else:
         raise DataError(f"{source}: not a regular file or folder")
+    stored_at = time.time()
 
     try:
         existing = ws.store.datasets.get_version(name, digest=digest)
@@ -153,7 +158,16 @@ def _add(
     if existing is not None:
         return AddResult(existing, False)
 
-    schema, profile = _profile(sources, artifacts, progress, fmt=fmt)
+    try:
+        schema, profile = _profile(sources, artifacts, progress, fmt=fmt)
+    except DataError:
+        from modelyard.artifacts.gc import discard_unreferenced
+
+        # No orphan left behind; if even that fails, the error to report is still the data's
+        # (and 'modelyard gc' collects the blobs later).
+        with contextlib.suppress(ModelyardError, OSError):
+            discard_unreferenced(ws, stored, stored_at=stored_at)
+        raise
     version, created = ws.store.datasets.add_version(
         name,
         digest=digest,

@@ -1,0 +1,228 @@
+"""``gc``: remove the blobs of the local artifact folder that no record refers to.
+
+Blobs become unreferenced when a write fails after storing its bytes (a dataset that cannot be
+profiled, a run that crashed before ``log_artifact`` recorded anything). A blob is kept when:
+
+- the metadata store names its digest anywhere (:mod:`modelyard.store.references`), or a kept
+  folder manifest (or another small JSON blob) names it — manifests are followed transitively;
+- or it is younger than the grace period (default one hour): every writer stores a blob before
+  it records the reference, so a blob written a moment ago may be referenced a moment from now.
+  Storing content again refreshes its age (see :mod:`modelyard.artifacts.local`).
+
+A blob to remove is first renamed out of the way and its age checked again, so a writer that
+stored the same content between the look and the removal keeps it (or finds it gone and writes
+it again). The artifacts of a team server belong to the server's workspace: a client refuses to
+collect them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from modelyard.errors import ArtifactError, InvalidParameter, UsageError
+
+if TYPE_CHECKING:
+    from modelyard.artifacts.local import LocalArtifactStore
+    from modelyard.workspace import Workspace
+
+DEFAULT_GRACE_S = 3600.0
+_MANIFEST_HEAD = b'{"files":'  # canonical manifests (sorted keys) start so
+_JSON_LIMIT = 1_000_000  # other JSON blobs are searched for digests up to this size
+_DIGEST = re.compile(rb"sha256:[0-9a-f]{64}")
+_HEX = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True)
+class GCResult:
+    """What one collection found. In a dry run ``removed`` is what it would have removed."""
+
+    dry_run: bool
+    grace_s: float
+    kept: int  # referenced blobs
+    kept_bytes: int
+    recent: int  # unreferenced, younger than the grace period: kept
+    recent_bytes: int
+    removed: int
+    removed_bytes: int
+
+
+def collect_garbage(
+    workspace: Workspace | None = None,
+    *,
+    grace_s: float = DEFAULT_GRACE_S,
+    dry_run: bool = False,
+) -> GCResult:
+    """Remove the unreferenced blobs older than ``grace_s`` seconds from the workspace's
+    artifact folder (with ``dry_run``, only count them)."""
+    from modelyard.workspace import resolve
+
+    if grace_s < 0:
+        raise InvalidParameter(f"the grace period cannot be negative (got {grace_s})")
+    ws = resolve(workspace)
+    artifacts = _local_artifacts(ws)
+    cutoff = time.time() - grace_s
+    if not dry_run:
+        _restore_aside(artifacts)
+    live = _live(ws, artifacts)  # before listing: a reference recorded later is covered by grace
+    kept = kept_bytes = recent = recent_bytes = removed = removed_bytes = 0
+    for digest, path in _blobs(artifacts):
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if digest in live:
+            kept, kept_bytes = kept + 1, kept_bytes + st.st_size
+            continue
+        old = st.st_mtime <= cutoff
+        if old and not dry_run:
+            old = _remove(artifacts, path, cutoff)  # False: stored again a moment ago
+        if old:
+            removed, removed_bytes = removed + 1, removed_bytes + st.st_size
+        else:
+            recent, recent_bytes = recent + 1, recent_bytes + st.st_size
+    return GCResult(
+        dry_run=dry_run,
+        grace_s=grace_s,
+        kept=kept,
+        kept_bytes=kept_bytes,
+        recent=recent,
+        recent_bytes=recent_bytes,
+        removed=removed,
+        removed_bytes=removed_bytes,
+    )
+
+
+def discard_unreferenced(ws: Workspace, digests: Iterable[str], *, stored_at: float) -> int:
+    """Remove those of ``digests`` (blobs a failed write just stored) that nothing references
+    and no writer has stored again since ``stored_at``; returns how many were removed. Not in
+    a team server's client: the server keeps what was uploaded, and its own gc collects it."""
+    if ws.settings.server_url:
+        return 0
+    artifacts = _local_artifacts(ws)
+    candidates = set(digests)
+    if not candidates:
+        return 0
+    live = _live(ws, artifacts)
+    return sum(
+        1 for d in sorted(candidates - live) if _remove(artifacts, artifacts.path(d), stored_at)
+    )
+
+
+def _local_artifacts(ws: Workspace) -> LocalArtifactStore:
+    if ws.settings.server_url:
+        raise UsageError(
+            f"this workspace is a client of the team server {ws.settings.server_url}; its "
+            "artifacts belong to the server's workspace: run 'modelyard gc' there"
+        )
+    artifacts = ws.artifacts
+    if artifacts.read_only:
+        raise ArtifactError(f"artifact store {artifacts.root} is read-only")
+    return artifacts
+
+
+def _live(ws: Workspace, artifacts: LocalArtifactStore) -> set[str]:
+    """The referenced digests and, transitively, every digest their manifests name."""
+    from modelyard.store.core import Store
+    from modelyard.store.references import referenced_digests
+
+    store = ws.store
+    if not isinstance(store, Store):  # pragma: no cover - remote workspaces are refused above
+        raise UsageError("garbage collection needs the metadata store itself")
+    live: set[str] = set()
+    todo = list(referenced_digests(store))
+    while todo:
+        digest = todo.pop()
+        if digest in live:
+            continue
+        live.add(digest)
+        todo.extend(d for d in _named_in(artifacts.path(digest)) if d not in live)
+    return live
+
+
+def _named_in(blob: Path) -> set[str]:
+    """Digests a manifest (or another small JSON blob) names; none for anything else."""
+    try:
+        with blob.open("rb") as f:
+            head = f.read(len(_MANIFEST_HEAD))
+            if not head.startswith(_MANIFEST_HEAD) and (
+                head[:1] not in (b"{", b"[") or os.fstat(f.fileno()).st_size > _JSON_LIMIT
+            ):
+                return set()
+            data = head + f.read()
+    except (FileNotFoundError, IsADirectoryError):
+        return set()
+    return {m.decode() for m in _DIGEST.findall(data)}
+
+
+def _blobs(artifacts: LocalArtifactStore) -> Iterator[tuple[str, Path]]:
+    """(digest, path) of every blob under ``<root>/sha256/ab/cdef…``; anything else is not
+    a blob and is left alone."""
+    top = artifacts.root / "sha256"
+    try:
+        fans = sorted(os.scandir(top), key=lambda e: e.name)
+    except FileNotFoundError:
+        return
+    for fan in fans:
+        if len(fan.name) != 2 or not _HEX.issuperset(fan.name) or not fan.is_dir():
+            continue
+        for entry in sorted(os.scandir(fan.path), key=lambda e: e.name):
+            name = entry.name
+            if len(name) == 62 and _HEX.issuperset(name) and entry.is_file(follow_symlinks=False):
+                yield f"sha256:{fan.name}{name}", Path(entry.path)
+
+
+def _restore_aside(artifacts: LocalArtifactStore) -> None:
+    """Put back the blobs a collector that died left aside (it may have been about to restore
+    one); this run then judges them like any other."""
+    for aside in (artifacts.root / "tmp").glob("gc-*"):
+        match = re.fullmatch(r"gc-([0-9a-f]{64})-(\d+)", aside.name)
+        if match is None or (int(match[2]) != os.getpid() and _alive(int(match[2]))):
+            continue  # not ours, or a collector still at work
+        with contextlib.suppress(FileExistsError, FileNotFoundError):
+            blob = artifacts.path(f"sha256:{match[1]}")
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            os.link(aside, blob)
+        aside.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove(artifacts: LocalArtifactStore, blob: Path, cutoff: float) -> bool:
+    """Remove ``blob`` unless it was stored again after ``cutoff``; True if it was removed.
+
+    Renamed aside first, then its age checked again: a writer refreshing it before the rename
+    shows in that second look (and the blob goes back), one after the rename finds no blob
+    and writes it anew. The fan-out folders stay: a writer may be about to rename into one.
+    """
+    aside_dir = artifacts.root / "tmp"
+    aside_dir.mkdir(parents=True, exist_ok=True)
+    aside = aside_dir / f"gc-{blob.parent.name}{blob.name}-{os.getpid()}"
+    try:
+        os.rename(blob, aside)
+    except FileNotFoundError:
+        return False  # gone already (another collector)
+    if aside.lstat().st_mtime > cutoff:
+        with contextlib.suppress(FileExistsError):  # a writer stored it again meanwhile
+            os.link(aside, blob)
+        os.unlink(aside)
+        return False
+    os.unlink(aside)
+    return True
+
+
+__all__ = ["DEFAULT_GRACE_S", "GCResult", "collect_garbage", "discard_unreferenced"]
