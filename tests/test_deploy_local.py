@@ -4,15 +4,19 @@ no request, automatic rollback of a version that cannot start, rollback, status,
 from __future__ import annotations
 
 import re
+import stat
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
 from _deploy_helpers import Load, register_broken, register_churn
 from modelyard import deploy
 from modelyard.cli.main import cli
+from modelyard.deploy.local import log_tail
 from modelyard.deploy.probe import free_port, require_free_port
 from modelyard.errors import DeployError, RolloutFailed
 from modelyard.workspace import Workspace
@@ -122,3 +126,56 @@ def test_a_first_deploy_that_cannot_start_fails_cleanly(sqlite_workspace: Worksp
     assert dep.status == "failed"
     assert dep.current is None
     require_free_port(port)  # nothing left behind
+
+
+def test_status_totals_every_worker(
+    service: tuple[Workspace, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two gunicorn workers answer requests and scrapes in turn; one scrape, hence one status,
+    counts every request. Their shared metrics folder is private and leaves with the master."""
+    ws, port = service
+    server_tmp = tmp_path / "server-tmp"
+    server_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(server_tmp))  # where the master makes the folder
+    monkeypatch.setenv("MODELYARD_SERVE_LOG_FLUSH_SECONDS", "0.05")
+    (v1,) = register_churn(ws, 1)
+    deploy.deploy(
+        deploy.DeploySpec(v1, "churn-api", target="local", port=port, replicas=2), workspace=ws
+    )
+    url = f"http://127.0.0.1:{port}/v2/models/churn/infer"
+    body = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 3],
+                        "data": [0.1, 0.2, 0.3]}]}  # fmt: skip
+    folder = ws.state_dir / "deployments" / "churn-api"
+    segments, log = folder / "predlog" / "predictions", folder / "server.log"
+    sent = 0
+    deadline = time.monotonic() + 60
+    # New connections until both workers have answered (their log segments carry their pid).
+    while len({p.name.split("-")[-2] for p in segments.glob("predictions-*")}) < 2 or sent < 40:
+        assert time.monotonic() < deadline, "the requests never reached both workers"
+        with httpx.Client(timeout=10) as client:
+            for _ in range(5):
+                answer = client.post(url, json=body)
+                assert answer.status_code == 200, (answer.text, log_tail(log))
+                sent += 1
+
+    def requests() -> float:
+        return deploy.status("churn-api", workspace=ws).traffic.requests
+
+    deadline = time.monotonic() + 30
+    while requests() != sent:  # a worker counts a request just after answering it
+        assert time.monotonic() < deadline, f"status never reported all {sent} requests"
+        time.sleep(0.02)
+    for _ in range(10):  # whichever worker answers the scrape
+        st = deploy.status("churn-api", workspace=ws)
+        assert st.traffic.requests == sent
+        assert st.traffic.errors == 0
+        assert st.ready_replicas == 2
+    result = CliRunner().invoke(cli, ["deployments", "status", "churn-api"])
+    assert result.exit_code == 0, result.output
+    assert re.search(rf"^requests: +{sent} \(", result.output, re.M)
+    assert re.search(r"^replicas: +2/2 ready$", result.output, re.M)
+
+    (metrics_dir,) = server_tmp.glob("modelyard-metrics-*")
+    assert stat.S_IMODE(metrics_dir.stat().st_mode) == 0o700
+    deploy.stop("churn-api", workspace=ws)
+    assert list(server_tmp.glob("modelyard-metrics-*")) == []

@@ -162,14 +162,13 @@ def status(ws: Workspace, name: str) -> None:
     st = api.status(name, workspace=ws)
     dep = st.deployment
     cur = dep.current
-    ready = sum(1 for r in st.replicas if r.ready)
     t = st.traffic
     lines = [
         f"name:       {dep.name} ({dep.target}, {dep.status})",
         f"version:    {cur.model_ref if cur else '-'} (revision {dep.revision or '-'})",
         f"image:      {(cur.image_ref if cur else None) or '-'}",
         f"digest:     {(cur.image_digest if cur else None) or '-'}",
-        f"replicas:   {ready}/{dep.replicas} ready",
+        f"replicas:   {st.ready_replicas}/{dep.replicas} ready",
         f"health:     {'healthy' if st.healthy else 'unhealthy'}",
         f"requests:   {t.requests:.0f} ({st.request_rate or 0:.2f}/s since the rollout)",
         f"errors:     {t.errors:.0f} ({t.error_rate:.2%})",

@@ -13,12 +13,23 @@ from modelyard.workspace import Workspace
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--auth-url",
+    envvar="MODELYARD_SERVE_AUTH_URL",
+    default=None,
+    metavar="URL",
+    help="Require a token of the team server at URL (role predict, write or admin) on the "
+    "prediction routes; health and /metrics stay open.",
+)
 @pass_workspace
-def serve(ws: Workspace, ref: str, host: str, port: int, workers: int) -> None:
+def serve(
+    ws: Workspace, ref: str, host: str, port: int, workers: int, auth_url: str | None
+) -> None:
     """Serve model version REF (churn@production, churn@3…) over HTTP.
 
     Speaks the Open Inference Protocol (/v2/...) and MLflow's /invocations; every prediction is
-    logged under .modelyard/predictions/NAME/.
+    logged under .modelyard/predictions/NAME/. With --auth-url, prediction requests need
+    `Authorization: Bearer TOKEN`, verified by that team server.
     """
     from modelyard.models import plan_serving, serve_plan
 
@@ -26,5 +37,7 @@ def serve(ws: Workspace, ref: str, host: str, port: int, workers: int) -> None:
     console().print(
         f"Serving {plan.version.ref} ({plan.version.flavor}) on http://{host}:{port} "
         f"with {workers} worker(s); predictions logged to {plan.prediction_dir}"
+        + (f"; prediction routes need a token of {auth_url}" if auth_url else "")
     )
-    serve_plan(plan, host=host, port=port, workers=workers)
+    options = {"auth_url": auth_url} if auth_url else {}
+    serve_plan(plan, host=host, port=port, workers=workers, **options)

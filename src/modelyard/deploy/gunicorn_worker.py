@@ -10,6 +10,10 @@ uvicorn's usual shutdown, which lets them finish.
 It also leaves a marker ``<MODELYARD_DEPLOY_READY_DIR>/<master pid>-<worker pid>`` once the
 model is loaded and the worker accepts, which is how a rollout knows the new workers are all
 serving before it stops the old master.
+
+The hooks at the end run in the master: with several workers it makes the private folder their
+Prometheus metrics meet in (so one scrape reports the whole service), tells it when a worker
+exits, and removes it on exit. A rollout starts a new master, which makes a folder of its own.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from gunicorn.arbiter import Arbiter  # type: ignore[import-untyped]
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
+
+from modelyard.serving import metrics
 
 DRAIN_S = 0.5
 
@@ -53,3 +60,27 @@ class DrainingUvicornWorker(UvicornWorker):  # type: ignore[misc]
         await server.serve(sockets=self.sockets)
         if not server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
+
+
+# -- master hooks (named in the generated gunicorn.conf.py) ------------------------------------
+_metrics_dir: list[Path] = []  # the folder this master process made, if any
+
+
+def on_starting(arbiter: Any) -> None:
+    """Before the first worker forks: a metrics folder for several workers, none for one."""
+    if arbiter.cfg.workers > 1:
+        _metrics_dir.append(metrics.create_multiprocess_dir())
+        os.environ[metrics.MULTIPROC_ENV] = str(_metrics_dir[0])
+    else:
+        metrics.single_process_metrics()
+
+
+def child_exit(arbiter: Any, worker: Any) -> None:
+    """A worker is gone: its in-flight and queue gauges leave the totals."""
+    if _metrics_dir:
+        metrics.mark_process_dead(_metrics_dir[0], worker.pid)
+
+
+def on_exit(arbiter: Any) -> None:
+    while _metrics_dir:
+        metrics.remove_multiprocess_dir(_metrics_dir.pop())

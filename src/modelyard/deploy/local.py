@@ -102,6 +102,8 @@ def _write_config(svc: LocalService, version: ModelVersion, model_dir: Path, por
         f"pidfile = {str(svc.pidfile)!r}\n"
         f"raw_env = {[f'{k}={v}' for k, v in env.items()]!r}\n"
         # the old master renames its pidfile on SIGUSR2; the new one writes this path
+        # the master's hooks: the workers' shared metrics folder (one scrape, all workers)
+        "from modelyard.deploy.gunicorn_worker import child_exit, on_exit, on_starting\n"
     )
     tmp = svc.config.with_suffix(".tmp")
     tmp.write_text(text)

@@ -26,10 +26,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class DeploymentStatus:
+    """``replicas`` are the addresses probed (a ``local`` service has one, its gunicorn port,
+    whatever its worker count); ``ready_replicas`` counts the replicas (local: workers) that
+    serve. ``traffic`` is the whole service's: Docker replicas are summed, and a multi-worker
+    server's ``/metrics`` already totals its workers."""
+
     deployment: Deployment
     replicas: tuple[ReplicaHealth, ...]
     traffic: TrafficStats
     uptime_s: float | None
+    ready_replicas: int = 0
 
     @property
     def healthy(self) -> bool:
@@ -302,7 +308,14 @@ def status(name: str, *, workspace: Workspace | None = None) -> DeploymentStatus
     uptime = None
     if dep.current is not None:
         uptime = (datetime.now(UTC) - dep.current.created_at).total_seconds()
-    return DeploymentStatus(dep, health, scrape(urls), uptime)
+    ready = sum(1 for r in health if r.ready)
+    if dep.target == LOCAL and ready:
+        from modelyard.deploy import local
+
+        svc = local.service(ws, name)
+        master = svc.pid()
+        ready = local.ready_workers(svc, master) if master is not None else 0
+    return DeploymentStatus(dep, health, scrape(urls), uptime, ready)
 
 
 def replica_urls(ws: Workspace, dep: Deployment) -> list[str]:

@@ -35,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="load a pickled model (only if it was saved as trusted)",
     )
+    parser.add_argument(
+        "--auth-url",
+        default=None,
+        help="require a predict token of the team server at this URL on the prediction routes",
+    )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
@@ -47,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_wait_ms": args.max_wait_ms,
             "batching": False if args.no_batching else None,
             "allow_pickle": True if args.allow_pickle else None,
+            "auth_url": args.auth_url,
         }
         from dataclasses import replace
 

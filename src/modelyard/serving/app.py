@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -26,6 +26,9 @@ from modelyard.flavors.meta import INPUT_EXAMPLE_FILE
 from modelyard.serving.config import ServeConfig
 from modelyard.serving.decode import Batch, Decoder
 from modelyard.serving.handlers import HTTPError, handle
+
+if TYPE_CHECKING:
+    from modelyard.serving.auth import TokenVerifier
 
 logger = logging.getLogger("modelyard.serving")
 
@@ -39,11 +42,20 @@ _SLOW_PREDICT_S = 0.001  # predict calls slower than this run in a thread
 class ModelServer:
     """One model, one ASGI app. Build it with :func:`create_app`."""
 
-    def __init__(self, model_dir: Path, *, name: str, version: str, config: ServeConfig) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        name: str,
+        version: str,
+        config: ServeConfig,
+        metrics_dir: Path | None = None,
+    ) -> None:
         self.model_dir = Path(model_dir)
         self.name = name
         self.version = str(version)
         self.config = config
+        self.metrics_dir = metrics_dir  # shared with sibling workers (serving.metrics)
         self.ready = False
         self.model: Any = None
         self.decoder: Decoder | None = None
@@ -54,6 +66,11 @@ class ModelServer:
         self._predict: Callable[[Batch], Awaitable[Any]] | None = None
         self._sigterm_hooked = False
         self._previous_sigterm: Any = None
+        self.auth: TokenVerifier | None = None  # None: prediction routes are open
+        if config.auth_url is not None:
+            from modelyard.serving.auth import TokenVerifier
+
+            self.auth = TokenVerifier(config.auth_url, ttl_s=config.auth_ttl_s)
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -69,7 +86,9 @@ class ModelServer:
             meta.signature, max_rows=self.config.max_batch_rows, allow_nan=self.config.allow_nan
         )
         predict_seconds = self._warm_up()
-        self.metrics = Metrics(self.name, self.version, meta.flavor)
+        self.metrics = Metrics(
+            self.name, self.version, meta.flavor, multiprocess_dir=self.metrics_dir
+        )
         self.metrics.load_seconds.set(time.perf_counter() - start)
         log_dir = self.config.log_dir or Path.cwd() / "predlog"
         logs = {}
@@ -84,7 +103,7 @@ class ModelServer:
                 flush_seconds=self.config.log_flush_seconds,
                 on_drop=dropped.inc,
             )
-            self.metrics.track_log(kind, lambda log=logs[kind]: log.depth)
+            logs[kind].on_depth = self.metrics.track_log(kind, lambda log=logs[kind]: log.depth)
             logs[kind].start()
         self.predlog, self.feedback = logs[PREDICTIONS], logs[FEEDBACK]
         in_thread = predict_seconds >= _SLOW_PREDICT_S
@@ -184,6 +203,10 @@ class ModelServer:
         for log in (self.predlog, self.feedback):
             if log is not None:
                 log.close()
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.auth is not None:
+            self.auth.close()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -211,17 +234,33 @@ class ModelServer:
         await handle(self, scope, receive, send)
 
 
-def create_app(model_dir: Path, *, name: str, version: str, config: ServeConfig) -> ModelServer:
-    """The ASGI app serving the model folder ``model_dir`` as ``name`` version ``version``."""
+def create_app(
+    model_dir: Path,
+    *,
+    name: str,
+    version: str,
+    config: ServeConfig,
+    metrics_dir: Path | None = None,
+) -> ModelServer:
+    """The ASGI app serving the model folder ``model_dir`` as ``name`` version ``version``.
+
+    ``metrics_dir``: the private folder a multi-worker server's parent made for its workers'
+    metrics (:func:`modelyard.serving.metrics.multiprocess_metrics`); None for one process.
+    """
     from modelyard.refs import validate_name
 
     validate_name(name, "model name")
-    return ModelServer(model_dir, name=name, version=version, config=config)
+    return ModelServer(
+        model_dir, name=name, version=version, config=config, metrics_dir=metrics_dir
+    )
 
 
 def create_app_from_env() -> ModelServer:
-    """Factory for uvicorn worker processes: everything comes from ``MODELYARD_SERVE_*``."""
+    """Factory for worker processes (uvicorn's, gunicorn's): everything comes from
+    ``MODELYARD_SERVE_*``, and the shared metrics folder from ``PROMETHEUS_MULTIPROC_DIR``,
+    which the parent sets when there are several workers."""
     from modelyard.serving.lean import hide_unused_libraries
+    from modelyard.serving.metrics import MULTIPROC_ENV
 
     env = os.environ
     config = ServeConfig.from_env(env)
@@ -231,6 +270,7 @@ def create_app_from_env() -> ModelServer:
         name=env["MODELYARD_SERVE_NAME"],
         version=env.get("MODELYARD_SERVE_VERSION", "1"),
         config=config,
+        metrics_dir=Path(env[MULTIPROC_ENV]) if env.get(MULTIPROC_ENV) else None,
     )
 
 

@@ -19,6 +19,10 @@ class ServeConfig:
     the batcher may hold a lone request hoping for company (0 = never wait: requests that
     arrive while the model is busy are still combined, which is where batching pays off).
     ``batching=None`` decides from the model's measured predict time at startup.
+
+    ``auth_url``: the team server whose tokens the prediction routes require (None: open);
+    ``auth_ttl_s`` is how long a verified token is trusted before it is checked again, so a
+    revocation takes effect within that time (see :mod:`modelyard.serving.auth`).
     """
 
     max_body_bytes: int = 8 * 1024 * 1024
@@ -35,6 +39,8 @@ class ServeConfig:
     allow_nan: bool = False
     allow_pickle: bool = False
     graceful_timeout_s: float = 30.0
+    auth_url: str | None = None
+    auth_ttl_s: float = 30.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -49,6 +55,10 @@ class ServeConfig:
                 raise ConfigError(f"serve config {name} must be at least 1")
         if self.max_wait_ms < 0 or self.log_segment_seconds <= 0 or self.log_flush_seconds <= 0:
             raise ConfigError("serve config times must be positive")
+        if not 0 <= self.auth_ttl_s <= 3600:
+            raise ConfigError("serve config auth_ttl_s must be between 0 and 3600 seconds")
+        if self.auth_url is not None:
+            _check_auth_url(self.auth_url)
 
     def to_env(self) -> dict[str, str]:
         """Environment for worker processes, which rebuild the config with :meth:`from_env`."""
@@ -69,6 +79,8 @@ class ServeConfig:
             try:
                 if f.name == "log_dir":
                     kwargs[f.name] = Path(raw)
+                elif f.name == "auth_url":
+                    kwargs[f.name] = raw or None  # set but empty: no auth, as if unset
                 elif f.name in ("batching", "allow_nan", "allow_pickle"):
                     kwargs[f.name] = raw.lower() in ("1", "true", "yes", "on")
                 elif f.name in (
@@ -76,6 +88,7 @@ class ServeConfig:
                     "log_segment_seconds",
                     "log_flush_seconds",
                     "graceful_timeout_s",
+                    "auth_ttl_s",
                 ):
                     kwargs[f.name] = float(raw)
                 else:
@@ -83,3 +96,24 @@ class ServeConfig:
             except ValueError as exc:
                 raise ConfigError(f"{ENV_PREFIX}{f.name.upper()}={raw!r}: {exc}") from exc
         return cls(**kwargs)  # type: ignore[arg-type]
+
+
+def _check_auth_url(url: str) -> None:
+    """An http(s) base URL of a team server. Credentials in it would be sent along with every
+    check and would show in logs, so they are refused rather than stripped."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:
+        raise ConfigError(f"serve config auth_url is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ConfigError(
+            "serve config auth_url must be the team server's http(s) URL, "
+            "like http://modelyard.internal:5500"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError("serve config auth_url must not hold credentials")
+    if parts.query or parts.fragment:
+        raise ConfigError("serve config auth_url must not have a query or fragment")

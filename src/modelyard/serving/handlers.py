@@ -49,10 +49,13 @@ def _v2_outputs(output: Any, sig: Signature) -> list[dict[str, Any]]:
 
 
 class HTTPError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(
+        self, status: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers  # extra response headers (WWW-Authenticate, Retry-After)
 
 
 class _Disconnected(Exception):
@@ -74,11 +77,13 @@ async def _send(
     request_id: str,
     content_type: bytes = b"application/json",
     close: bool = False,
+    extra: tuple[tuple[bytes, bytes], ...] = (),
 ) -> None:
     headers = [
         (b"content-type", content_type),
         (b"content-length", str(len(body)).encode()),
         (b"x-request-id", request_id.encode()),
+        *extra,
     ]
     if close:
         headers.append((b"connection", b"close"))
@@ -191,10 +196,12 @@ async def handle(server: ModelServer, scope: Scope, receive: Receive, send: Send
     try:
         try:
             action, route = _route(path, method, server)
+            if server.auth is not None:  # None unless --auth-url: no work per request then
+                await server.auth.authorize(action, headers)
             status = await _ACTIONS[action](server, headers, request_id, receive, send)
         except HTTPError as exc:
             status = exc.status
-            await _error(send, path, status, exc.message, request_id)
+            await _error(send, path, status, exc.message, request_id, exc.headers)
         except InvalidInput as exc:
             status = 422
             await _error(send, path, status, exc.message, request_id)
@@ -210,19 +217,29 @@ async def handle(server: ModelServer, scope: Scope, receive: Receive, send: Send
             metrics.observe(route, status, time.perf_counter() - started)
 
 
-async def _error(send: Send, path: str, status: int, message: str, request_id: str) -> None:
+async def _error(
+    send: Send,
+    path: str,
+    status: int,
+    message: str,
+    request_id: str,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
     if path == "/invocations":
         code = {
             400: "BAD_REQUEST",
+            401: "UNAUTHENTICATED",
+            403: "PERMISSION_DENIED",
             413: "BAD_REQUEST",
             415: "BAD_REQUEST",
             422: "INVALID_PARAMETER_VALUE",
             404: "ENDPOINT_NOT_FOUND",
+            503: "TEMPORARILY_UNAVAILABLE",
         }.get(status, "INTERNAL_ERROR")
         body = orjson.dumps({"error_code": code, "message": message})
     else:
         body = orjson.dumps({"error": message})
-    await _send(send, status, body, request_id, close=status == 413)
+    await _send(send, status, body, request_id, close=status == 413, extra=headers)
 
 
 def _json(obj: Any) -> bytes:

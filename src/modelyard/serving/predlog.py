@@ -87,6 +87,7 @@ class SegmentLog:
         segment_seconds: float,
         flush_seconds: float,
         on_drop: Callable[[], None] | None = None,
+        on_depth: Callable[[int], None] | None = None,
     ) -> None:
         self.folder = Path(folder) / kind
         self.kind = kind
@@ -95,6 +96,7 @@ class SegmentLog:
         self._segment_seconds = segment_seconds
         self._flush_seconds = flush_seconds
         self._on_drop = on_drop
+        self.on_depth = on_depth  # told the backlog each time the writer thread wakes
         self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
         self._wake = threading.Event()
         self._stop = False
@@ -164,6 +166,8 @@ class SegmentLog:
             self._wake.wait(self._flush_seconds)
             self._wake.clear()
             try:
+                if self.on_depth is not None:
+                    self.on_depth(len(self._queue))
                 self._drain()
                 if self._writer is not None and (
                     time.monotonic() - self._opened > self._segment_seconds

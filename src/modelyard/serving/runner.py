@@ -24,9 +24,13 @@ def serve(
     """Serve until SIGTERM/SIGINT; in-flight requests finish and the logs are flushed.
 
     Several workers are separate processes (uvicorn re-imports the app in each), so they get the
-    configuration through ``MODELYARD_SERVE_*`` variables and each writes its own log segments.
+    configuration through ``MODELYARD_SERVE_*`` variables and each writes its own log segments;
+    their metrics meet in a private folder made here and removed on exit, so ``/metrics``
+    reports the whole server whichever worker answers it.
     """
     import uvicorn
+
+    from modelyard.serving.metrics import multiprocess_metrics, single_process_metrics
 
     config = config or ServeConfig()
     if workers is not None:
@@ -42,6 +46,8 @@ def serve(
     if config.workers == 1:
         from modelyard.serving.lean import hide_unused_libraries
 
+        single_process_metrics()  # in memory, as fast as metrics get
+
         hide_unused_libraries(Path(model_dir))
         app = create_app(Path(model_dir), name=name, version=version, config=config)
         uvicorn.Server(uvicorn.Config(app, **common)).run()  # type: ignore[arg-type]
@@ -50,9 +56,10 @@ def serve(
     os.environ["MODELYARD_SERVE_MODEL_DIR"] = str(Path(model_dir).resolve())
     os.environ["MODELYARD_SERVE_NAME"] = name
     os.environ["MODELYARD_SERVE_VERSION"] = str(version)
-    uvicorn.run(
-        "modelyard.serving.app:create_app_from_env",
-        factory=True,
-        workers=config.workers,
-        **common,  # type: ignore[arg-type]
-    )
+    with multiprocess_metrics():  # before any worker starts: they inherit the variable
+        uvicorn.run(
+            "modelyard.serving.app:create_app_from_env",
+            factory=True,
+            workers=config.workers,
+            **common,  # type: ignore[arg-type]
+        )
