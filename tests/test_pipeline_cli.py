@@ -127,6 +127,7 @@ WORKFLOW_SCHEMA = {
             "required": ["entrypoint", "templates"],
             "properties": {
                 "entrypoint": {"type": "string"},
+                "onExit": {"type": "string"},
                 "serviceAccountName": {"type": "string"},
                 "arguments": {"type": "object", "properties": {"parameters": _PARAMS}},
                 "volumes": {"type": "array"},
@@ -222,7 +223,14 @@ def test_compile_to_argo_gives_a_valid_workflow(pipeline_file: Path, tmp_path: P
         {"name": "rate", "value": "0.25"},
     ]
     dag = next(t for t in spec["templates"] if t["name"] == "pipeline")["dag"]["tasks"]
+    # The start task opens the pipeline run; the exit handler closes it.
+    assert dag[0] == {"name": "modelyard-start", "template": "modelyard-start"}
     assert dag[1] == {
+        "name": "numbers",
+        "template": "step-numbers",
+        "dependencies": ["modelyard-start"],
+    }
+    assert dag[2] == {
         "name": "fit-model",
         "template": "step-fit-model",
         "dependencies": ["numbers"],
@@ -235,9 +243,21 @@ def test_compile_to_argo_gives_a_valid_workflow(pipeline_file: Path, tmp_path: P
             ]
         },
     }
-    fit = next(t for t in spec["templates"] if t["name"] == "step-fit-model")
+    templates = {t["name"]: t for t in spec["templates"]}
+    start = templates["modelyard-start"]["container"]["args"]
+    assert start[0] == "--argo-start"
+    assert "{{workflow.uid}}" in start
+    assert "n_rows={{workflow.parameters.n_rows}}" in start
+    assert spec["onExit"] == "modelyard-finish"
+    finish = templates["modelyard-finish"]["container"]["args"]
+    assert finish[0] == "--argo-finish"
+    assert {"{{workflow.uid}}", "{{workflow.status}}", "{{workflow.failures}}"} <= set(finish)
+    fit = templates["step-fit-model"]
     assert fit["container"]["command"] == ["python", "-m", "modelyard.pipeline.worker"]
     assert "rate={{workflow.parameters.rate}}" in fit["container"]["args"]
+    assert "{{workflow.uid}}" in fit["container"]["args"]
+    assert "{{retries}}" in fit["container"]["args"]  # only a template with a retryStrategy
+    assert "{{retries}}" not in templates["step-numbers"]["container"]["args"]
     assert fit["retryStrategy"]["limit"] == "1"
     assert fit["activeDeadlineSeconds"] == 30
 

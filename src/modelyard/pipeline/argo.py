@@ -6,6 +6,15 @@ artifact store and metadata store; what Argo passes between tasks is only the sm
 ``{output: {digest, serializer}}`` each step writes as its ``outputs`` parameter. Pipeline
 parameters become workflow parameters (``argo submit -p n_estimators=200``).
 
+A workflow is one pipeline run, recorded as the local runner records one (runner ``argo``): a
+first task, ``modelyard-start`` (``--argo-start``), creates the pipeline's tracked run and its
+pipeline run record; every step depends on it and becomes a child run of it; the workflow's
+exit handler, ``modelyard-finish`` (``--argo-finish``), ends both with ``{{workflow.status}}``.
+The pipeline run's id is the workflow's uid without its dashes, so every pod derives it from
+``{{workflow.uid}}``: nothing has to pass it along, the exit handler knows it even when the
+first task failed, and a retried first pod finds the run it already started. The worker side
+of these modes is :mod:`modelyard.pipeline.argo_run`.
+
 Cluster settings come from the ``[pipeline.argo]`` table of the workspace config: ``image``,
 ``workdir`` (where the image holds the project, default ``/workspace``), ``store_secret`` (a
 Secret with the store URL under key ``url``), ``artifacts_claim`` (a PersistentVolumeClaim
@@ -14,14 +23,12 @@ mounted at ``/artifacts``), ``service_account``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelyard.errors import ConfigError
+from modelyard.errors import ConfigError, PipelineDefinitionError
 from modelyard.pipeline.graph import Graph, build_graph
 from modelyard.pipeline.loader import load_pipeline
 from modelyard.pipeline.params import resolve_params
@@ -32,6 +39,9 @@ if TYPE_CHECKING:
 OUTPUTS_FILE = "/tmp/modelyard-outputs.json"
 ARTIFACTS_MOUNT = "/artifacts"
 DEFAULT_IMAGE = "modelyard-step:latest"
+START = "modelyard-start"  # the first task and its template
+FINISH = "modelyard-finish"  # the exit handler's template
+RUN_ID = "{{workflow.uid}}"
 
 
 def compile_argo(
@@ -44,6 +54,7 @@ def compile_argo(
 ) -> dict[str, Any]:
     """The Workflow manifest as a plain dict (serialise it with :func:`to_yaml`)."""
     graph = build_graph(load_pipeline(path, pipeline_name))
+    _check_task_names(graph)
     values = resolve_params(graph, params)
     cfg = _settings(workspace)
     image = image or str(cfg.get("image", DEFAULT_IMAGE))
@@ -54,11 +65,23 @@ def compile_argo(
         raise ConfigError(f"{path} is outside the workspace {workspace.root}") from None
     pipeline_file = f"{workdir.rstrip('/')}/{rel.as_posix()}"
     name = graph.pipeline.name
-    templates: list[dict[str, Any]] = [{"name": "pipeline", "dag": {"tasks": _tasks(graph)}}]
+    common = ["--pipeline-file", pipeline_file, "--pipeline", name, "--pipeline-run", RUN_ID]
+    start_args = ["--argo-start", *common, "--workflow", "{{workflow.name}}"]
+    for p in sorted(graph.params):
+        start_args += ["--param", f"{p}={{{{workflow.parameters.{p}}}}}"]
+    finish_args = ["--argo-finish", *common, "--status", "{{workflow.status}}"]
+    finish_args += ["--failures", "{{workflow.failures}}"]
+    tasks = [{"name": START, "template": START}, *_tasks(graph)]
+    templates: list[dict[str, Any]] = [
+        {"name": "pipeline", "dag": {"tasks": tasks}},
+        {"name": START, "container": _container(start_args, image, workdir, cfg)},
+        {"name": FINISH, "container": _container(finish_args, image, workdir, cfg)},
+    ]
     for step in graph.order:
         templates.append(_step_template(graph, step, image, workdir, pipeline_file, cfg))
     spec: dict[str, Any] = {
         "entrypoint": "pipeline",
+        "onExit": FINISH,
         "arguments": {
             "parameters": [
                 {"name": p, "value": _param_text(values[p])} for p in sorted(graph.params)
@@ -95,14 +118,35 @@ def to_yaml(manifest: Mapping[str, Any]) -> str:
     return str(yaml.safe_dump(dict(manifest), sort_keys=False, default_flow_style=False))
 
 
+def step_template_name(step: str) -> str:
+    """The template a step runs as (the exit handler maps Argo's failures back by it)."""
+    return f"step-{_dns(step)}"
+
+
+def _check_task_names(graph: Graph) -> None:
+    """Task names are DNS labels made from step names: two steps, or a step and the start
+    task, must not end up with the same one."""
+    seen = {START: "(modelyard's start task)"}
+    for step in graph.order:
+        label = _dns(step)
+        if label in seen:
+            raise PipelineDefinitionError(
+                f"steps {seen[label]} and {step!r} both become the Argo task {label!r}; "
+                "rename one of them"
+            )
+        seen[label] = repr(step)
+
+
 def _tasks(graph: Graph) -> list[dict[str, Any]]:
     tasks = []
     for step in graph.order:
         node = graph.nodes[step]
         upstream = sorted(node.upstream, key=graph.order.index)
-        task: dict[str, Any] = {"name": _dns(step), "template": f"step-{_dns(step)}"}
+        task: dict[str, Any] = {"name": _dns(step), "template": step_template_name(step)}
+        # Steps without upstream steps wait for the start task; the rest wait for it through
+        # their upstream steps.
+        task["dependencies"] = [_dns(u) for u in upstream] or [START]
         if upstream:
-            task["dependencies"] = [_dns(u) for u in upstream]
             task["arguments"] = {
                 "parameters": [
                     {
@@ -116,23 +160,7 @@ def _tasks(graph: Graph) -> list[dict[str, Any]]:
     return tasks
 
 
-def _step_template(
-    graph: Graph,
-    step: str,
-    image: str,
-    workdir: str,
-    pipeline_file: str,
-    cfg: Mapping[str, Any],
-) -> dict[str, Any]:
-    node = graph.nodes[step]
-    spec = node.spec
-    upstream = sorted(node.upstream, key=graph.order.index)
-    args = ["--argo", "--pipeline-file", pipeline_file, "--pipeline", graph.pipeline.name]
-    args += ["--step", step, "--outputs-file", OUTPUTS_FILE]
-    for p in node.params:
-        args += ["--param", f"{p}={{{{workflow.parameters.{p}}}}}"]
-    for u in upstream:
-        args += ["--upstream", f"{{{{inputs.parameters.upstream-{_dns(u)}}}}}"]
+def _container(args: list[str], image: str, workdir: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
     env: list[dict[str, Any]] = [{"name": "MODELYARD_WORKSPACE", "value": workdir}]
     if cfg.get("store_secret"):
         env.append(
@@ -151,7 +179,31 @@ def _step_template(
     if cfg.get("artifacts_claim"):
         env.append({"name": "MODELYARD_ARTIFACT_ROOT", "value": ARTIFACTS_MOUNT})
         container["volumeMounts"] = [{"name": "artifacts", "mountPath": ARTIFACTS_MOUNT}]
-    template: dict[str, Any] = {"name": f"step-{_dns(step)}", "container": container}
+    return container
+
+
+def _step_template(
+    graph: Graph,
+    step: str,
+    image: str,
+    workdir: str,
+    pipeline_file: str,
+    cfg: Mapping[str, Any],
+) -> dict[str, Any]:
+    node = graph.nodes[step]
+    spec = node.spec
+    upstream = sorted(node.upstream, key=graph.order.index)
+    args = ["--argo", "--pipeline-file", pipeline_file, "--pipeline", graph.pipeline.name]
+    args += ["--step", step, "--outputs-file", OUTPUTS_FILE, "--pipeline-run", RUN_ID]
+    if spec.retries:
+        # Argo's retry number (0 first): the worker knows whether Argo will try again.
+        args += ["--retry", "{{retries}}"]
+    for p in node.params:
+        args += ["--param", f"{p}={{{{workflow.parameters.{p}}}}}"]
+    for u in upstream:
+        args += ["--upstream", f"{{{{inputs.parameters.upstream-{_dns(u)}}}}}"]
+    container = _container(args, image, workdir, cfg)
+    template: dict[str, Any] = {"name": step_template_name(step), "container": container}
     if upstream:
         template["inputs"] = {"parameters": [{"name": f"upstream-{_dns(u)}"} for u in upstream]}
     template["outputs"] = {"parameters": [{"name": "outputs", "valueFrom": {"path": OUTPUTS_FILE}}]}
@@ -164,71 +216,6 @@ def _step_template(
     if spec.timeout:
         template["activeDeadlineSeconds"] = int(spec.timeout + 0.999)
     return template
-
-
-def run_argo_step(argv: Sequence[str]) -> int:
-    """The worker's ``--argo`` mode: build the task from arguments and the environment instead
-    of a task file, run the step as a tracked run, write ``{output: {digest, serializer}}``."""
-    import sys
-    import tempfile
-
-    from modelyard.pipeline.worker import execute_task
-    from modelyard.tracking import start_run
-    from modelyard.workspace import Workspace
-
-    parser = argparse.ArgumentParser(prog="modelyard.pipeline.worker --argo")
-    parser.add_argument("--argo", action="store_true")
-    parser.add_argument("--pipeline-file", required=True)
-    parser.add_argument("--pipeline")
-    parser.add_argument("--step", required=True)
-    parser.add_argument("--outputs-file", required=True)
-    parser.add_argument("--param", action="append", default=[])
-    parser.add_argument("--upstream", action="append", default=[])
-    ns = parser.parse_args(list(argv))
-
-    from modelyard.pipeline.params import parse_assignments
-
-    graph = build_graph(load_pipeline(Path(ns.pipeline_file), ns.pipeline))
-    node = graph.nodes[ns.step]
-    params = resolve_params(graph, parse_assignments(ns.param))
-    available: dict[str, Any] = {}
-    for doc in ns.upstream:
-        available.update(json.loads(doc))
-    inputs = {arg: available[arg] for arg in node.inputs}
-    ws = Workspace.find()
-    from modelyard.pipeline.serializers import dump
-    from modelyard.tracking import resolve_dataset_version
-
-    for arg, ref in node.datasets.items():
-        version = resolve_dataset_version(ws, ref)
-        inputs[arg] = dump(
-            version, step=ns.step, output=arg, artifacts=ws.artifacts, allow_pickle=False
-        ).to_json()
-    scratch = Path(tempfile.mkdtemp(prefix="modelyard-step-"))
-    with start_run(ns.step, pipeline=graph.pipeline.name, workspace=ws) as run:
-        task = {
-            "workspace_root": str(ws.root),
-            "store_url": ws.settings.store_url,
-            "artifact_root": str(ws.settings.artifact_root),
-            "pipeline_file": ns.pipeline_file,
-            "pipeline": graph.pipeline.name,
-            "step": ns.step,
-            "params": {p: params[p] for p in node.params},
-            "inputs": inputs,
-            "run_id": run.id,
-            "scratch_dir": str(scratch),
-            "result_path": str(scratch / "result.json"),
-        }
-        result = execute_task(task)
-        if "error" in result:
-            err = result["error"]
-            print(err["traceback"], file=sys.stderr)
-            run.end("failed", f"{err['type']}: {err['message']}")
-            return 1
-        for value in result["outputs"].values():
-            ws.store.lineage.add("run", run.id, "artifact", value["digest"], "output")
-    Path(ns.outputs_file).write_text(json.dumps(result["outputs"]), encoding="utf-8")
-    return 0
 
 
 def _settings(workspace: Workspace) -> Mapping[str, Any]:

@@ -392,27 +392,14 @@ class _Orchestrator:
         return _read_result(result_path, execution, spec.timeout)
 
     def _record_input(self, step_run_id: str, value: StoredValue) -> None:
-        lineage = self.ws.store.lineage
-        if value.serializer == "dataset":
-            ref = json.loads(self.ws.artifacts.get_bytes(value.digest))["ref"]
-            lineage.add("dataset_version", ref, "run", step_run_id, "input")
-        else:
-            lineage.add("artifact", value.digest, "run", step_run_id, "input")
+        record_step_input(self.ws, step_run_id, value)
 
     def _publish(
         self, name: str, step_run_id: str, outputs: Mapping[str, StoredValue], key: str
     ) -> None:
         """Record a successful step's outputs: lineage, run artifacts, cache, step row."""
         store = self.ws.store
-        for out, value in outputs.items():
-            if value.serializer == "dataset":
-                ref = json.loads(self.ws.artifacts.get_bytes(value.digest))["ref"]
-                store.lineage.add("run", step_run_id, "dataset_version", ref, "output")
-            else:
-                store.lineage.add("run", step_run_id, "artifact", value.digest, "output")
-                kind = "directory" if value.serializer == "dir" else "file"
-                size = 0 if kind == "directory" else self.ws.artifacts.size(value.digest)
-                store.runs.add_artifact(step_run_id, f"outputs/{out}", value.digest, kind, size)
+        record_step_outputs(self.ws, step_run_id, outputs)
         as_json = {k: v.to_json() for k, v in outputs.items()}
         store.pipelines.update_step(
             self.run_id, name, status=STEP_FINISHED, outputs=as_json, ended_at=utcnow()
@@ -422,6 +409,32 @@ class _Orchestrator:
             store.pipelines.cache_put(
                 key, pipeline=self.name, step=name, outputs=as_json, run_id=step_run_id
             )
+
+
+def record_step_input(ws: Workspace, step_run_id: str, value: StoredValue) -> None:
+    """The lineage arrow from what a step read to its run (shared with the Argo worker)."""
+    if value.serializer == "dataset":
+        ref = json.loads(ws.artifacts.get_bytes(value.digest))["ref"]
+        ws.store.lineage.add("dataset_version", ref, "run", step_run_id, "input")
+    else:
+        ws.store.lineage.add("artifact", value.digest, "run", step_run_id, "input")
+
+
+def record_step_outputs(
+    ws: Workspace, step_run_id: str, outputs: Mapping[str, StoredValue]
+) -> None:
+    """A successful step's outputs as lineage and as artifacts of its run (shared with the
+    Argo worker, so a step looks the same whichever way it ran)."""
+    store = ws.store
+    for out, value in outputs.items():
+        if value.serializer == "dataset":
+            ref = json.loads(ws.artifacts.get_bytes(value.digest))["ref"]
+            store.lineage.add("run", step_run_id, "dataset_version", ref, "output")
+        else:
+            store.lineage.add("run", step_run_id, "artifact", value.digest, "output")
+            kind = "directory" if value.serializer == "dir" else "file"
+            size = 0 if kind == "directory" else ws.artifacts.size(value.digest)
+            store.runs.add_artifact(step_run_id, f"outputs/{out}", value.digest, kind, size)
 
 
 def _read_result(

@@ -40,8 +40,9 @@ Exit status: 0 on success, 1 when the step failed (the result file says why), 2 
 file itself is unusable. A worker that dies without a result file (SIGKILL, OOM, a container
 that never started) is a failed step: the orchestrator reports the exit status and the log.
 
-For Argo Workflows, where no orchestrator writes task files, the worker has a second mode,
-``python -m modelyard.pipeline.worker --argo …`` (see :mod:`modelyard.pipeline.argo`).
+For Argo Workflows, where no orchestrator writes task files, the worker has Argo modes:
+``python -m modelyard.pipeline.worker --argo …`` runs a step, ``--argo-start`` and
+``--argo-finish`` open and close the pipeline run (see :mod:`modelyard.pipeline.argo_run`).
 
 Outputs written by a failed step are never *published*: the orchestrator records outputs in the
 store only after reading a successful result file, so an interrupted step leaves at most
@@ -203,10 +204,15 @@ def _split_outputs(step: str, names: tuple[str, ...], returned: Any) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] == "--argo":
-        from modelyard.pipeline.argo import run_argo_step
+    if args and args[0] in ("--argo", "--argo-start", "--argo-finish"):
+        from modelyard.pipeline import argo_run
 
-        return run_argo_step(args)
+        mode = {
+            "--argo": argo_run.run_argo_step,
+            "--argo-start": argo_run.run_argo_start,
+            "--argo-finish": argo_run.run_argo_finish,
+        }[args[0]]
+        return mode(args)
     if len(args) != 1:
         print("usage: python -m modelyard.pipeline.worker TASK_JSON_PATH", file=sys.stderr)
         return EXIT_BAD_TASK

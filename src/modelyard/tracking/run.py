@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -42,6 +43,7 @@ RUN_FINISHED = "finished"
 RUN_FAILED = "failed"
 _END_STATUSES = (RUN_FINISHED, RUN_FAILED)
 _MAX_KEY = 256
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 # Lineage node types and relations recorded by tracked runs.
 NODE_RUN = "run"
@@ -62,6 +64,7 @@ def start_run(
     workspace: Workspace | None = None,
     heartbeat_interval_s: float | None = None,
     flush_every: int | None = None,
+    run_id: str | None = None,
 ) -> ActiveRun:
     """Start a run and return it; use it as a context manager so it always ends::
 
@@ -70,7 +73,9 @@ def start_run(
 
     ``parent_id`` makes this a step of a parent run (a pipeline run); the parent gets a
     ``contains`` lineage arrow to it. Heartbeat and flush settings default to the workspace's
-    ``[tracking]`` config.
+    ``[tracking]`` config. ``run_id`` (32 hex digits) is for an orchestrator that must name the
+    run before it exists, such as an Argo workflow whose every pod derives it from the
+    workflow's uid; by default the run gets a fresh id.
     """
     from modelyard.tracking.environment import (
         capture_code_version,
@@ -89,6 +94,8 @@ def start_run(
         _check_text(name, "run name")
     if pipeline is not None:
         _check_text(pipeline, "pipeline name")
+    if run_id is not None and not _RUN_ID.fullmatch(run_id):
+        raise InvalidParameter(f"a run id is 32 lowercase hex digits, not {run_id!r}")
 
     ws = resolve(workspace)
     try:
@@ -100,7 +107,7 @@ def start_run(
             parent_id = ws.store.runs.resolve_id(parent_id)
         code = capture_code_version(ws.root, ws)
         row = ws.store.runs.create(
-            uuid4().hex,
+            run_id or uuid4().hex,
             name=name,
             pipeline=pipeline,
             parent_id=parent_id,
@@ -304,6 +311,21 @@ class ActiveRun:
                 self.workspace.store.runs.finish(self.id, status, error)
                 raise
             self.workspace.store.runs.finish(self.id, status, error)
+        finally:
+            if self._owns_workspace:
+                self.workspace.close()
+
+    def detach(self) -> None:
+        """Stop recording from this process but leave the run open for another process to
+        end: an Argo workflow's first pod starts the pipeline run, its exit handler ends it."""
+        with self._buffer_lock:
+            self._check_live()
+            self._ended = True
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        try:
+            self.flush()
         finally:
             if self._owns_workspace:
                 self.workspace.close()
