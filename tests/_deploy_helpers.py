@@ -52,10 +52,14 @@ def register_broken(ws: Workspace, name: str = "churn") -> str:
 
 
 class Load:
-    """Requests in a loop on a thread, one new connection each, until stopped."""
+    """Requests in a loop on a thread, one new connection each, until stopped (with ``token``
+    as a bearer token, for a deployment that requires predict tokens)."""
 
-    def __init__(self, url: str, model: str = "churn") -> None:
+    def __init__(self, url: str, model: str = "churn", token: str | None = None) -> None:
         self.url = f"{url}/v2/models/{model}/infer"
+        self.headers = {"content-type": "application/json"}
+        if token is not None:
+            self.headers["authorization"] = f"Bearer {token}"
         self.ok = 0
         self.failed: list[str] = []
         self.versions: set[str] = set()
@@ -76,9 +80,7 @@ class Load:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            req = urllib.request.Request(
-                self.url, data=self._body, headers={"content-type": "application/json"}
-            )
+            req = urllib.request.Request(self.url, data=self._body, headers=self.headers)
             try:
                 with urllib.request.urlopen(req, timeout=15) as resp:
                     answer = json.loads(resp.read())

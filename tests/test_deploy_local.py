@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from _deploy_helpers import Load, register_broken, register_churn
+from conftest_remote import start_server
 from modelyard import deploy
 from modelyard.cli.main import cli
 from modelyard.deploy.local import log_tail
@@ -179,3 +180,95 @@ def test_status_totals_every_worker(
     assert stat.S_IMODE(metrics_dir.stat().st_mode) == 0o700
     deploy.stop("churn-api", workspace=ws)
     assert list(server_tmp.glob("modelyard-metrics-*")) == []
+
+
+V2_ROW = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 3],
+                     "data": [0.1, 0.2, 0.3]}]}  # fmt: skip
+
+
+def _protected(url: str, token: str | None) -> list[int]:
+    """Statuses of the prediction routes (V2 infer, /invocations, /v1/feedback)."""
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=url, headers=headers, timeout=10) as client:
+        return [
+            client.post("/v2/models/churn/infer", json=V2_ROW).status_code,
+            client.post("/invocations", json={"instances": [[0.1, 0.2, 0.3]]}).status_code,
+            client.post("/v1/feedback", json={"request_id": "r1", "label": 1}).status_code,
+        ]
+
+
+def _open_routes(url: str) -> list[int]:
+    with httpx.Client(base_url=url, timeout=10) as client:
+        return [client.get(p).status_code for p in ("/v2/health/ready", "/v2/models/churn",
+                                                     "/metrics")]  # fmt: skip
+
+
+def test_predict_tokens_hold_through_a_rollout_and_a_rollback(
+    service: tuple[Workspace, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`deploy --auth-url` with a real team server: the prediction routes need one of its
+    predict tokens, health, metadata and metrics stay open; a rollout that does not mention
+    the URL, a rollback, status and the monitor's availability check all work with it on; and
+    the deployment's record decides, not the environment of the shell that deployed it."""
+    from modelyard.monitor.availability import check_availability
+
+    ws, port = service
+    url = f"http://127.0.0.1:{port}"
+    # A server that answers nothing: were this leaking into the workers, every token would 503.
+    monkeypatch.setenv("MODELYARD_SERVE_AUTH_URL", f"http://127.0.0.1:{free_port()}")
+    team_ws, _ = Workspace.init(tmp_path / "team", environ={})
+    team = start_server(team_ws)
+    try:
+        v1, v2 = register_churn(ws, 2)
+        token, reader = team.token("predict"), team.token("read")
+        runner = CliRunner()
+        result = runner.invoke(cli, ["deploy", v1, "--target", "local", "--name", "churn-api",
+                                     "--port", str(port), "--auth-url", team.url])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert result.output.splitlines()[-1] == (
+            f"prediction routes need a predict token of {team.url}"
+        )
+        assert _protected(url, None) == [401, 401, 401]
+        assert _protected(url, reader) == [403, 403, 403]
+        assert _protected(url, token) == [200, 200, 200]
+        assert _open_routes(url) == [200, 200, 200]
+
+        # A new version without --auth-url keeps it, and no tokened request fails meanwhile.
+        with Load(url, token=token) as load:
+            deadline = time.monotonic() + 30
+            while load.ok < 20 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            deploy.deploy(deploy.DeploySpec(v2, "churn-api", target="local", port=port),
+                          workspace=ws)  # fmt: skip
+            before = load.ok
+            deadline = time.monotonic() + 30
+            while load.ok < before + 20 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert load.failed == [], load.failed[:3]
+        assert load.versions == {"1", "2"}
+        assert _protected(url, None) == [401, 401, 401]
+
+        result = runner.invoke(cli, ["deploy", "rollback", "churn-api"])
+        assert result.exit_code == 0, result.output
+        assert _protected(url, None) == [401, 401, 401]
+        answer = httpx.post(f"{url}/v2/models/churn/infer", json=V2_ROW,
+                            headers={"authorization": f"Bearer {token}"})  # fmt: skip
+        assert (answer.status_code, answer.json()["model_version"]) == (200, "1")
+
+        result = runner.invoke(cli, ["deployments", "status", "churn-api"])
+        assert result.exit_code == 0, result.output
+        assert re.search(r"^health: +healthy$", result.output, re.M)
+        assert re.search(rf"^auth: +predict tokens of {re.escape(team.url)}$", result.output,
+                         re.M)  # fmt: skip
+        assert check_availability([url]).healthy
+
+        # Turned off on purpose; the exported MODELYARD_SERVE_AUTH_URL does not turn it back on.
+        result = runner.invoke(cli, ["deploy", v2, "--target", "local", "--name", "churn-api",
+                                     "--port", str(port), "--auth-url", ""])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert "predict token" not in result.output
+        assert _protected(url, None) == [200, 200, 200]
+        assert deploy.status("churn-api", workspace=ws).auth_url is None
+    finally:
+        team.stop()
+        team_ws.close()

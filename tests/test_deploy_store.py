@@ -3,7 +3,10 @@ deploy that need no running service: specs, metrics parsing, the proxy config, b
 
 from __future__ import annotations
 
+import re
 import socket
+from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -265,3 +268,158 @@ def test_kubernetes_rollback_goes_back_through_the_deploy_path(
         (4, "churn@2"),
         (5, "churn@1"),
     ]
+
+
+# ---- predict tokens: --auth-url ------------------------------------------------------------
+
+TEAM = "http://team.internal:5500"
+LOOPBACK = ["http://127.0.0.1:5500", "http://localhost:5500", "http://[::1]:5500",
+            "http://127.0.1.1", "http://0.0.0.0:5500", "http://api.localhost:5500"]  # fmt: skip
+
+
+def test_the_auth_url_is_checked_as_the_model_server_checks_it() -> None:
+    from modelyard.deploy.spec import AUTH_URL_ENV, TARGETS
+    from modelyard.errors import ConfigError
+    from modelyard.serving import ServeConfig
+
+    # What the replicas are given is what their server reads.
+    assert ServeConfig.from_env({AUTH_URL_ENV: TEAM}).auth_url == TEAM
+    for bad, message in [
+        ("ftp://team.internal", "must be the team server's http(s) URL"),
+        ("http://bot:secret@team.internal", "must not hold credentials"),
+        ("http://team.internal/?next=1", "must not have a query or fragment"),
+        ("http://team.internal:port", "is not a URL"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            ServeConfig(auth_url=bad)
+        for target in TARGETS:
+            with pytest.raises(InvalidParameter, match=re.escape(message)):
+                DeploySpec("churn@1", "api", target=target, auth_url=bad)
+    assert DeploySpec("churn@1", "api", auth_url="").auth_url == ""  # off
+
+
+def test_a_loopback_auth_url_is_refused_where_replicas_run_in_containers() -> None:
+    for url in LOOPBACK:
+        assert DeploySpec("churn@1", "api", target="local", auth_url=url).auth_url == url
+        with pytest.raises(InvalidParameter, match="a replica container's loopback is itself"):
+            DeploySpec("churn@1", "api", target="docker", auth_url=url)
+        with pytest.raises(InvalidParameter, match="a pod's loopback is itself"):
+            DeploySpec("churn@1", "api", target="kubernetes", auth_url=url)
+    for url in (TEAM, "https://10.0.0.7", "http://host.docker.internal:5500"):
+        assert DeploySpec("churn@1", "api", target="docker", auth_url=url).auth_url == url
+
+
+def test_deploy_cli_refuses_a_loopback_auth_url_for_docker(sqlite_workspace: Workspace) -> None:
+    result = CliRunner().invoke(
+        cli, ["deploy", "churn@1", "--target", "docker", "--name", "api",
+              "--auth-url", "http://127.0.0.1:5500"],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "'http://127.0.0.1:5500' is a loopback address" in text
+    assert "host.docker.internal" in text
+    assert sqlite_workspace.store.deployments.all() == []
+
+
+def test_docker_replicas_get_the_auth_url_in_their_environment(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from modelyard.deploy.docker import replica_run_args
+    from modelyard.store.registry_entities import ModelVersion
+
+    version = ModelVersion(
+        id=1, name="churn", version=2, digest="sha256:" + "d" * 64, flavor="sklearn",
+        signature=None, requirements=None, run_id=None, source=None, description=None,
+        status="ready", trusted_pickle=False, trusted_by=None, created_at=datetime.now(UTC),
+        created_by=None,
+    )  # fmt: skip
+    plain = replica_run_args("api", "api-2-abc123", version, "img:2", tmp_path)
+    assert not any("AUTH_URL" in arg for arg in plain)
+    assert "--add-host" not in plain
+    args = replica_run_args("api", "api-2-abc123", version, "img:2", tmp_path, TEAM)
+    assert args[args.index("-e") + 1] == f"MODELYARD_SERVE_AUTH_URL={TEAM}"
+    assert args[-1] == "img:2"  # options before the image: after it they would be its arguments
+    assert "--add-host" not in args
+    # The name Docker Desktop provides is mapped on Docker Engine too.
+    host = replica_run_args("api", "c", version, "img:2", None, "http://host.docker.internal:5500")
+    assert host[host.index("--add-host") + 1] == "host.docker.internal:host-gateway"
+    assert host.index("--add-host") < host.index("img:2")
+
+
+def test_the_auth_url_is_recorded_and_every_later_rollout_keeps_it(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rollout that does not name an auth URL keeps the deployment's (so forgetting the flag
+    never opens a protected service); rollbacks and retrains go through redeploy, which passes
+    the recorded one; '' turns tokens off. The target's own rollout is stubbed out here (the
+    local target's test runs it for real)."""
+    from _deploy_helpers import register_churn
+    from modelyard.deploy import deploy, recorded_auth_url, redeploy, rollback, service
+
+    pytest.importorskip("sklearn")
+    register_churn(workspace, 2)
+    rolled: list[tuple[str, str | None]] = []
+
+    def rollout(ws: Workspace, spec: DeploySpec, version: Any, image: Any, auth: Any) -> Any:
+        rolled.append((version.ref, auth))
+        return {}
+
+    monkeypatch.setattr(service, "_rollout", rollout)
+    monkeypatch.setattr(service, "_precheck_port", lambda spec: None)
+    deploy(DeploySpec("churn@1", "api", port=18933, auth_url=TEAM), workspace=workspace)
+    deploy(DeploySpec("churn@2", "api", port=18933), workspace=workspace)
+    rollback("api", workspace=workspace)
+    redeploy("api", "churn@2", workspace=workspace)  # what a retrain's rollout calls
+    assert rolled == [("churn@1", TEAM), ("churn@2", TEAM), ("churn@1", TEAM), ("churn@2", TEAM)]
+    assert recorded_auth_url(workspace.store.deployments.get("api")) == TEAM
+
+    deploy(DeploySpec("churn@1", "api", port=18933, auth_url=""), workspace=workspace)
+    redeploy("api", "churn@2", workspace=workspace)
+    assert rolled[4:] == [("churn@1", None), ("churn@2", None)]
+    assert recorded_auth_url(workspace.store.deployments.get("api")) is None
+
+
+def test_kubernetes_pods_get_the_auth_url_and_a_rollback_keeps_it(
+    sqlite_workspace: Workspace,
+) -> None:
+    import json
+
+    from modelyard.deploy import deploy_kubernetes, rollback
+    from modelyard.testing import FakeKubeApi
+
+    ws = sqlite_workspace
+    images = _pushed_versions(ws, 2)
+    api = FakeKubeApi(steps_to_ready=1)
+
+    def live() -> tuple[str, dict[str, str]]:
+        deployment = api.get("Deployment", "churn-api", "ml")
+        assert deployment is not None
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        return container["image"], {e["name"]: e["value"] for e in container["env"]}
+
+    with pytest.raises(InvalidParameter, match="a pod's loopback is itself"):
+        deploy_kubernetes("churn@1", "churn-api", namespace="ml", auth_url="http://localhost:1",
+                          api=api, timeout_s=30, workspace=ws)  # fmt: skip
+    assert api.get("Deployment", "churn-api", "ml") is None
+    deploy_kubernetes("churn@1", "churn-api", namespace="ml", auth_url=TEAM, api=api,
+                      timeout_s=30, workspace=ws)  # fmt: skip
+    deploy_kubernetes("churn@2", "churn-api", namespace="ml", api=api, timeout_s=30,
+                      workspace=ws)  # fmt: skip
+    image, env = live()
+    assert (image, env["MODELYARD_SERVE_AUTH_URL"]) == (images["churn@2"], TEAM)
+    dep = rollback("churn-api", workspace=ws, api=api, timeout_s=30)
+    image, env = live()
+    assert (image, env["MODELYARD_SERVE_AUTH_URL"]) == (images["churn@1"], TEAM)
+    assert (dep.config or {})["auth_url"] == TEAM
+
+    result = CliRunner().invoke(
+        cli, ["deploy", "churn@2", "--target", "kubernetes", "--namespace", "ml", "--name",
+              "other", "--auth-url", TEAM, "--dry-run", "-o", "json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (container,) = json.loads(result.output)[0]["spec"]["template"]["spec"]["containers"]
+    assert {"name": "MODELYARD_SERVE_AUTH_URL", "value": TEAM} in container["env"]
+
+    deploy_kubernetes("churn@2", "churn-api", namespace="ml", auth_url="", api=api,
+                      timeout_s=30, workspace=ws)  # fmt: skip
+    assert "MODELYARD_SERVE_AUTH_URL" not in live()[1]

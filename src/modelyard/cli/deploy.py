@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from modelyard.cli._common import console, pass_workspace
 
 if TYPE_CHECKING:
+    from modelyard.store.deployments import Deployment
     from modelyard.workspace import Workspace
 
 
@@ -48,6 +49,13 @@ def deploy() -> None:
 @click.option("--min", "min_replicas", default=None, type=click.IntRange(1), help="HPA minimum.")
 @click.option("--max", "max_replicas", default=None, type=click.IntRange(1), help="HPA maximum.")
 @click.option("--cpu-target", default=70, show_default=True, type=click.IntRange(1, 100))
+@click.option(
+    "--auth-url",
+    default=None,
+    metavar="URL",
+    help="Require predict tokens of the team server at URL on the prediction routes of every "
+    "replica ('' turns that off) [default: what the deployment has, no tokens for a new one].",
+)
 @click.option("--dry-run", is_flag=True, help="Kubernetes: print the manifests, apply nothing.")
 @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml")
 @pass_workspace
@@ -63,6 +71,7 @@ def run(
     min_replicas: int | None,
     max_replicas: int | None,
     cpu_target: int,
+    auth_url: str | None,
     dry_run: bool,
     output: str,
 ) -> None:
@@ -83,6 +92,7 @@ def run(
             max_replicas=max_replicas,
             cpu_target=cpu_target,
             timeout_s=timeout,
+            auth_url=auth_url,
             dry_run=dry_run,
             workspace=ws,
         )
@@ -95,12 +105,12 @@ def run(
             click.echo(text.rstrip("\n"))
             return
         out.print(f"Rolled out {ref} as {namespace}/{service}", markup=False)
+        _print_auth(out, plan.deployment)
         return
     if dry_run:
         raise click.UsageError("--dry-run applies to --target kubernetes only")
-    spec = api.DeploySpec(
-        ref, service, target=target, port=port, replicas=replicas or 1, timeout_s=timeout
-    )
+    spec = api.DeploySpec(ref, service, target=target, port=port, replicas=replicas or 1,
+                          timeout_s=timeout, auth_url=auth_url)  # fmt: skip
     dep = api.deploy(spec, workspace=ws)
     current = dep.current
     assert current is not None
@@ -109,6 +119,15 @@ def run(
         f"({target}, {dep.replicas} replica(s), revision {current.revision})",
         markup=False,
     )
+    _print_auth(out, dep)
+
+
+def _print_auth(out: Any, dep: Deployment | None) -> None:
+    from modelyard import deploy as api
+
+    url = api.recorded_auth_url(dep)
+    if url:
+        out.print(f"prediction routes need a predict token of {url}", markup=False)
 
 
 @deploy.command("rollback")
@@ -170,6 +189,7 @@ def status(ws: Workspace, name: str) -> None:
         f"digest:     {(cur.image_digest if cur else None) or '-'}",
         f"replicas:   {st.ready_replicas}/{dep.replicas} ready",
         f"health:     {'healthy' if st.healthy else 'unhealthy'}",
+        f"auth:       {f'predict tokens of {st.auth_url}' if st.auth_url else 'none'}",
         f"requests:   {t.requests:.0f} ({st.request_rate or 0:.2f}/s since the rollout)",
         f"errors:     {t.errors:.0f} ({t.error_rate:.2%})",
         f"latency:    p50 {_ms(t.p50_s)}  p99 {_ms(t.p99_s)}",

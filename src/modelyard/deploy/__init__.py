@@ -14,12 +14,21 @@ from modelyard.deploy.service import (
     get_deployment,
     list_deployments,
     logs,
+    recorded_auth_url,
     redeploy,
     rollback,
     status,
     stop,
 )
-from modelyard.deploy.spec import DOCKER, KUBERNETES, LOCAL, TARGETS, DeploySpec, default_target
+from modelyard.deploy.spec import (
+    DOCKER,
+    KUBERNETES,
+    LOCAL,
+    TARGETS,
+    DeploySpec,
+    check_auth_url,
+    default_target,
+)
 
 __all__ = [
     "DOCKER",
@@ -29,6 +38,7 @@ __all__ = [
     "DeploySpec",
     "DeploymentStatus",
     "KubernetesPlan",
+    "check_auth_url",
     "default_target",
     "deploy",
     "deploy_kubernetes",
@@ -36,6 +46,7 @@ __all__ = [
     "get_deployment",
     "list_deployments",
     "logs",
+    "recorded_auth_url",
     "redeploy",
     "rollback",
     "status",

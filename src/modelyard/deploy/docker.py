@@ -26,6 +26,7 @@ from modelyard.deploy.proxy import (
     proxy_command,
     render_haproxy_config,
 )
+from modelyard.deploy.spec import AUTH_URL_ENV
 from modelyard.errors import EngineUnavailable, RolloutFailed
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ LABEL = "io.modelyard.deployment"
 ROLE = "io.modelyard.role"
 SERVE_PORT = 8080
 STOP_GRACE_S = 30
+HOST_GATEWAY_NAME = "host.docker.internal"
 
 
 def _engine(engine: DockerEngine | None = None) -> DockerEngine:
@@ -132,41 +134,64 @@ def _wait_ready(
 
 
 def _start_replica(
-    eng: DockerEngine, name: str, version: ModelVersion, image: str, log_dir: Path | None
+    eng: DockerEngine,
+    name: str,
+    version: ModelVersion,
+    image: str,
+    log_dir: Path | None,
+    auth_url: str | None = None,
 ) -> str:
     container = f"{name}-{version.version}-{secrets.token_hex(3)}"
+    eng.run(replica_run_args(name, container, version, image, log_dir, auth_url), timeout=120)
+    return container
+
+
+def replica_run_args(
+    name: str,
+    container: str,
+    version: ModelVersion,
+    image: str,
+    log_dir: Path | None = None,
+    auth_url: str | None = None,
+) -> list[str]:
+    """The ``docker run`` arguments of one replica. ``auth_url`` (checked by
+    :func:`~modelyard.deploy.spec.check_auth_url`: never loopback, which in a container is the
+    container) is passed as the server's environment; ``host.docker.internal`` is mapped to the
+    host, as Docker Desktop does and Docker Engine on Linux does only when asked."""
     # The prediction and feedback logs go to a host folder, where monitoring reads them.
-    logs: list[str] = []
+    extra: list[str] = []
     if log_dir is not None:
         from modelyard.packaging.dockerfile import PREDICTION_DIR  # where the image logs
 
-        logs = ["-v", f"{log_dir}:{PREDICTION_DIR}"]
-    eng.run(
-        [
-            "run",
-            "-d",
-            *logs,
-            "--name",
-            container,
-            "--network",
-            network_name(name),
-            "--label",
-            f"{LABEL}={name}",
-            "--label",
-            f"{ROLE}=replica",
-            "--label",
-            f"io.modelyard.model={version.ref}",
-            "--restart",
-            "on-failure:5",
-            "--stop-timeout",
-            str(STOP_GRACE_S),
-            "-p",
-            f"127.0.0.1::{SERVE_PORT}",
-            image,
-        ],  # fmt: skip
-        timeout=120,
-    )
-    return container
+        extra += ["-v", f"{log_dir}:{PREDICTION_DIR}"]
+    if auth_url:
+        from urllib.parse import urlsplit
+
+        extra += ["-e", f"{AUTH_URL_ENV}={auth_url}"]
+        if (urlsplit(auth_url).hostname or "").lower() == HOST_GATEWAY_NAME:
+            extra += ["--add-host", f"{HOST_GATEWAY_NAME}:host-gateway"]
+    return [
+        "run",
+        "-d",
+        *extra,
+        "--name",
+        container,
+        "--network",
+        network_name(name),
+        "--label",
+        f"{LABEL}={name}",
+        "--label",
+        f"{ROLE}=replica",
+        "--label",
+        f"io.modelyard.model={version.ref}",
+        "--restart",
+        "on-failure:5",
+        "--stop-timeout",
+        str(STOP_GRACE_S),
+        "-p",
+        f"127.0.0.1::{SERVE_PORT}",
+        image,
+    ]  # fmt: skip
 
 
 def _replica_ready(eng: DockerEngine, container: str, version: ModelVersion) -> str | None:
@@ -214,9 +239,11 @@ def rollout(
     proxy_image: str = DEFAULT_PROXY_IMAGE,
     engine: DockerEngine | None = None,
     log_dir: Path | None = None,
+    auth_url: str | None = None,
 ) -> dict[str, Any]:
     """Serve ``image`` as ``name`` on 127.0.0.1:``port`` with ``replicas`` containers; every
-    replica writes its prediction log into ``log_dir`` on the host (when given)."""
+    replica writes its prediction log into ``log_dir`` on the host (when given) and requires
+    predict tokens of the team server at ``auth_url`` (when given)."""
     eng = _engine(engine)
     eng.ping()
     ensure_proxy_image(proxy_image, eng)
@@ -232,7 +259,7 @@ def rollout(
     try:
         # Appended one by one, so a failure while starting the second leaves none behind.
         for _ in range(replicas):
-            new.append(_start_replica(eng, name, version, image, log_dir))
+            new.append(_start_replica(eng, name, version, image, log_dir, auth_url))
         failure = _wait_ready(eng, new, version, timeout)
     except BaseException:  # Ctrl-C or an engine error while starting or waiting
         _remove(eng, new, grace=2)

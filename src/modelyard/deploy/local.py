@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelyard.deploy.probe import wait_until
+from modelyard.deploy.spec import AUTH_URL_ENV
 from modelyard.errors import DeployError, RolloutFailed
 
 if TYPE_CHECKING:
@@ -83,13 +84,16 @@ def service(ws: Workspace, name: str) -> LocalService:
 
 
 def _write_config(svc: LocalService, version: ModelVersion, model_dir: Path, port: int,
-                  replicas: int) -> None:  # fmt: skip
+                  replicas: int, auth_url: str | None = None) -> None:  # fmt: skip
     env = {
         "MODELYARD_SERVE_MODEL_DIR": str(model_dir),
         "MODELYARD_SERVE_NAME": version.name,
         "MODELYARD_SERVE_VERSION": str(version.version),
         "MODELYARD_SERVE_ALLOW_PICKLE": str(bool(version.trusted_pickle)),
         "MODELYARD_DEPLOY_READY_DIR": str(svc.folder / READY_DIR),
+        # Always set, empty meaning off: whether the service wants tokens is the deployment's
+        # record, not whatever the shell that started gunicorn happened to export.
+        AUTH_URL_ENV: auth_url or "",
     }
     text = (
         "# Written by modelyard deploy; rewritten on every rollout, then gunicorn gets SIGHUP.\n"
@@ -178,9 +182,10 @@ def _alive(pid: int) -> bool:
 
 
 def rollout(ws: Workspace, name: str, version: ModelVersion, *, port: int, replicas: int,
-            timeout: float = 60.0) -> str:  # fmt: skip
+            timeout: float = 60.0, auth_url: str | None = None) -> str:  # fmt: skip
     """Serve ``version`` as ``name`` on ``port``: start gunicorn, or switch the running one.
-    Returns the base URL; raises :class:`RolloutFailed` (the old version still serving).
+    Returns the base URL; raises :class:`RolloutFailed` (the old version still serving). With
+    ``auth_url`` the workers require predict tokens of that team server.
 
     A switch is gunicorn's binary upgrade: ``SIGUSR2`` starts a second master on the same
     listening socket with the rewritten config; once all of its workers have loaded the new
@@ -197,7 +202,7 @@ def rollout(ws: Workspace, name: str, version: ModelVersion, *, port: int, repli
     old = svc.pid()
     if old is None:
         require_free_port(port)
-        _write_config(svc, version, model_dir, port, replicas)
+        _write_config(svc, version, model_dir, port, replicas, auth_url)
         master = _spawn_gunicorn(svc)
         if not wait_until(
             lambda: ready_workers(svc, master) >= replicas,
@@ -210,7 +215,7 @@ def rollout(ws: Workspace, name: str, version: ModelVersion, *, port: int, repli
                                 f"{tail}", tail)  # fmt: skip
         return url
     previous = svc.config.read_text()
-    _write_config(svc, version, model_dir, port, replicas)
+    _write_config(svc, version, model_dir, port, replicas, auth_url)
     os.kill(old, signal.SIGUSR2)
     new: list[int] = []
 

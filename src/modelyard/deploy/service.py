@@ -5,6 +5,11 @@ switch and stop what serves; this module decides what to run, records it, and tu
 rollout into a failed revision with the replica's last log lines while the previous revision
 keeps serving. :func:`redeploy` is the one place that picks a target's rollout for an existing
 deployment (rollbacks and the monitor's retrains both go through it).
+
+A deployment's ``auth_url`` (predict tokens required by every replica) is part of its record, so
+every later rollout — a new version, a rollback, a retrain — keeps it. modelyard itself never
+needs a token for a deployed server: readiness and rollout checks, ``deployments status`` and the
+monitor read only the routes a server leaves open (health, model metadata, ``/metrics``).
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ class DeploymentStatus:
     @property
     def healthy(self) -> bool:
         return bool(self.replicas) and all(r.ready for r in self.replicas)
+
+    @property
+    def auth_url(self) -> str | None:
+        """The team server whose predict tokens the replicas require (None: no tokens)."""
+        return recorded_auth_url(self.deployment)
 
     @property
     def request_rate(self) -> float | None:
@@ -84,6 +94,18 @@ def _exclusive(ws: Workspace, name: str, *, ttl_s: float) -> Iterator[None]:
         ws.store.monitoring.release_lease(key, holder)
 
 
+def recorded_auth_url(dep: Deployment | None) -> str | None:
+    """The auth URL ``dep`` was last rolled out with (None: its prediction routes are open)."""
+    value = (dep.config or {}).get("auth_url") if dep is not None else None
+    return value if isinstance(value, str) and value else None
+
+
+def _auth_url(requested: str | None, existing: Deployment | None) -> str | None:
+    """``None`` keeps what the deployment has, so a rollout that does not mention tokens never
+    opens a service that required them; ``""`` turns them off."""
+    return recorded_auth_url(existing) if requested is None else requested or None
+
+
 def _deploy(ws: Workspace, spec: DeploySpec, version: ModelVersion) -> Deployment:
     repo = ws.store.deployments
     existing = repo.find(spec.name)
@@ -98,9 +120,11 @@ def _deploy(ws: Workspace, spec: DeploySpec, version: ModelVersion) -> Deploymen
             "port (stop it first to move it)"
         )
     image_ref, image_digest = _image_of(version, spec.target)
+    auth_url = _auth_url(spec.auth_url, existing)
     if existing is None:
         _precheck_port(spec)
-        repo.create(spec.name, spec.target, port=spec.port, replicas=spec.replicas, config={})
+        repo.create(spec.name, spec.target, port=spec.port, replicas=spec.replicas,
+                    config={"auth_url": auth_url})  # fmt: skip
     rev = repo.add_revision(
         spec.name,
         model_name=version.name,
@@ -111,7 +135,7 @@ def _deploy(ws: Workspace, spec: DeploySpec, version: ModelVersion) -> Deploymen
     )
     repo.add_event(spec.name, "rollout", f"revision {rev.revision}: {version.ref}")
     try:
-        config = _rollout(ws, spec, version, image_ref)
+        config = _rollout(ws, spec, version, image_ref, auth_url)
     except RolloutFailed as exc:
         repo.finish_revision(spec.name, rev.revision, ok=False, detail=exc.logs or str(exc))
         repo.add_event(spec.name, "failed", str(exc))
@@ -122,7 +146,7 @@ def _deploy(ws: Workspace, spec: DeploySpec, version: ModelVersion) -> Deploymen
         raise
     # Merged, not replaced: settings recorded by others (log_dir, registry) outlive a rollout.
     previous = existing.config if existing is not None and existing.config else {}
-    repo.update(spec.name, port=spec.port, config={**previous, **config})
+    repo.update(spec.name, port=spec.port, config={**previous, **config, "auth_url": auth_url})
     done = repo.finish_revision(spec.name, rev.revision, ok=True)
     repo.add_event(spec.name, "ready", f"revision {rev.revision} serving {version.ref}")
     ws.store.lineage.add("model_version", version.ref, "deployment", spec.name, "deployed_as")
@@ -146,14 +170,17 @@ def _image_of(version: ModelVersion, target: str) -> tuple[str | None, str | Non
 
 
 def _rollout(
-    ws: Workspace, spec: DeploySpec, version: ModelVersion, image_ref: str | None
+    ws: Workspace,
+    spec: DeploySpec,
+    version: ModelVersion,
+    image_ref: str | None,
+    auth_url: str | None,
 ) -> dict[str, object]:
     if spec.target == LOCAL:
         from modelyard.deploy import local
 
-        local.rollout(
-            ws, spec.name, version, port=spec.port, replicas=spec.replicas, timeout=spec.timeout_s
-        )
+        local.rollout(ws, spec.name, version, port=spec.port, replicas=spec.replicas,
+                      timeout=spec.timeout_s, auth_url=auth_url)  # fmt: skip
         return {"state_dir": str(local.service(ws, spec.name).folder)}
     from modelyard.deploy import docker
 
@@ -169,6 +196,7 @@ def _rollout(
         replicas=spec.replicas,
         timeout=spec.timeout_s,
         log_dir=log_dir,
+        auth_url=auth_url,
     )
 
 
@@ -228,7 +256,8 @@ def redeploy(
     api: object | None = None,
 ) -> Deployment:
     """Roll model ``ref`` out as the existing deployment ``name``, the way it is deployed now:
-    same target, port and replicas, and on Kubernetes the same namespace and autoscaling.
+    same target, port, replicas and auth URL, and on Kubernetes the same namespace and
+    autoscaling.
 
     The one place that picks the rollout path for an existing deployment, so a rollback and the
     monitor's retrain cannot drift apart from each other or from ``deploy``. ``timeout_s``
@@ -239,6 +268,7 @@ def redeploy(
 
     ws = resolve_workspace(workspace)
     dep = ws.store.deployments.get(name)
+    auth_url = recorded_auth_url(dep) or ""  # explicit: this rollout keeps tokens on or off
     if dep.target == KUBERNETES:
         config = dep.config or {}
         plan = deploy_kubernetes(
@@ -250,6 +280,7 @@ def redeploy(
             max_replicas=_int_or_none(config.get("max_replicas")),
             cpu_target=_int_or_none(config.get("cpu_target")) or 70,
             timeout_s=timeout_s or 300,
+            auth_url=auth_url,
             api=api,
             workspace=ws,
         )
@@ -262,6 +293,7 @@ def redeploy(
         port=dep.port or 8080,
         replicas=dep.replicas,
         timeout_s=timeout_s or 90.0,
+        auth_url=auth_url,
     )
     return deploy(spec, workspace=ws)
 
@@ -389,18 +421,26 @@ def deploy_kubernetes(
     max_replicas: int | None = None,
     cpu_target: int = 70,
     timeout_s: float = 300,
+    auth_url: str | None = None,
     dry_run: bool = False,
     api: object | None = None,
     workspace: Workspace | None = None,
 ) -> KubernetesPlan:
     """Render the manifests for ``ref``'s pushed image and (unless ``dry_run``) apply them
-    with the rollout watched; the outcome is recorded like any other target's."""
+    with the rollout watched; the outcome is recorded like any other target's. ``auth_url``
+    is as in :class:`DeploySpec`: the pods require that team server's predict tokens, ``None``
+    keeps what the deployment has, ``""`` turns tokens off."""
     from modelyard.deploy import kubernetes as kube
+    from modelyard.deploy.spec import AUTH_URL_ENV, check_auth_url
     from modelyard.models import resolve
     from modelyard.packaging.dockerfile import lineage_labels
     from modelyard.workspace import resolve as resolve_workspace
 
+    if auth_url:
+        check_auth_url(auth_url, KUBERNETES)
     ws = resolve_workspace(workspace)
+    found = ws.store.deployments.find(name)
+    auth_url = _auth_url(auth_url, found if found and found.target == KUBERNETES else None)
     version = resolve(ref, ws)
     if version.image_ref is None or version.image_digest is None:
         raise DeployError(
@@ -418,6 +458,7 @@ def deploy_kubernetes(
         max_replicas=max_replicas,
         cpu_target=cpu_target,
         labels=lineage_labels(ws, version),
+        env={AUTH_URL_ENV: auth_url} if auth_url else {},
     )
     manifests = kube.render_manifests(spec)
     if dry_run:
@@ -428,6 +469,7 @@ def deploy_kubernetes(
         "min_replicas": min_replicas,
         "max_replicas": max_replicas,
         "cpu_target": cpu_target,
+        "auth_url": auth_url,
     }
     repo = ws.store.deployments
     with _exclusive(ws, name, ttl_s=timeout_s + 300):

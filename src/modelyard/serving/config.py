@@ -58,7 +58,7 @@ class ServeConfig:
         if not 0 <= self.auth_ttl_s <= 3600:
             raise ConfigError("serve config auth_ttl_s must be between 0 and 3600 seconds")
         if self.auth_url is not None:
-            _check_auth_url(self.auth_url)
+            check_auth_url(self.auth_url)
 
     def to_env(self) -> dict[str, str]:
         """Environment for worker processes, which rebuild the config with :meth:`from_env`."""
@@ -98,22 +98,24 @@ class ServeConfig:
         return cls(**kwargs)  # type: ignore[arg-type]
 
 
-def _check_auth_url(url: str) -> None:
-    """An http(s) base URL of a team server. Credentials in it would be sent along with every
-    check and would show in logs, so they are refused rather than stripped."""
+def check_auth_url(url: str, what: str = "serve config auth_url") -> str:
+    """An http(s) base URL of a team server; returns its host. Credentials in it would be sent
+    along with every check and would show in logs, so they are refused rather than stripped.
+    ``what`` names the setting in the error (deploy checks its ``--auth-url`` with this too)."""
     from urllib.parse import urlsplit
 
     try:
         parts = urlsplit(url)
         host = parts.hostname
+        parts.port  # noqa: B018  (raises on a port that is not a number, or out of range)
     except ValueError as exc:
-        raise ConfigError(f"serve config auth_url is not a URL: {exc}") from None
+        raise ConfigError(f"{what} is not a URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not host:
         raise ConfigError(
-            "serve config auth_url must be the team server's http(s) URL, "
-            "like http://modelyard.internal:5500"
+            f"{what} must be the team server's http(s) URL, like http://modelyard.internal:5500"
         )
     if parts.username is not None or parts.password is not None:
-        raise ConfigError("serve config auth_url must not hold credentials")
+        raise ConfigError(f"{what} must not hold credentials")
     if parts.query or parts.fragment:
-        raise ConfigError("serve config auth_url must not have a query or fragment")
+        raise ConfigError(f"{what} must not have a query or fragment")
+    return host
