@@ -35,7 +35,7 @@ test: $(STAMP) services lint
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	@echo "Each benchmark is one command; see benchmarks/README.md"
+	@echo "Each benchmark is one command in benchmarks/; see the Performance section of README.md"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
