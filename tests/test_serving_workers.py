@@ -31,16 +31,9 @@ from modelyard.serving.metrics import (
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _models import churn_pipeline
+from conftest_remote import free_port
 
 ROW = {"a": 0.1, "b": 0.2, "c": 0.3, "city": "x"}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
@@ -86,7 +79,7 @@ class Server:
 def _start(tmp_path: Path, workers: int, user_dir: Path) -> Server:
     model, frame = churn_pipeline()
     save_model(model, tmp_path / "model", input_example=frame[:5])
-    port = _free_port()
+    port = free_port()
     server_tmp = tmp_path / "server-tmp"
     server_tmp.mkdir()
     env = dict(os.environ)

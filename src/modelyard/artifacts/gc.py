@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelyard.errors import ArtifactError, InvalidParameter, UsageError
+from modelyard.processes import pid_alive
 
 if TYPE_CHECKING:
     from modelyard.artifacts.local import LocalArtifactStore
@@ -183,23 +184,13 @@ def _restore_aside(artifacts: LocalArtifactStore) -> None:
     one); this run then judges them like any other."""
     for aside in (artifacts.root / "tmp").glob("gc-*"):
         match = re.fullmatch(r"gc-([0-9a-f]{64})-(\d+)", aside.name)
-        if match is None or (int(match[2]) != os.getpid() and _alive(int(match[2]))):
+        if match is None or (int(match[2]) != os.getpid() and pid_alive(int(match[2]))):
             continue  # not ours, or a collector still at work
         with contextlib.suppress(FileExistsError, FileNotFoundError):
             blob = artifacts.path(f"sha256:{match[1]}")
             blob.parent.mkdir(parents=True, exist_ok=True)
             os.link(aside, blob)
         aside.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove(artifacts: LocalArtifactStore, blob: Path, cutoff: float) -> bool:

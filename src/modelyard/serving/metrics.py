@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.errors import ConfigError
+from modelyard.processes import pid_alive
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
@@ -218,18 +219,8 @@ def forget_dead_workers(path: Path) -> None:
     replaces a crashed worker and tells no one."""
     for file in path.glob("gauge_live*_*.db"):
         pid = file.stem.rpartition("_")[2]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             file.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager

@@ -296,12 +296,7 @@ class ActiveRun:
             raise InvalidParameter(
                 f"a run ends as one of {', '.join(_END_STATUSES)}, not {status!r}"
             )
-        with self._buffer_lock:
-            self._check_live()
-            self._ended = True
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
+        self._stop_recording()
         try:
             try:
                 self.flush()
@@ -318,17 +313,22 @@ class ActiveRun:
     def detach(self) -> None:
         """Stop recording from this process but leave the run open for another process to
         end: an Argo workflow's first pod starts the pipeline run, its exit handler ends it."""
+        self._stop_recording()
+        try:
+            self.flush()
+        finally:
+            if self._owns_workspace:
+                self.workspace.close()
+
+    def _stop_recording(self) -> None:
+        """No more logging from this process, and the heartbeat stopped (an ended run must not
+        look alive, nor a detached one be kept alive by a process that let go of it)."""
         with self._buffer_lock:
             self._check_live()
             self._ended = True
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
-        try:
-            self.flush()
-        finally:
-            if self._owns_workspace:
-                self.workspace.close()
 
     @property
     def ended(self) -> bool:
