@@ -140,6 +140,11 @@ def workspace(
     for key, value in workspace_env.items():
         monkeypatch.setenv(key, value)
     ws, _ = Workspace.init(root, environ=workspace_env)
+    if "MODELYARD_URL" in workspace_env:  # the remote variant must really go through the server
+        from modelyard.remote import RemoteArtifactStore, RemoteStore
+
+        assert isinstance(ws.store, RemoteStore)
+        assert isinstance(ws.artifacts, RemoteArtifactStore)
     monkeypatch.chdir(root)
     yield ws
     ws.close()

@@ -116,10 +116,17 @@ def _launch(
     root: Path,
     model: str,
     server: str,
-) -> tuple[subprocess.Popen[bytes], float, int]:
+) -> tuple[subprocess.Popen[bytes], float, int] | None:
+    """Start ``server`` for ``model``: (process, seconds to its first answer, port), or None
+    after saying why it did not start."""
     port = _port()
     cmd, extra_env = commands[server](model, port)
-    proc, cold = _start(cmd, dict(os.environ, **extra_env), port, root / f"{server}-{model}.log")
+    log = root / f"{server}-{model}.log"
+    try:
+        proc, cold = _start(cmd, dict(os.environ, **extra_env), port, log)
+    except RuntimeError as exc:
+        print(f"{model:3} {server:13} did not start: {exc}", flush=True)
+        return None
     return proc, cold, port
 
 
@@ -296,22 +303,20 @@ def main() -> None:
     for round_ in range(args.cold_starts):
         for model in names:
             for server in servers:
-                try:
-                    proc, cold, _ = _launch(commands, root, model, server)
-                except RuntimeError as exc:
-                    print(f"{model:3} {server:13} did not start: {exc}", flush=True)
+                launched = _launch(commands, root, model, server)
+                if launched is None:
                     continue
+                proc, cold, _ = launched
                 _stop(proc)
                 colds.setdefault((model, server), []).append(cold)
                 print(f"{model:3} {server:13} cold start #{round_ + 1}: {cold:.2f}s", flush=True)
     starts: dict[tuple[str, str], tuple[float, float, float]] = {}
     for model in names:
         for server in servers:
-            try:
-                proc, cold, port = _launch(commands, root, model, server)
-            except RuntimeError as exc:
-                print(f"{model:3} {server:13} did not start: {exc}", flush=True)
+            launched = _launch(commands, root, model, server)
+            if launched is None:
                 continue
+            proc, cold, port = launched
             times = sorted(colds.get((model, server), [cold]))
             starts[(model, server)] = (
                 statistics.median(times),

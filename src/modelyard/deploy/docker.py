@@ -191,7 +191,7 @@ def replica_run_args(
         "-p",
         f"127.0.0.1::{SERVE_PORT}",
         image,
-    ]  # fmt: skip
+    ]
 
 
 def _replica_ready(eng: DockerEngine, container: str, version: ModelVersion) -> str | None:

@@ -83,8 +83,14 @@ def service(ws: Workspace, name: str) -> LocalService:
     return LocalService(ws.state_dir / DEPLOY_DIR / validate_name(name, "deployment name"))
 
 
-def _write_config(svc: LocalService, version: ModelVersion, model_dir: Path, port: int,
-                  replicas: int, auth_url: str | None = None) -> None:  # fmt: skip
+def _write_config(
+    svc: LocalService,
+    version: ModelVersion,
+    model_dir: Path,
+    port: int,
+    replicas: int,
+    auth_url: str | None = None,
+) -> None:
     env = {
         "MODELYARD_SERVE_MODEL_DIR": str(model_dir),
         "MODELYARD_SERVE_NAME": version.name,
@@ -181,8 +187,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def rollout(ws: Workspace, name: str, version: ModelVersion, *, port: int, replicas: int,
-            timeout: float = 60.0, auth_url: str | None = None) -> str:  # fmt: skip
+def rollout(
+    ws: Workspace,
+    name: str,
+    version: ModelVersion,
+    *,
+    port: int,
+    replicas: int,
+    timeout: float = 60.0,
+    auth_url: str | None = None,
+) -> str:
     """Serve ``version`` as ``name`` on ``port``: start gunicorn, or switch the running one.
     Returns the base URL; raises :class:`RolloutFailed` (the old version still serving). With
     ``auth_url`` the workers require predict tokens of that team server.

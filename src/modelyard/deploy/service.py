@@ -123,8 +123,13 @@ def _deploy(ws: Workspace, spec: DeploySpec, version: ModelVersion) -> Deploymen
     auth_url = _auth_url(spec.auth_url, existing)
     if existing is None:
         _precheck_port(spec)
-        repo.create(spec.name, spec.target, port=spec.port, replicas=spec.replicas,
-                    config={"auth_url": auth_url})  # fmt: skip
+        repo.create(
+            spec.name,
+            spec.target,
+            port=spec.port,
+            replicas=spec.replicas,
+            config={"auth_url": auth_url},
+        )
     rev = repo.add_revision(
         spec.name,
         model_name=version.name,
@@ -179,8 +184,15 @@ def _rollout(
     if spec.target == LOCAL:
         from modelyard.deploy import local
 
-        local.rollout(ws, spec.name, version, port=spec.port, replicas=spec.replicas,
-                      timeout=spec.timeout_s, auth_url=auth_url)  # fmt: skip
+        local.rollout(
+            ws,
+            spec.name,
+            version,
+            port=spec.port,
+            replicas=spec.replicas,
+            timeout=spec.timeout_s,
+            auth_url=auth_url,
+        )
         return {"state_dir": str(local.service(ws, spec.name).folder)}
     from modelyard.deploy import docker
 

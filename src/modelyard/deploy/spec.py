@@ -67,11 +67,15 @@ def check_auth_url(url: str, target: str) -> str:
         raise InvalidParameter(exc.message) from None
     if target != LOCAL and _is_loopback(host):
         where, who, hint = (
-            ("a replica container's", "containers", ", or http://host.docker.internal:PORT when "
-             "it runs on this host (listening beyond loopback: modelyard server --host 0.0.0.0)")
+            (
+                "a replica container's",
+                "containers",
+                ", or http://host.docker.internal:PORT when "
+                "it runs on this host (listening beyond loopback: modelyard server --host 0.0.0.0)",
+            )
             if target == DOCKER
             else ("a pod's", "pods", "")
-        )  # fmt: skip
+        )
         raise InvalidParameter(
             f"auth URL {url!r} is a loopback address, and {where} loopback is itself: no "
             "replica could reach the team server, so every prediction would get 503. Give an "
