@@ -19,7 +19,7 @@ from modelyard.server.auth import (
     iter_routes,
     route_permission,
 )
-from modelyard.store.tokens import hash_token
+from modelyard.store.server import hash_token
 from modelyard.workspace import Workspace
 
 DIGEST = "sha256:" + "ab" * 32

@@ -325,7 +325,7 @@ def test_docker_replicas_get_the_auth_url_in_their_environment(tmp_path: Path) -
     from datetime import UTC, datetime
 
     from modelyard.deploy.docker import replica_run_args
-    from modelyard.store.registry_entities import ModelVersion
+    from modelyard.store.models_entities import ModelVersion
 
     version = ModelVersion(
         id=1, name="churn", version=2, digest="sha256:" + "d" * 64, flavor="sklearn",

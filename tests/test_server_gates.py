@@ -21,7 +21,7 @@ from conftest_remote import (  # noqa: F401 - fixtures used by name
 )
 from modelyard.cli.main import cli
 from modelyard.errors import Forbidden, GateFailed, NotFound
-from modelyard.store.registry_entities import ModelVersion
+from modelyard.store.models_entities import ModelVersion
 from modelyard.tracking import start_run
 from modelyard.workspace import Workspace
 

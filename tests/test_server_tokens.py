@@ -14,7 +14,7 @@ from conftest_remote import RunningServer, client_workspace, server  # noqa: F40
 from modelyard.cli.main import cli
 from modelyard.errors import Forbidden
 from modelyard.remote import RemoteStore
-from modelyard.store.tokens import hash_token
+from modelyard.store.server import hash_token
 
 
 def _client_env(

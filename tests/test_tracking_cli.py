@@ -87,7 +87,7 @@ def test_show_counts_metric_points_in_sql_without_loading_them(
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
-    from modelyard.store.runs import RunRepository
+    from modelyard.store.tracking import RunRepository
 
     with start_run(name="long") as run:
         for step in range(1500):

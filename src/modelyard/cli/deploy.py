@@ -9,7 +9,7 @@ import click
 from modelyard.cli._common import console, pass_workspace
 
 if TYPE_CHECKING:
-    from modelyard.store.deployments import Deployment
+    from modelyard.store.deploy import Deployment
     from modelyard.workspace import Workspace
 
 

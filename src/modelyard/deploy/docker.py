@@ -31,7 +31,7 @@ from modelyard.errors import EngineUnavailable, RolloutFailed
 
 if TYPE_CHECKING:
     from modelyard.images import DockerEngine
-    from modelyard.store.registry_entities import ModelVersion
+    from modelyard.store.models_entities import ModelVersion
 
 LABEL = "io.modelyard.deployment"
 ROLE = "io.modelyard.role"

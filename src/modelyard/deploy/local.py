@@ -24,7 +24,7 @@ from modelyard.deploy.spec import AUTH_URL_ENV
 from modelyard.errors import DeployError, RolloutFailed
 
 if TYPE_CHECKING:
-    from modelyard.store.registry_entities import ModelVersion
+    from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
 
 DEPLOY_DIR = "deployments"

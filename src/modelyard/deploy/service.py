@@ -24,8 +24,8 @@ from modelyard.errors import DeployError, RolloutFailed
 
 if TYPE_CHECKING:
     from modelyard.deploy.traffic import ReplicaHealth, TrafficStats
-    from modelyard.store.deployments import Deployment, DeploymentEvent
-    from modelyard.store.registry_entities import ModelVersion
+    from modelyard.store.deploy import Deployment, DeploymentEvent
+    from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
 
 
@@ -316,7 +316,7 @@ def _int_or_none(value: object) -> int | None:
 
 def stop(name: str, *, workspace: Workspace | None = None) -> Deployment:
     """Stop every replica (and the proxy) of ``name``; the record and history stay."""
-    from modelyard.store.deployments import STOPPED
+    from modelyard.store.deploy import STOPPED
     from modelyard.workspace import resolve as resolve_workspace
 
     ws = resolve_workspace(workspace)

@@ -50,7 +50,7 @@ from modelyard.models.serve import (
 )
 
 if TYPE_CHECKING:
-    from modelyard.store.registry_entities import (
+    from modelyard.store.models_entities import (
         AliasMove,
         Approval,
         ModelVersion,
@@ -64,9 +64,9 @@ def __getattr__(name: str) -> Any:
     # The store's values are re-exported lazily: importing them pulls in SQLAlchemy, which
     # `import modelyard.models` must not.
     if name in _ENTITIES:
-        from modelyard.store import registry_entities
+        from modelyard.store import models_entities
 
-        return getattr(registry_entities, name)
+        return getattr(models_entities, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -12,7 +12,7 @@ from modelyard.models.gates import GateReport, evaluate
 from modelyard.refs import validate_alias, validate_name
 
 if TYPE_CHECKING:
-    from modelyard.store.registry_entities import AliasMove, Approval, ModelVersion
+    from modelyard.store.models_entities import AliasMove, Approval, ModelVersion
     from modelyard.workspace import Workspace
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from modelyard.errors import NotFound
 
 if TYPE_CHECKING:
-    from modelyard.store.registry_entities import ModelVersion
+    from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
 
 Change = tuple[Any, Any]  # (left, right); None where one side has no value

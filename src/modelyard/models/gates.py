@@ -27,7 +27,7 @@ from modelyard.errors import ConfigError, InvalidParameter, NotFound
 from modelyard.refs import validate_alias
 
 if TYPE_CHECKING:
-    from modelyard.store.registry_entities import ModelVersion
+    from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
 
 _OPS: dict[str, Callable[[float, float], bool]] = {

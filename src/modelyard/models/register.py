@@ -11,7 +11,7 @@ from modelyard.models.log import logged_models, read_stored_meta
 from modelyard.refs import validate_name
 
 if TYPE_CHECKING:
-    from modelyard.store.registry_entities import ModelVersion
+    from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
 
 NODE_MODEL_VERSION = "model_version"

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from modelyard.models._common import parse_model_ref
 
 if TYPE_CHECKING:
-    from modelyard.store.registry_entities import ModelVersion
+    from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
 
 

@@ -18,7 +18,7 @@ from modelyard.hashing import digest_file
 if TYPE_CHECKING:
     from modelyard.artifacts.manifest import Manifest
     from modelyard.flavors import LoadedModel
-    from modelyard.store.registry_entities import ModelVersion
+    from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
 
 SERVING_DIR = "serving"

@@ -29,8 +29,8 @@ from modelyard.monitor.policy import ALERT, MonitorConfig, Policy, load_config
 
 if TYPE_CHECKING:
     from modelyard.monitor.retrain import RetrainPlan
-    from modelyard.store.deployments import Deployment
-    from modelyard.store.monitoring import MonitorReport
+    from modelyard.store.deploy import Deployment
+    from modelyard.store.monitor import MonitorReport
     from modelyard.workspace import Workspace
 
 logger = logging.getLogger("modelyard.monitor")

@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
     from modelyard.flavors import LoadedModel
     from modelyard.monitor.policy import MonitorConfig, Policy
-    from modelyard.store.deployments import Deployment
-    from modelyard.store.registry_entities import ModelVersion
+    from modelyard.store.deploy import Deployment
+    from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
 
 logger = logging.getLogger("modelyard.monitor")

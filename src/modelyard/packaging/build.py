@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from modelyard.images import DockerEngine, ImageInfo
-    from modelyard.store.registry_entities import ModelVersion
+    from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
 
 

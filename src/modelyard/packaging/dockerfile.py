@@ -21,7 +21,7 @@ from modelyard.errors import InvalidParameter
 
 if TYPE_CHECKING:
     from modelyard.images import BuildContext, ImageSpec, Wheelhouse
-    from modelyard.store.registry_entities import ModelVersion
+    from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"

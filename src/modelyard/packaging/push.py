@@ -20,7 +20,7 @@ from modelyard.errors import ImageError, NotFound, RegistryError
 
 if TYPE_CHECKING:
     from modelyard.images import DockerEngine
-    from modelyard.store.registry_entities import ModelVersion
+    from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
 
 _AUTH = re.compile(

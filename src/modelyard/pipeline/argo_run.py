@@ -27,7 +27,7 @@ from modelyard.pipeline.graph import Graph, build_graph
 from modelyard.pipeline.loader import load_pipeline
 from modelyard.pipeline.params import parse_assignments, resolve_params
 from modelyard.store.entities import RUN_RUNNING
-from modelyard.store.pipelines import (
+from modelyard.store.pipeline import (
     STEP_DONE,
     STEP_FAILED,
     STEP_FINISHED,

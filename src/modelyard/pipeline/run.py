@@ -24,7 +24,7 @@ from modelyard.pipeline.params import resolve_params
 from modelyard.pipeline.runners.base import Execution, Runner
 from modelyard.pipeline.serializers import StoredValue, dump
 from modelyard.pipeline.worker import TASK_FORMAT
-from modelyard.store.pipelines import (
+from modelyard.store.pipeline import (
     STEP_CACHED,
     STEP_DONE,
     STEP_FAILED,

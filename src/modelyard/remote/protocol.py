@@ -141,14 +141,14 @@ def repository_classes() -> dict[str, type]:
     import importlib
 
     modules = {
-        "datasets": ("modelyard.store.datasets", "DatasetRepository"),
-        "runs": ("modelyard.store.runs", "RunRepository"),
-        "lineage": ("modelyard.store.lineage", "LineageRepository"),
-        "models": ("modelyard.store.registry", "ModelRepository"),
-        "pipelines": ("modelyard.store.pipelines", "PipelineRepository"),
-        "deployments": ("modelyard.store.deployments", "DeploymentRepository"),
-        "monitoring": ("modelyard.store.monitoring", "MonitoringRepository"),
-        "tokens": ("modelyard.store.tokens", "TokenRepository"),
+        "datasets": ("modelyard.store.data", "DatasetRepository"),
+        "runs": ("modelyard.store.tracking", "RunRepository"),
+        "lineage": ("modelyard.store.tracking_lineage", "LineageRepository"),
+        "models": ("modelyard.store.models", "ModelRepository"),
+        "pipelines": ("modelyard.store.pipeline", "PipelineRepository"),
+        "deployments": ("modelyard.store.deploy", "DeploymentRepository"),
+        "monitoring": ("modelyard.store.monitor", "MonitoringRepository"),
+        "tokens": ("modelyard.store.server", "TokenRepository"),
     }
     found: dict[str, type] = {}
     for attr, (module, name) in modules.items():

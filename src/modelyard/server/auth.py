@@ -18,7 +18,7 @@ from starlette.requests import Request
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from modelyard.store.tokens import ApiToken
+    from modelyard.store.server import ApiToken
 
 Permission = Literal["read", "write", "admin", "predict"]
 Role = Literal["read", "write", "admin", "predict"]

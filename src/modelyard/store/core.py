@@ -80,14 +80,14 @@ class Store:
     """The metadata of one workspace. Build it with :meth:`open`; the constructor does no I/O."""
 
     def __init__(self, db: Database, url: str) -> None:
-        from modelyard.store.datasets import DatasetRepository
-        from modelyard.store.deployments import DeploymentRepository
-        from modelyard.store.lineage import LineageRepository
-        from modelyard.store.monitoring import MonitoringRepository
-        from modelyard.store.pipelines import PipelineRepository
-        from modelyard.store.registry import ModelRepository
-        from modelyard.store.runs import RunRepository
-        from modelyard.store.tokens import TokenRepository
+        from modelyard.store.data import DatasetRepository
+        from modelyard.store.deploy import DeploymentRepository
+        from modelyard.store.models import ModelRepository
+        from modelyard.store.monitor import MonitoringRepository
+        from modelyard.store.pipeline import PipelineRepository
+        from modelyard.store.server import TokenRepository
+        from modelyard.store.tracking import RunRepository
+        from modelyard.store.tracking_lineage import LineageRepository
 
         self.db = db
         self.url = url

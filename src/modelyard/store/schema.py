@@ -183,9 +183,9 @@ class LineageEdgeRow(Base):
 
 # Stage tables live in modules of their own; importing them here keeps Base.metadata complete.
 from modelyard.store import (  # noqa: E402, F401
-    schema_deploy,
-    schema_monitor,
-    schema_pipeline,
-    schema_registry,
-    schema_server,
+    deploy_schema,
+    models_schema,
+    monitor_schema,
+    pipeline_schema,
+    server_schema,
 )

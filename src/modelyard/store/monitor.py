@@ -18,8 +18,8 @@ from sqlalchemy import delete, or_, select, update
 
 from modelyard.errors import NotFound
 from modelyard.store.core import Database
+from modelyard.store.monitor_schema import MonitorActionRow, MonitorLeaseRow, MonitorReportRow
 from modelyard.store.schema import utcnow
-from modelyard.store.schema_monitor import MonitorActionRow, MonitorLeaseRow, MonitorReportRow
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from sqlalchemy import or_, select, update
 from modelyard.errors import InvalidParameter, NotFound
 from modelyard.store.core import Database
 from modelyard.store.schema import utcnow
-from modelyard.store.schema_server import ApiTokenRow
+from modelyard.store.server_schema import ApiTokenRow
 
 TOKEN_PREFIX = "myd_"
 TOKEN_ROLES = ("read", "write", "admin", "predict")

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from modelyard.errors import AlreadyExists, NotFound
 from modelyard.store.core import Database
+from modelyard.store.deploy_schema import DeploymentEventRow, DeploymentRevisionRow, DeploymentRow
 from modelyard.store.schema import utcnow
-from modelyard.store.schema_deploy import DeploymentEventRow, DeploymentRevisionRow, DeploymentRow
 
 # Deployment statuses: what the service as a whole is doing now.
 DEPLOYING = "deploying"

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from modelyard.errors import InvalidParameter, NotFound
 from modelyard.store.core import Database
-from modelyard.store.registry_entities import (
+from modelyard.store.models_entities import (
     MODEL_ACTIVE,
     MODEL_STATUSES,
     AliasMove,
@@ -18,8 +18,7 @@ from modelyard.store.registry_entities import (
     ModelVersion,
     RegisteredModel,
 )
-from modelyard.store.schema import utcnow
-from modelyard.store.schema_registry import (
+from modelyard.store.models_schema import (
     ModelAliasHistoryRow,
     ModelAliasRow,
     ModelApprovalRow,
@@ -27,6 +26,7 @@ from modelyard.store.schema_registry import (
     ModelVersionTagRow,
     RegisteredModelRow,
 )
+from modelyard.store.schema import utcnow
 
 T = TypeVar("T")
 

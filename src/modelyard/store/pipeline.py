@@ -11,8 +11,8 @@ from sqlalchemy import select, update
 
 from modelyard.errors import InvalidReference, NotFound
 from modelyard.store.core import Database
+from modelyard.store.pipeline_schema import PipelineCacheRow, PipelineRunRow, PipelineStepRow
 from modelyard.store.schema import utcnow
-from modelyard.store.schema_pipeline import PipelineCacheRow, PipelineRunRow, PipelineStepRow
 
 STEP_PENDING = "pending"
 STEP_RUNNING = "running"
