@@ -306,3 +306,77 @@ def test_a_runner_that_breaks_mid_step_leaves_no_running_step_run(
     steps = sqlite_workspace.store.runs.search(pipeline="one", parent_id=run.id)
     assert [s.status for s in steps] == ["failed"]
     assert "went away" in (steps[0].error or "")
+
+
+SEES_ITS_WORKSPACE = """
+import os
+import time
+from pathlib import Path
+
+from modelyard.pipeline import Pipeline, step
+from modelyard.workspace import Workspace, current, resolve
+
+RENDEZVOUS = Path({rendezvous!r})
+
+
+def _seen(name: str) -> dict:
+    # Wait until every step of both pipelines is running, so they overlap for certain.
+    (RENDEZVOUS / (current().root.name + "-" + name)).touch()
+    deadline = time.monotonic() + 60
+    while len(list(RENDEZVOUS.iterdir())) < {peers}:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the other steps never started")
+        time.sleep(0.01)
+    return {{
+        "find": str(Workspace.find().root),
+        "resolve": str(resolve(None).root),
+        "current": str(current().root),
+        "environ": os.environ.get("MODELYARD_WORKSPACE"),
+    }}
+
+def _step(name: str):
+    def sees() -> dict:
+        return _seen(name)
+
+    return step(name=name, cache=False)(sees)
+
+pipeline = Pipeline("sees", [_step(name) for name in "abcd"])
+"""
+
+
+def test_parallel_in_process_steps_see_their_workspace_and_leave_the_environment(
+    sqlite_workspace: Workspace, tmp_path: Path
+) -> None:
+    """Found on main: with ``-j 2`` one in-process step saw ``MODELYARD_WORKSPACE`` missing,
+    and afterwards the host kept every ``MODELYARD_*`` variable. Two pipelines in two
+    workspaces run at once, each with ``-j 4``: all eight steps overlap, each sees its own
+    workspace (none through the environment), and ``os.environ`` is unchanged to the byte."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    other, _ = Workspace.init(tmp_path / "other", environ={})
+    rendezvous = tmp_path / "rendezvous"
+    rendezvous.mkdir()
+    source = SEES_ITS_WORKSPACE.format(rendezvous=str(rendezvous), peers=8)
+    before = dict(os.environb)
+    with other, ThreadPoolExecutor(2) as pool:
+        runs = {
+            ws.root: pool.submit(
+                run_pipeline,
+                _write(ws, "sees.py", source),
+                workspace=ws,
+                jobs=4,
+                runner=InProcessRunner(),
+            )
+            for ws in (sqlite_workspace, other)
+        }
+        for ws in (sqlite_workspace, other):
+            result = runs[ws.root].result()
+            assert result.status == "finished", result.error
+            for name in "abcd":
+                digest = (result.step(name).outputs or {})[name]["digest"]
+                seen = json.loads(ws.artifacts.get_bytes(digest))
+                root = str(ws.root)
+                assert seen == {"find": root, "resolve": root, "current": root, "environ": None}
+    assert len(list(rendezvous.iterdir())) == 8
+    assert dict(os.environb) == before

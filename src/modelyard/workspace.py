@@ -1,11 +1,17 @@
 """The workspace: a folder with ``modelyard.toml`` (or ``[tool.modelyard]`` in pyproject.toml)
 and its ``.modelyard/`` state folder. It is the project object every command is handed; it opens
-the metadata store and the artifact store lazily, on first use."""
+the metadata store and the artifact store lazily, on first use.
+
+Code that is not handed one (a pipeline step calling ``modelyard.data.add(...)``) finds the
+*current* workspace: the one made current with ``with ws.use():`` in this thread or asyncio task
+(a :class:`~contextvars.ContextVar`, never ``os.environ``), else the folder it runs in."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +21,8 @@ from modelyard.errors import WorkspaceNotFound
 if TYPE_CHECKING:
     from modelyard.artifacts import LocalArtifactStore
     from modelyard.store import Store
+
+_CURRENT: ContextVar[Workspace | None] = ContextVar("modelyard_workspace", default=None)
 
 _CONFIG_TEMPLATE = """\
 # modelyard workspace configuration. Every key can be overridden by an environment variable.
@@ -54,7 +62,11 @@ class Workspace:
     @classmethod
     def find(cls, start: Path | None = None, environ: Mapping[str, str] | None = None) -> Workspace:
         """The workspace containing ``start`` (default: the current folder), searched upwards
-        like git. ``MODELYARD_WORKSPACE`` names one explicitly."""
+        like git. ``MODELYARD_WORKSPACE`` names one explicitly. Inside ``with ws.use():`` (and
+        no argument given) it is a new handle on that workspace, with its settings."""
+        here_and_now = current()
+        if start is None and environ is None and here_and_now is not None:
+            return cls(here_and_now.settings)
         env = os.environ if environ is None else environ
         if start is None and env.get("MODELYARD_WORKSPACE"):
             explicit = Path(env["MODELYARD_WORKSPACE"]).resolve()
@@ -120,6 +132,16 @@ class Workspace:
                 self._artifacts = LocalArtifactStore(self.settings.artifact_root)
         return self._artifacts
 
+    @contextmanager
+    def use(self) -> Iterator[Workspace]:
+        """Make this the current workspace of the code inside the block, in this thread or
+        asyncio task only (other threads, and the process environment, are untouched)."""
+        token = _CURRENT.set(self)
+        try:
+            yield self
+        finally:
+            _CURRENT.reset(token)
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
@@ -139,6 +161,14 @@ def is_workspace(folder: Path) -> bool:
     return has_config(folder)
 
 
+def current() -> Workspace | None:
+    """The workspace made current by :meth:`Workspace.use` here, if any."""
+    return _CURRENT.get()
+
+
 def resolve(workspace: Workspace | None) -> Workspace:
-    """The given workspace, or the one around the current folder."""
-    return workspace if workspace is not None else Workspace.find()
+    """The given workspace, else the current one (:meth:`Workspace.use`), else the one around
+    the current folder."""
+    if workspace is not None:
+        return workspace
+    return current() or Workspace.find()

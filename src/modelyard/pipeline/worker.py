@@ -29,12 +29,17 @@ Task file::
       "result_path": "/abs/ws/.modelyard/pipeline-runs/<run>/<step>/attempt-1/result.json"
     }
 
-The worker sets ``MODELYARD_WORKSPACE``, ``MODELYARD_STORE_URL`` and ``MODELYARD_ARTIFACT_ROOT``
-from the task, imports the pipeline file, reads the inputs, calls the step function, writes each
-output to the artifact store and then writes the *result file* atomically (temp file + rename)::
+The worker makes the task's workspace current (``with ws.use():``, see
+:mod:`modelyard.workspace`), imports the pipeline file, reads the inputs, calls the step
+function, writes each output to the artifact store and then writes the *result file*
+atomically (temp file + rename)::
 
     {"outputs": {"model": {"digest": "sha256:…", "serializer": "skops"}}}           # success
     {"outputs": {}, "error": {"type": "ValueError", "message": "…", "traceback": "…"}}
+
+As a subprocess (``main``), and only there, it also sets ``MODELYARD_WORKSPACE``,
+``MODELYARD_STORE_URL`` and ``MODELYARD_ARTIFACT_ROOT`` in its own environment, for the processes
+a step starts. The in-process runner never touches its host's environment.
 
 Exit status: 0 on success, 1 when the step failed (the result file says why), 2 when the task
 file itself is unusable. A worker that dies without a result file (SIGKILL, OOM, a container
@@ -57,10 +62,13 @@ import sys
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelyard.pipeline.context import StepContext, activate
 from modelyard.pipeline.serializers import StoredValue, dump, load
+
+if TYPE_CHECKING:
+    from modelyard.workspace import Workspace
 
 TASK_FORMAT = 1
 EXIT_OK = 0
@@ -99,78 +107,30 @@ def write_result(path: Path, result: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def execute_task(task: Mapping[str, Any]) -> dict[str, Any]:
-    """Run the step a task describes and return the result document (never raises for a step
-    failure). Shared by the subprocess entry point and the in-process runner.
-
-    While the step runs, ``MODELYARD_*`` point at the task's workspace (so a step calling
-    ``modelyard.data.add(...)`` without a workspace finds it); they are put back afterwards, so
-    the in-process runner leaves its host process's environment as it found it."""
-    keys = ("MODELYARD_WORKSPACE", "MODELYARD_STORE_URL", "MODELYARD_ARTIFACT_ROOT")
-    saved = {key: os.environ.get(key) for key in keys}
-    try:
-        return _execute_task(task)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _execute_task(task: Mapping[str, Any]) -> dict[str, Any]:
-    from modelyard.pipeline.graph import build_graph
-    from modelyard.pipeline.loader import load_pipeline
-    from modelyard.workspace import Workspace
-
-    env = {
+def task_environment(task: Mapping[str, Any]) -> dict[str, str]:
+    """The ``MODELYARD_*`` variables that point at the task's workspace."""
+    return {
         "MODELYARD_WORKSPACE": str(task["workspace_root"]),
         "MODELYARD_STORE_URL": str(task["store_url"]),
         "MODELYARD_ARTIFACT_ROOT": str(task["artifact_root"]),
     }
-    os.environ.update(env)
-    ws = Workspace.at(Path(task["workspace_root"]), {**os.environ, **env})
+
+
+def execute_task(task: Mapping[str, Any]) -> dict[str, Any]:
+    """Run the step a task describes and return the result document (never raises for a step
+    failure). Shared by the subprocess entry point and the in-process runner.
+
+    While the step runs, the task's workspace is the current one (``Workspace.use``), so a step
+    calling ``modelyard.data.add(...)`` without a workspace finds it. That is a context
+    variable: steps running in parallel threads each see their own, and ``os.environ`` is
+    neither read for it nor changed."""
+    from modelyard.workspace import Workspace
+
+    ws = Workspace.at(Path(task["workspace_root"]), {**os.environ, **task_environment(task)})
     ctx = StepContext(ws, task.get("run_id"), str(task["step"]))
     try:
-        graph = build_graph(load_pipeline(Path(task["pipeline_file"]), task.get("pipeline")))
-        node = graph.nodes.get(str(task["step"]))
-        if node is None:
-            raise LookupError(f"pipeline {graph.pipeline.name!r} has no step {task['step']!r}")
-        spec = node.spec
-        scratch = Path(task["scratch_dir"]) / "inputs"
-        kwargs: dict[str, Any] = {}
-        for arg, doc in dict(task["inputs"]).items():
-            stored = StoredValue.from_json(doc)
-            producer = graph.nodes.get(node.inputs.get(arg, ""))
-            if stored.serializer == "pickle" and (producer is None or not producer.spec.pickle):
-                # The serializer name arrives in the task (on Argo, in workflow parameters);
-                # only the pipeline's own code may say a value is a pickle.
-                raise PermissionError(
-                    f"input {arg!r} is marked as a pickle, but the step producing it did not "
-                    "declare @step(pickle=True); refusing to unpickle it"
-                )
-            kwargs[arg] = load(
-                stored,
-                artifacts=ws.artifacts,
-                scratch=scratch / arg,
-                resolve_dataset=ctx.resolve_dataset,
-            )
-        kwargs.update(dict(task["params"]))
-        with activate(ctx):
-            returned = spec.fn(**kwargs)
-        values = _split_outputs(spec.name, spec.outputs, returned)
-        outputs = {
-            name: dump(
-                value,
-                step=spec.name,
-                output=name,
-                artifacts=ws.artifacts,
-                allow_pickle=spec.pickle,
-            ).to_json()
-            for name, value in values.items()
-        }
-        ctx.flush()
-        return {"outputs": outputs}
+        with ws.use():
+            return _run_step(task, ws, ctx)
     except (Exception, SystemExit) as exc:  # the step's own failure, reported, not raised
         return {
             "outputs": {},
@@ -182,6 +142,51 @@ def _execute_task(task: Mapping[str, Any]) -> dict[str, Any]:
         }
     finally:
         ws.close()
+
+
+def _run_step(task: Mapping[str, Any], ws: Workspace, ctx: StepContext) -> dict[str, Any]:
+    from modelyard.pipeline.graph import build_graph
+    from modelyard.pipeline.loader import load_pipeline
+
+    graph = build_graph(load_pipeline(Path(task["pipeline_file"]), task.get("pipeline")))
+    node = graph.nodes.get(str(task["step"]))
+    if node is None:
+        raise LookupError(f"pipeline {graph.pipeline.name!r} has no step {task['step']!r}")
+    spec = node.spec
+    scratch = Path(task["scratch_dir"]) / "inputs"
+    kwargs: dict[str, Any] = {}
+    for arg, doc in dict(task["inputs"]).items():
+        stored = StoredValue.from_json(doc)
+        producer = graph.nodes.get(node.inputs.get(arg, ""))
+        if stored.serializer == "pickle" and (producer is None or not producer.spec.pickle):
+            # The serializer name arrives in the task (on Argo, in workflow parameters);
+            # only the pipeline's own code may say a value is a pickle.
+            raise PermissionError(
+                f"input {arg!r} is marked as a pickle, but the step producing it did not "
+                "declare @step(pickle=True); refusing to unpickle it"
+            )
+        kwargs[arg] = load(
+            stored,
+            artifacts=ws.artifacts,
+            scratch=scratch / arg,
+            resolve_dataset=ctx.resolve_dataset,
+        )
+    kwargs.update(dict(task["params"]))
+    with activate(ctx):
+        returned = spec.fn(**kwargs)
+    values = _split_outputs(spec.name, spec.outputs, returned)
+    outputs = {
+        name: dump(
+            value,
+            step=spec.name,
+            output=name,
+            artifacts=ws.artifacts,
+            allow_pickle=spec.pickle,
+        ).to_json()
+        for name, value in values.items()
+    }
+    ctx.flush()
+    return {"outputs": outputs}
 
 
 def _split_outputs(step: str, names: tuple[str, ...], returned: Any) -> dict[str, Any]:
@@ -222,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"modelyard worker: {exc}", file=sys.stderr)
         return EXIT_BAD_TASK
     os.chdir(task["workspace_root"])
+    # This process is the step's own: the processes it starts inherit its workspace.
+    os.environ.update(task_environment(task))
     result = execute_task(task)
     write_result(Path(task["result_path"]), result)
     if "error" in result:
