@@ -56,6 +56,8 @@ fi
 SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 if bash "$SCRIPTS_DIR/docker.sh"; then
   bash "$SCRIPTS_DIR/registry.sh" || log "registries not available; their tests will skip (or fail under CI)"
+  # The base and proxy images, with a budget of their own (not inside one test's timeout).
+  bash "$SCRIPTS_DIR/images.sh" || log "test images not built; the first test needing them builds them"
 else
   log "Docker engine not available; docker tests will skip (or fail under CI)"
 fi

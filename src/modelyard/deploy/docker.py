@@ -111,7 +111,10 @@ def ensure_proxy_image(image: str = DEFAULT_PROXY_IMAGE, engine: DockerEngine | 
     """The HAProxy image, made from Debian packages the first time (reused after)."""
     from modelyard.images import build_base_image
 
-    build_base_image(image, packages=PROXY_PACKAGES, engine=_engine(engine))
+    # Tagged only once haproxy runs in it: an interrupted build never leaves a tag behind.
+    build_base_image(
+        image, packages=PROXY_PACKAGES, engine=_engine(engine), checks=[("haproxy", "-v")]
+    )
     return image
 
 

@@ -19,6 +19,7 @@ from modelyard.errors import ImageBuildFailed, InvalidParameter
 from modelyard.images import validate as v
 from modelyard.images.build import ImageInfo, image_info
 from modelyard.images.engine import DockerEngine
+from modelyard.images.verify import PYTHON_CHECK, TINI_CHECK, Check, failed_check, tag_verified
 from modelyard.units import format_size
 
 DEFAULT_BASE_TAG = "modelyard/base:py3.11-bookworm"
@@ -110,6 +111,7 @@ def build_base_image(
     engine: DockerEngine | None = None,
     progress: Callable[[str], None] | None = None,
     environ: Mapping[str, str] | None = None,
+    checks: Sequence[Check] = (),
 ) -> ImageInfo:
     """Make ``tag`` from Debian packages with mmdebstrap + ``docker import``.
 
@@ -117,6 +119,11 @@ def build_base_image(
     label records it): a base changes only when its recipe does, so every image built on it keeps
     its cached layers. ``packages`` adds Debian packages (e.g. libgomp1
     for scikit-learn) — the offline way to get system libraries into images.
+
+    The tarball is imported untagged; the image gets ``tag`` only after Python, tini and every
+    program in ``checks`` run in it (:mod:`modelyard.images.verify`). An existing tag that no
+    longer passes those checks (an interrupted build of an older modelyard left it empty, say)
+    is rebuilt with a message.
     """
     v.check_image_ref("base image tag", tag)
     suite = suite or suite_for_python(python)
@@ -126,20 +133,22 @@ def build_base_image(
     engine = engine or DockerEngine.from_env(environ)
     engine.ping()
     recipe = ",".join(sorted(set(wanted)))
+    all_checks = [PYTHON_CHECK, TINI_CHECK, *(tuple(c) for c in checks)]
+    say = progress or (lambda _msg: None)
     if not rebuild and engine.image_exists(tag):
         existing = image_info(engine, tag)
-        if (existing.labels or {}).get(PACKAGES_LABEL) == recipe:
+        if (existing.labels or {}).get(PACKAGES_LABEL) != recipe:
+            say(f"{tag} exists but was made of other packages than {recipe}; rebuilding it")
+        elif (why := failed_check(engine, tag, all_checks)) is not None:
+            say(f"{tag} exists but does not run ({why}); rebuilding it")
+        else:
             return existing
-        (progress or (lambda _msg: None))(
-            f"{tag} exists but was made of other packages than {recipe}; rebuilding it"
-        )
     mmdebstrap = shutil.which("mmdebstrap")
     if mmdebstrap is None:
         raise ImageBuildFailed(
             "mmdebstrap is not installed: it makes the base image from Debian packages "
             "(apt-get install mmdebstrap, or run scripts/docker.sh)"
         )
-    say = progress or (lambda _msg: None)
     sources = apt_sources(suite, mirror=mirror)
     say(f"installing {', '.join(wanted)} from {sources[0].split()[1]} ({suite})")
     cmd = [
@@ -167,7 +176,7 @@ def build_base_image(
     import_args = ["import"]
     for change in changes:
         import_args += ["--change", change]
-    import_args += ["-", tag]
+    import_args.append("-")  # untagged: the tag comes after the checks pass
     started = time.perf_counter()
     env = {**os.environ, **(environ or {})}
     with subprocess.Popen(
@@ -186,13 +195,17 @@ def build_base_image(
         err = debootstrap.stderr.read().decode(errors="replace")
         out, import_err = docker.communicate()
         code = debootstrap.wait()
+    image_id = out.decode(errors="replace").strip() if docker.returncode == 0 else ""
     if code != 0:
+        if image_id:  # docker imported whatever part of the tarball arrived: never keep it
+            engine.run(["image", "rm", image_id], check=False)
         tail = "\n".join(f"  {line}" for line in err.strip().splitlines()[-15:])
         raise ImageBuildFailed(f"mmdebstrap failed (exit {code}) building {tag}:\n{tail}", err)
-    if docker.returncode != 0:
+    if not image_id:
         raise ImageBuildFailed(
             f"docker import of {tag} failed: {import_err.decode(errors='replace').strip()}"
         )
+    tag_verified(engine, image_id, (tag,), all_checks, what=f"base image {tag}")
     info = image_info(engine, tag, build_seconds=time.perf_counter() - started)
     say(f"built {tag} ({info.id[:19]}, {format_size(info.size)})")
     return info

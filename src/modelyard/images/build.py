@@ -14,6 +14,7 @@ from modelyard.errors import ImageBuildFailed, WheelhouseError
 from modelyard.images import validate as v
 from modelyard.images.context import ImageSpec, write_context
 from modelyard.images.engine import DockerEngine
+from modelyard.images.verify import entrypoint_checks, tag_verified
 from modelyard.images.wheelhouse import Wheelhouse
 
 _STEP = re.compile(r"^Step \d+/\d+ : ")
@@ -73,6 +74,9 @@ def build_image(
     ``progress`` receives each build step (``Step 3/14 : RUN …``) as it starts. A failure raises
     :class:`ImageBuildFailed` with the log's tail in the message and the whole log on ``.log``;
     a package pip cannot find offline raises :class:`WheelhouseError` naming it.
+
+    The image is built untagged and gets ``tag`` (and ``extra_tags``) only once its entrypoint
+    runs (see :mod:`modelyard.images.verify`): an interrupted or broken build never holds a tag.
     """
     engine = engine or DockerEngine.from_env()
     for ref in (tag, *extra_tags):
@@ -82,9 +86,7 @@ def build_image(
     engine.ping()
     with tempfile.TemporaryDirectory(prefix="modelyard-build-") as tmp:
         iidfile = Path(tmp) / "iid"
-        args = ["build", "--iidfile", str(iidfile), "--rm", "--force-rm", "-t", tag]
-        for extra in extra_tags:
-            args += ["-t", extra]
+        args = ["build", "--iidfile", str(iidfile), "--rm", "--force-rm"]
         if not network:
             args += ["--network", "none"]
         if no_cache:
@@ -102,6 +104,9 @@ def build_image(
     log = "\n".join(line for line in lines if not _is_cli_noise(line))
     if code != 0 or not image_id:
         raise _build_error(tag, log)
+    entrypoint = ((engine.inspect_image(image_id) or {}).get("Config") or {}).get("Entrypoint")
+    checks = entrypoint_checks(entrypoint)
+    tag_verified(engine, image_id, (tag, *extra_tags), checks, what=f"image {tag}")
     return image_info(engine, image_id, build_seconds=elapsed)
 
 
