@@ -9,7 +9,8 @@ code raises these and knows nothing of HTTP or terminals.
     │   ├── InvalidName                           a name that could escape a folder or is empty
     │   ├── InvalidReference                      not NAME, NAME@VERSION, NAME@ALIAS, NAME@sha256:…
     │   ├── InvalidParameter                      a parameter name or value that does not fit
-    │   │   └── UnsafeDockerfileValue             a value that could inject into a Dockerfile
+    │   │   ├── UnsafeDockerfileValue             a value that could inject into a Dockerfile
+    │   │   └── PayloadTooLarge                   a request or upload over a configured cap
     │   └── InvalidInput                          a prediction request not fitting the signature
     ├── NotFound                                  an unknown name, version, run or digest
     ├── AlreadyExists
@@ -22,7 +23,8 @@ code raises these and knows nothing of HTTP or terminals.
     │   ├── StoreUnavailable                      cannot connect
     │   └── StoreVersionError                     database schema newer than this code
     ├── ArtifactError                             the artifact store
-    │   └── CorruptArtifact                       bytes on disk do not match their digest
+    │   ├── CorruptArtifact                       bytes on disk do not match their digest
+    │   └── InsufficientStorage                   not enough free space for a write
     ├── DataError                                 a dataset that cannot be read or profiled
     ├── GateFailed                                a promotion refused by its gate's checks
     ├── RunError                                  tracked-run misuse (logging to a finished run)
@@ -73,6 +75,10 @@ class InvalidParameter(UsageError):
 
 
 class UnsafeDockerfileValue(InvalidParameter):
+    pass
+
+
+class PayloadTooLarge(InvalidParameter):
     pass
 
 
@@ -136,6 +142,10 @@ class CorruptArtifact(ArtifactError):
             f"artifact {digest} is corrupted: its bytes no longer match the digest{extra}"
         )
         self.digest = digest
+
+
+class InsufficientStorage(ArtifactError):
+    pass
 
 
 class DataError(ModelyardError):
@@ -207,12 +217,14 @@ __all__ = [
     "GateFailed",
     "ImageBuildFailed",
     "ImageError",
+    "InsufficientStorage",
     "InvalidInput",
     "InvalidName",
     "InvalidParameter",
     "InvalidReference",
     "ModelyardError",
     "NotFound",
+    "PayloadTooLarge",
     "PipelineDefinitionError",
     "PipelineError",
     "RunError",

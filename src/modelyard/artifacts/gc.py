@@ -9,6 +9,10 @@ profiled, a run that crashed before ``log_artifact`` recorded anything). A blob 
   it records the reference, so a blob written a moment ago may be referenced a moment from now.
   Storing content again refreshes its age (see :mod:`modelyard.artifacts.local`).
 
+Upload parts (``uploads/*.part``, the bytes of a team-server upload not yet complete) are
+removed when nothing appended to them for ``upload_grace_s`` (default a day): a client can resume
+an upload within that time. The team server also removes them when it starts.
+
 A blob to remove is first renamed out of the way and its age checked again, so a writer that
 stored the same content between the look and the removal keeps it (or finds it gone and writes
 it again). The artifacts of a team server belong to the server's workspace: a client refuses to
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
     from modelyard.workspace import Workspace
 
 DEFAULT_GRACE_S = 3600.0
+DEFAULT_UPLOAD_GRACE_S = 86400.0
 _MANIFEST_HEAD = b'{"files":'  # canonical manifests (sorted keys) start so
 _JSON_LIMIT = 1_000_000  # other JSON blobs are searched for digests up to this size
 _DIGEST = re.compile(rb"sha256:[0-9a-f]{64}")
@@ -52,6 +57,8 @@ class GCResult:
     recent_bytes: int
     removed: int
     removed_bytes: int
+    parts_removed: int = 0  # stale upload parts
+    parts_removed_bytes: int = 0
 
 
 def collect_garbage(
@@ -59,15 +66,20 @@ def collect_garbage(
     *,
     grace_s: float = DEFAULT_GRACE_S,
     dry_run: bool = False,
+    upload_grace_s: float = DEFAULT_UPLOAD_GRACE_S,
 ) -> GCResult:
     """Remove the unreferenced blobs older than ``grace_s`` seconds from the workspace's
-    artifact folder (with ``dry_run``, only count them)."""
+    artifact folder, and upload parts untouched for ``upload_grace_s`` (with ``dry_run``, only
+    count them)."""
     from modelyard.workspace import resolve
 
-    if grace_s < 0:
-        raise InvalidParameter(f"the grace period cannot be negative (got {grace_s})")
+    if grace_s < 0 or upload_grace_s < 0:
+        raise InvalidParameter(
+            f"a grace period cannot be negative (got {min(grace_s, upload_grace_s)})"
+        )
     ws = resolve(workspace)
     artifacts = _local_artifacts(ws)
+    parts, parts_bytes = collect_stale_parts(artifacts.root, upload_grace_s, dry_run=dry_run)
     cutoff = time.time() - grace_s
     if not dry_run:
         _restore_aside(artifacts)
@@ -97,7 +109,32 @@ def collect_garbage(
         recent_bytes=recent_bytes,
         removed=removed,
         removed_bytes=removed_bytes,
+        parts_removed=parts,
+        parts_removed_bytes=parts_bytes,
     )
+
+
+def collect_stale_parts(
+    root: Path, grace_s: float = DEFAULT_UPLOAD_GRACE_S, *, dry_run: bool = False
+) -> tuple[int, int]:
+    """Remove the upload parts under ``root/uploads`` that nothing appended to for
+    ``grace_s`` seconds; returns (count, bytes)."""
+    cutoff = time.time() - grace_s
+    count = size = 0
+    for part in (root / "uploads").glob("*.part"):
+        try:
+            st = part.lstat()
+        except FileNotFoundError:
+            continue
+        if st.st_mtime > cutoff:
+            continue
+        if not dry_run:
+            try:
+                part.unlink()
+            except FileNotFoundError:
+                continue
+        count, size = count + 1, size + st.st_size
+    return count, size
 
 
 def discard_unreferenced(ws: Workspace, digests: Iterable[str], *, stored_at: float) -> int:
@@ -216,4 +253,11 @@ def _remove(artifacts: LocalArtifactStore, blob: Path, cutoff: float) -> bool:
     return True
 
 
-__all__ = ["DEFAULT_GRACE_S", "GCResult", "collect_garbage", "discard_unreferenced"]
+__all__ = [
+    "DEFAULT_GRACE_S",
+    "DEFAULT_UPLOAD_GRACE_S",
+    "GCResult",
+    "collect_garbage",
+    "collect_stale_parts",
+    "discard_unreferenced",
+]

@@ -52,8 +52,15 @@ def _blobs(count: int, size: int) -> str:
     help="Keep unreferenced blobs younger than this: a write in progress stores its blob "
     "before it records it.",
 )
+@click.option(
+    "--upload-grace",
+    type=Duration(),
+    default="1d",
+    show_default=True,
+    help="Remove a team server's interrupted upload parts untouched for this long.",
+)
 @pass_workspace
-def gc(ws: Workspace, dry_run: bool, grace: float) -> None:
+def gc(ws: Workspace, dry_run: bool, grace: float, upload_grace: float) -> None:
     """Remove the artifact blobs that no dataset, run, model, pipeline or monitor record refers
     to (folder manifests are followed), and print what was freed.
 
@@ -61,7 +68,7 @@ def gc(ws: Workspace, dry_run: bool, grace: float) -> None:
     """
     from modelyard.artifacts.gc import collect_garbage
 
-    result = collect_garbage(ws, grace_s=grace, dry_run=dry_run)
+    result = collect_garbage(ws, grace_s=grace, dry_run=dry_run, upload_grace_s=upload_grace)
     removed = _blobs(result.removed, result.removed_bytes)
     lines = [
         f"referenced:   {_blobs(result.kept, result.kept_bytes)}, kept",
@@ -71,4 +78,8 @@ def gc(ws: Workspace, dry_run: bool, grace: float) -> None:
         if dry_run
         else f"removed:      {removed} freed",
     ]
+    if result.parts_removed:
+        size = format_size(result.parts_removed_bytes)
+        verb = "would remove" if dry_run else "removed"
+        lines.append(f"{verb}: {result.parts_removed} stale upload part(s) ({size})")
     click.echo("\n".join(lines))

@@ -21,9 +21,23 @@ from modelyard.workspace import Workspace
     help="Require a token of the team server at URL (role predict, write or admin) on the "
     "prediction routes; health and /metrics stay open.",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer requests for this Host name (repeatable). By default a loopback or "
+    "specific --host answers only its own names, 0.0.0.0 any.",
+)
 @pass_workspace
 def serve(
-    ws: Workspace, ref: str, host: str, port: int, workers: int, auth_url: str | None
+    ws: Workspace,
+    ref: str,
+    host: str,
+    port: int,
+    workers: int,
+    auth_url: str | None,
+    allowed_hosts: tuple[str, ...],
 ) -> None:
     """Serve model version REF (churn@production, churn@3…) over HTTP.
 
@@ -39,5 +53,7 @@ def serve(
         f"with {workers} worker(s); predictions logged to {plan.prediction_dir}"
         + (f"; prediction routes need a token of {auth_url}" if auth_url else "")
     )
-    options = {"auth_url": auth_url} if auth_url else {}
+    options: dict[str, object] = {"auth_url": auth_url} if auth_url else {}
+    if allowed_hosts:
+        options["allowed_hosts"] = allowed_hosts
     serve_plan(plan, host=host, port=port, workers=workers, **options)

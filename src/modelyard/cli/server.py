@@ -23,17 +23,57 @@ _DURATION = re.compile(r"^(\d+)([hdw])\Z")
     is_flag=True,
     help="Accept requests without a token on ANY interface. Anyone who can reach it is admin.",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer requests for this Host name (repeatable; '*' for any). By default only "
+    "the bind's own names are answered (loopback: 127.0.0.1, localhost, ::1).",
+)
+@click.option(
+    "--max-body-bytes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Largest JSON request body (default 32 MiB).",
+)
+@click.option(
+    "--max-upload-bytes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Largest artifact upload (default 64 GiB).",
+)
 @pass_workspace
-def server(ws: Workspace, host: str, port: int, no_auth: bool, insecure_no_auth: bool) -> None:
+def server(
+    ws: Workspace,
+    host: str,
+    port: int,
+    no_auth: bool,
+    insecure_no_auth: bool,
+    allowed_hosts: tuple[str, ...],
+    max_body_bytes: int | None,
+    max_upload_bytes: int | None,
+) -> None:
     """Serve this workspace to a team: REST API (/openapi.json) and dashboard (/ui/).
 
     Clients use it with MODELYARD_URL=http://HOST:PORT and MODELYARD_TOKEN=<token>. The first
     start prints a one-time admin token; create more with 'modelyard tokens create'.
     """
+    import os
+
     import uvicorn
 
-    from modelyard.server import AuthConfig, create_app
-    from modelyard.server.launch import bootstrap_admin, check_bind
+    from modelyard.httpguard import allowed_hosts_for_bind, header_deadline_protocol
+    from modelyard.server import AuthConfig, ServerLimits, create_app
+    from modelyard.server.launch import bootstrap_admin, check_bind, collect_stale_uploads
+    from modelyard.server.limits import extra_hosts
+
+    section = ws.settings.section("server")
+    limits = ServerLimits.read(
+        section, os.environ, max_body_bytes=max_body_bytes, max_upload_bytes=max_upload_bytes
+    )
+    extra = [*extra_hosts(section, os.environ), *allowed_hosts]
+    limits = limits.with_hosts(allowed_hosts_for_bind(host, extra))
 
     authenticate = check_bind(host, no_auth=no_auth, insecure_no_auth=insecure_no_auth)
     if authenticate:
@@ -49,9 +89,17 @@ def server(ws: Workspace, host: str, port: int, no_auth: bool, insecure_no_auth:
             )
     elif not no_auth or insecure_no_auth:
         err_console().print(f"WARNING: serving {host}:{port} WITHOUT authentication")
-    app = create_app(ws, auth=AuthConfig() if authenticate else None)
+    app = create_app(ws, auth=AuthConfig() if authenticate else None, limits=limits)
+    collect_stale_uploads(ws)
     console().print(f"modelyard server for {ws.root} on http://{host}:{port}")
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        http=header_deadline_protocol(limits.header_timeout_s),
+    )
 
 
 @click.group()

@@ -50,7 +50,13 @@ class _DrainingServer(Server):
 
 
 class DrainingUvicornWorker(UvicornWorker):  # type: ignore[misc]
-    """``worker_class = "modelyard.deploy.gunicorn_worker.DrainingUvicornWorker"``."""
+    """``worker_class = "modelyard.deploy.gunicorn_worker.DrainingUvicornWorker"``, with the
+    request-head deadline of :mod:`modelyard.httpguard`."""
+
+    CONFIG_KWARGS = {
+        **UvicornWorker.CONFIG_KWARGS,
+        "http": "modelyard.httpguard:HeaderDeadlineHTTP",
+    }
 
     async def _serve(self) -> None:
         # Same as UvicornWorker._serve, with the draining server.

@@ -5,5 +5,6 @@ from __future__ import annotations
 
 from modelyard.server.app import create_app
 from modelyard.server.auth import AuthConfig, Principal, public, require
+from modelyard.server.limits import ServerLimits
 
-__all__ = ["AuthConfig", "Principal", "create_app", "public", "require"]
+__all__ = ["AuthConfig", "Principal", "ServerLimits", "create_app", "public", "require"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelyard.server.auth import DEFAULT_AUTH, AuthConfig, check_routes, public
+from modelyard.server.limits import ServerLimits
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -25,13 +26,17 @@ def create_app(
     *,
     auth: AuthConfig | None = DEFAULT_AUTH,
     static_dir: Path | None = None,
+    limits: ServerLimits | None = None,
 ) -> FastAPI:
     """The server's ASGI app. ``auth=None`` turns authentication off (every caller is an
-    admin): only for loopback development, which ``modelyard server`` enforces."""
+    admin): only for loopback development, which ``modelyard server`` enforces. ``limits``
+    (default :class:`ServerLimits`, which allows any ``Host``) are enforced before any route
+    runs."""
     from fastapi import FastAPI
 
     from modelyard import __version__
     from modelyard.server import errors, routers
+    from modelyard.server import limits as server_limits
 
     app = FastAPI(
         title="modelyard",
@@ -41,7 +46,9 @@ def create_app(
     )
     app.state.workspace = workspace
     app.state.auth = auth
+    app.state.limits = limits or ServerLimits()
     errors.install(app)
+    server_limits.install(app, app.state.limits)
 
     @app.get("/api/health", tags=["server"], dependencies=[public()])
     def health() -> dict[str, Any]:

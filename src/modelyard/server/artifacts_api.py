@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
@@ -25,7 +26,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
-from modelyard.errors import ArtifactError, CorruptArtifact, InvalidParameter, NotFound
+from modelyard.errors import (
+    ArtifactError,
+    CorruptArtifact,
+    InsufficientStorage,
+    InvalidParameter,
+    NotFound,
+    PayloadTooLarge,
+)
 from modelyard.hashing import CHUNK_SIZE, digest_file, hex_of
 from modelyard.server.auth import require
 
@@ -105,10 +113,33 @@ def router() -> APIRouter:
         store = _artifacts(request)
         if store.read_only:
             raise ArtifactError("the server's artifact store is read-only")
+        _check_announced(request, store, size, offset)
         async with locks.hold(digest):
             return await _receive(request, store, digest, size, offset)
 
     return api
+
+
+def _check_announced(request: Request, store: LocalArtifactStore, size: int, offset: int) -> None:
+    """Refuse before reading: an upload over the server's cap, a body longer than what is
+    left of the announced size, or a size the disk cannot hold."""
+    limit: int = request.app.state.limits.max_upload_bytes
+    if size > limit:
+        raise PayloadTooLarge(f"an upload of {size} bytes is over this server's limit of {limit}")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > size - offset:
+        raise PayloadTooLarge(
+            f"a body of {length} bytes does not fit the {max(size - offset, 0)} bytes left of "
+            f"the announced {size}"
+        )
+    existing = store.root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # the artifact folder is made by the first write
+    free = shutil.disk_usage(existing).free
+    if size - offset > free:
+        raise InsufficientStorage(
+            f"the server has {free} bytes free, not the {size - offset} this upload needs"
+        )
 
 
 class _DigestLocks:

@@ -36,6 +36,8 @@ ROLE_GRANTS: Final[dict[str, frozenset[str]]] = {
 }
 
 TOKEN_HEADER = "authorization"
+# Where the guard leaves the caller it authenticated before reading a body (server.limits).
+EARLY_PRINCIPAL: Final = "modelyard.principal"
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,9 @@ def authenticate(request: Request) -> Principal:
     auth: AuthConfig | None = request.app.state.auth
     if auth is None:
         return ANONYMOUS_ADMIN
+    early: Principal | None = request.scope.get(EARLY_PRINCIPAL)
+    if early is not None:
+        return early
     header = request.headers.get(TOKEN_HEADER, "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():

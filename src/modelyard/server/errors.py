@@ -27,6 +27,8 @@ STATUS: Final[tuple[tuple[type[errors.ModelyardError], int], ...]] = (
     (Unauthorized, 401),
     (Forbidden, 403),
     (errors.GateFailed, 409),
+    (errors.PayloadTooLarge, 413),
+    (errors.InsufficientStorage, 507),
     (errors.UsageError, 422),
     (errors.NotFound, 404),
     (errors.AlreadyExists, 409),

@@ -48,3 +48,14 @@ def bootstrap_admin(ws: Workspace) -> Bootstrap:
         return Bootstrap(None)
     _, secret = tokens.create(INITIAL_ADMIN_NAME, "admin", created_by="modelyard server")
     return Bootstrap(secret)
+
+
+def collect_stale_uploads(ws: Workspace) -> int:
+    """At start: remove upload parts nothing appended to for a day (an upload resumes within
+    that time); ``modelyard gc`` does the same on demand. Returns how many were removed."""
+    from modelyard.artifacts.gc import collect_stale_parts
+
+    if ws.settings.server_url or ws.artifacts.read_only:
+        return 0
+    count, _ = collect_stale_parts(ws.artifacts.root)
+    return count

@@ -40,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="require a predict token of the team server at this URL on the prediction routes",
     )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=None,
+        help="also answer this Host name (repeatable); a loopback or specific --host answers "
+        "only its own names otherwise, 0.0.0.0 any",
+    )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
@@ -53,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             "batching": False if args.no_batching else None,
             "allow_pickle": True if args.allow_pickle else None,
             "auth_url": args.auth_url,
+            "allowed_hosts": tuple(args.allowed_host) if args.allowed_host else None,
         }
         from dataclasses import replace
 

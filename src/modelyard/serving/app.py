@@ -23,6 +23,7 @@ import orjson
 
 from modelyard.errors import FlavorError, InvalidInput
 from modelyard.flavors.meta import INPUT_EXAMPLE_FILE
+from modelyard.httpguard import BodyPolicy, Guard, allowed_hosts_for_bind
 from modelyard.serving.config import ServeConfig
 from modelyard.serving.decode import Batch, Decoder
 from modelyard.serving.handlers import HTTPError, handle
@@ -71,6 +72,7 @@ class ModelServer:
             from modelyard.serving.auth import TokenVerifier
 
             self.auth = TokenVerifier(config.auth_url, ttl_s=config.auth_ttl_s)
+        self._http = _guard(self, config)
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -231,7 +233,27 @@ class ModelServer:
             return
         if scope["type"] != "http":
             return
-        await handle(self, scope, receive, send)
+        await self._http(scope, receive, send)
+
+
+def _guard(server: ModelServer, config: ServeConfig) -> Guard:
+    """Host allow-list, body deadline and (for feedback, read whole) JSON depth before the
+    handlers run; the handlers enforce the body cap themselves as they read."""
+    hosts = allowed_hosts_for_bind(config.bind_host, config.allowed_hosts)
+    streamed = BodyPolicy(config.max_body_bytes, buffered=False)
+    buffered = BodyPolicy(config.max_body_bytes, buffered=True)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await handle(server, scope, receive, send)
+
+    return Guard(
+        app,
+        allowed_hosts=hosts,
+        policy=lambda path: buffered if path == "/v1/feedback" else streamed,
+        body_timeout_s=config.body_timeout_s,
+        max_json_depth=config.max_json_depth,
+        render=lambda status, message: orjson.dumps({"error": message}),
+    )
 
 
 def create_app(

@@ -23,6 +23,12 @@ class ServeConfig:
     ``auth_url``: the team server whose tokens the prediction routes require (None: open);
     ``auth_ttl_s`` is how long a verified token is trusted before it is checked again, so a
     revocation takes effect within that time (see :mod:`modelyard.serving.auth`).
+
+    Limits before work (:mod:`modelyard.httpguard`): a request head must arrive within
+    ``header_timeout_s``, a body within ``body_timeout_s``; feedback JSON may nest at most
+    ``max_json_depth`` levels. ``bind_host`` is the address the server listens on (set by the
+    runner): a loopback or specific bind answers only its own ``Host`` names plus
+    ``allowed_hosts``; a wildcard bind (the default, as in model images) answers any.
     """
 
     max_body_bytes: int = 8 * 1024 * 1024
@@ -41,6 +47,11 @@ class ServeConfig:
     graceful_timeout_s: float = 30.0
     auth_url: str | None = None
     auth_ttl_s: float = 30.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_json_depth: int = 64
+    bind_host: str = ""
+    allowed_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in (
@@ -50,10 +61,17 @@ class ServeConfig:
             "log_queue_size",
             "log_segment_bytes",
             "workers",
+            "max_json_depth",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"serve config {name} must be at least 1")
-        if self.max_wait_ms < 0 or self.log_segment_seconds <= 0 or self.log_flush_seconds <= 0:
+        if (
+            self.max_wait_ms < 0
+            or self.log_segment_seconds <= 0
+            or self.log_flush_seconds <= 0
+            or self.header_timeout_s <= 0
+            or self.body_timeout_s <= 0
+        ):
             raise ConfigError("serve config times must be positive")
         if not 0 <= self.auth_ttl_s <= 3600:
             raise ConfigError("serve config auth_ttl_s must be between 0 and 3600 seconds")
@@ -65,6 +83,8 @@ class ServeConfig:
         env = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "allowed_hosts":
+                value = ",".join(value) or None
             if value is not None:
                 env[ENV_PREFIX + f.name.upper()] = str(value)
         return env
@@ -81,6 +101,10 @@ class ServeConfig:
                     kwargs[f.name] = Path(raw)
                 elif f.name == "auth_url":
                     kwargs[f.name] = raw or None  # set but empty: no auth, as if unset
+                elif f.name == "bind_host":
+                    kwargs[f.name] = raw
+                elif f.name == "allowed_hosts":
+                    kwargs[f.name] = tuple(h.strip() for h in raw.split(",") if h.strip())
                 elif f.name in ("batching", "allow_nan", "allow_pickle"):
                     kwargs[f.name] = raw.lower() in ("1", "true", "yes", "on")
                 elif f.name in (
@@ -89,6 +113,8 @@ class ServeConfig:
                     "log_flush_seconds",
                     "graceful_timeout_s",
                     "auth_ttl_s",
+                    "header_timeout_s",
+                    "body_timeout_s",
                 ):
                     kwargs[f.name] = float(raw)
                 else:

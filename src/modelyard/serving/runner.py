@@ -30,9 +30,10 @@ def serve(
     """
     import uvicorn
 
+    from modelyard.httpguard import HEADER_TIMEOUT_ENV, header_deadline_protocol
     from modelyard.serving.metrics import multiprocess_metrics, single_process_metrics
 
-    config = config or ServeConfig()
+    config = replace(config or ServeConfig(), bind_host=host)
     if workers is not None:
         config = replace(config, workers=workers)
     common = {
@@ -50,9 +51,11 @@ def serve(
 
         hide_unused_libraries(Path(model_dir))
         app = create_app(Path(model_dir), name=name, version=version, config=config)
-        uvicorn.Server(uvicorn.Config(app, **common)).run()  # type: ignore[arg-type]
+        http = header_deadline_protocol(config.header_timeout_s)
+        uvicorn.Server(uvicorn.Config(app, http=http, **common)).run()  # type: ignore[arg-type]
         return
     os.environ.update(config.to_env())
+    os.environ[HEADER_TIMEOUT_ENV] = str(config.header_timeout_s)
     os.environ["MODELYARD_SERVE_MODEL_DIR"] = str(Path(model_dir).resolve())
     os.environ["MODELYARD_SERVE_NAME"] = name
     os.environ["MODELYARD_SERVE_VERSION"] = str(version)
@@ -61,5 +64,6 @@ def serve(
             "modelyard.serving.app:create_app_from_env",
             factory=True,
             workers=config.workers,
+            http="modelyard.httpguard:HeaderDeadlineHTTP",
             **common,  # type: ignore[arg-type]
         )
