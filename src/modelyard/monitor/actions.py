@@ -6,6 +6,14 @@ the workspace allows it (``allow_private_webhooks = true``, or the host / a netw
 it listed in ``webhook_allow``). Every address the host resolves to is checked, and the request
 is then sent to the checked address itself, so a DNS answer that changes between the check and
 the request cannot redirect it.
+
+"Private" covers every spelling: IPv4 literals in decimal, octal or hex (``2130706433``,
+``0x7f.1``, ``0177.0.0.1``, read as the C library reads them), and IPv6 addresses that embed an
+IPv4 one (mapped ``::ffff:127.0.0.1``, compatible ``::7f00:1``, translated, 6to4 ``2002::/16``,
+NAT64 ``64:ff9b::/96``, Teredo) are judged by the address they embed; CGNAT ``100.64/10``,
+unique-local ``fc00::/7`` and the cloud metadata addresses (``169.254.169.254``,
+``fd00:ec2::254``) are not public. A redirect is followed only when it keeps the POST (307/308),
+at most three times, and each new location is checked like the first.
 """
 
 from __future__ import annotations
@@ -18,8 +26,8 @@ import socket
 import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Final
+from urllib.parse import urljoin, urlsplit
 
 from modelyard.errors import ConfigError
 
@@ -66,9 +74,13 @@ def check_webhook_url(
     if parts.username or parts.password:
         raise ConfigError(f"webhook {_redact(url)!r} must not carry credentials in the URL")
     host = parts.hostname
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        addresses = list(resolver(host, port))
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise ConfigError(f"webhook {_redact(url)!r} has an invalid port") from None
+    literal = _ipv4_literal(host)
+    try:
+        addresses = [literal] if literal is not None else list(resolver(host, port))
     except (OSError, UnicodeError) as exc:
         raise ConfigError(f"webhook host {host!r} does not resolve: {exc}") from None
     if not addresses:
@@ -89,10 +101,41 @@ def check_webhook_url(
     return WebhookTarget(url, parts.scheme, host, port, path, addresses[0])
 
 
-def post_json(target: WebhookTarget, body: Mapping[str, Any], *, timeout: float = 10.0) -> int:
+def _ipv4_literal(host: str) -> str | None:
+    """A host written as an IPv4 address in any form the C library accepts (``2130706433``,
+    ``0x7f.1``, ``0177.0.0.1``), as a dotted quad; None for anything else."""
+    if not host or not all(ch in "0123456789abcdefxABCDEFX." for ch in host):
+        return None
+    try:
+        return socket.inet_ntoa(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
+MAX_REDIRECTS: Final = 3
+
+
+def post_json(
+    target: WebhookTarget,
+    body: Mapping[str, Any],
+    *,
+    timeout: float = 10.0,
+    recheck: Callable[[str], WebhookTarget] | None = None,
+) -> int:
     """POST ``body`` as JSON to the vetted address; the HTTP status (raises OSError on network
-    failure). TLS still verifies the certificate against the host name."""
+    failure). TLS still verifies the certificate against the host name. A 307/308 redirect is
+    followed (at most :data:`MAX_REDIRECTS`) only through ``recheck``, which vets the new
+    location as the first one was; without it, the redirect status is returned."""
     payload = json.dumps(body, default=str).encode()
+    for _ in range(MAX_REDIRECTS + 1):
+        status, location = _post_once(target, payload, timeout)
+        if status not in (307, 308) or location is None or recheck is None:
+            return status
+        target = recheck(urljoin(target.url, location))
+    raise OSError(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _post_once(target: WebhookTarget, payload: bytes, timeout: float) -> tuple[int, str | None]:
     headers = {
         "Host": target.host if target.port in (80, 443) else f"{target.host}:{target.port}",
         "Content-Type": "application/json",
@@ -107,7 +150,7 @@ def post_json(target: WebhookTarget, body: Mapping[str, Any], *, timeout: float 
         conn.request("POST", target.path, body=payload, headers=headers)
         response = conn.getresponse()
         response.read()
-        return response.status
+        return response.status, response.getheader("location")
     finally:
         conn.close()
 
@@ -134,10 +177,13 @@ def send_alert(
     if webhook is None:
         return AlertResult(False, None, None)
     try:
-        target = check_webhook_url(
-            webhook, allow_private=allow_private, allow=allow, resolver=resolver
-        )
-        status = post_json(target, body, timeout=timeout)
+
+        def vet(url: str) -> WebhookTarget:
+            return check_webhook_url(
+                url, allow_private=allow_private, allow=allow, resolver=resolver
+            )
+
+        status = post_json(vet(webhook), body, timeout=timeout, recheck=vet)
     except ConfigError as exc:
         logger.error("alert webhook refused: %s", exc.message)
         return AlertResult(False, None, exc.message)
@@ -164,10 +210,40 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
 
 
 def _is_public(address: IPAddress) -> bool:
-    mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:
-        address = mapped
-    return bool(address.is_global) and not address.is_multicast
+    """Global unicast, and so is every IPv4 address it embeds: an IPv6 form of 127.0.0.1 or
+    169.254.169.254 (mapped, compatible, translated, 6to4, NAT64) is what it embeds."""
+    if not address.is_global or address.is_multicast:
+        return False
+    return all(_is_public(inner) for inner in embedded_ipv4(address))
+
+
+_NAT64: Final = (
+    ipaddress.ip_network("64:ff9b::/96"),  # the well-known prefix (RFC 6052)
+    ipaddress.ip_network("64:ff9b:1::/48"),  # local-use NAT64 (RFC 8215)
+)
+_IPV4_COMPATIBLE: Final = ipaddress.ip_network("::/96")  # deprecated, still routed by some stacks
+_IPV4_TRANSLATED: Final = ipaddress.ip_network("::ffff:0:0:0/96")  # SIIT (RFC 2765)
+_SIX_TO_FOUR: Final = ipaddress.ip_network("2002::/16")
+
+
+def embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (none for an IPv4 address)."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    value = int(address)
+    low32 = ipaddress.IPv4Address(value & 0xFFFFFFFF)
+    found = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if address in _IPV4_COMPATIBLE or address in _IPV4_TRANSLATED:
+        found.append(low32)
+    if any(address in net for net in _NAT64):
+        found.append(low32)
+    if address in _SIX_TO_FOUR:
+        found.append(ipaddress.IPv4Address((value >> 80) & 0xFFFFFFFF))
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    return found
 
 
 def _kind(address: IPAddress) -> str:
