@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from modelyard import validation
 from modelyard.errors import InvalidName, InvalidReference
 from modelyard.hashing import is_digest
 
@@ -19,26 +20,13 @@ LATEST = "latest"
 
 
 def validate_name(name: str, kind: str = "name") -> str:
-    """Return ``name`` if it is safe to use as a path segment, tag or URL segment."""
-    if not isinstance(name, str) or not name:
-        raise InvalidName(f"{kind} must not be empty")
-    if name in {".", ".."} or ".." in name or "/" in name or "\\" in name:
-        raise InvalidName(f"{kind} {name!r} must not contain '/', '\\' or '..'")
-    if not _NAME_RE.fullmatch(name):
-        raise InvalidName(
-            f"{kind} {name!r} may use letters, digits, '.', '_' and '-', must start with a "
-            "letter or digit and be at most 128 characters"
-        )
-    return name
+    """Return ``name`` if it is safe to use as a path segment, tag or URL segment (the rule
+    of :func:`modelyard.validation.name`)."""
+    return validation.name(name, kind)
 
 
 def validate_alias(alias: str) -> str:
-    if not _ALIAS_RE.fullmatch(alias) or alias == LATEST:
-        raise InvalidName(
-            f"alias {alias!r} must start with a letter, use letters, digits, '_' or '-', "
-            f"and not be {LATEST!r}"
-        )
-    return alias
+    return validation.alias(alias)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal
 
+from modelyard import validation
+
 Permission = Literal["read", "write", "admin", "predict"]
 
 STORE_PREFIX = "/store"
@@ -119,12 +121,16 @@ METHODS: Final[dict[str, dict[str, Permission]]] = {
     },
 }
 
-PROTECTED_ALIASES: Final = frozenset({"production"})
+PROTECTED_ALIASES: Final = validation.PROTECTED_ALIASES
 
 
 def escalation(repo: str, method: str, args: Mapping[str, Any]) -> Permission | None:
     """A stronger permission some calls need depending on their arguments."""
-    if repo == "models" and method == "move_alias" and args.get("alias") in PROTECTED_ALIASES:
+    if (
+        repo == "models"
+        and method == "move_alias"
+        and validation.is_protected_alias(args.get("alias"))
+    ):
         return "admin"
     if repo == "models" and method == "add_version" and args.get("trusted_pickle"):
         return "admin"  # trusting a pickle means running its code: as strong as set_trusted

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from modelyard import validation
 from modelyard.errors import NotFound
 from modelyard.store.core import Database
 from modelyard.store.entities import Dataset, DatasetVersion
@@ -57,6 +58,7 @@ class DatasetRepository:
         loser retries, so two processes never get the same number and identical content never
         gets two numbers.
         """
+        validation.name(name, "dataset name")
 
         def attempt(s: Session) -> tuple[DatasetVersion, bool]:
             dataset = s.scalar(select(DatasetRow).where(DatasetRow.name == name))

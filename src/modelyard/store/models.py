@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from modelyard import validation
 from modelyard.errors import InvalidParameter, NotFound
 from modelyard.store.core import Database
 from modelyard.store.models_entities import (
@@ -176,6 +177,7 @@ class ModelRepository:
         Concurrent registrations race on the unique constraints; the loser retries, so two
         processes never get the same number.
         """
+        validation.name(name, "model name")
 
         def attempt(s: Session) -> ModelVersion:
             model = s.scalar(select(RegisteredModelRow).where(RegisteredModelRow.name == name))
@@ -395,6 +397,7 @@ class ModelRepository:
         in one transaction: the history can never miss a move or record one that failed.
         ``forced`` says the caller may override failed checks; it is recorded only with the
         ``failed_checks`` it overrode (forcing past nothing is no override)."""
+        validation.alias(alias)
 
         def attempt(s: Session) -> AliasMove:
             model = self._model_row(s, name)

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import func, select, update
 
+from modelyard import validation
 from modelyard.errors import InvalidReference, NotFound, RunError
 from modelyard.store.core import Database
 from modelyard.store.entities import RUN_RUNNING, Metric, Run, RunArtifact
@@ -71,6 +72,9 @@ class RunRepository:
         host: str | None = None,
         user: str | None = None,
     ) -> Run:
+        for what, value in (("run name", name), ("pipeline name", pipeline)):
+            if value is not None:
+                validation.text(value, what)
         now = utcnow()
         row = RunRow(
             id=run_id,
@@ -110,6 +114,10 @@ class RunRepository:
         is fine, changing one is an error (a run describes one configuration)."""
         if not params:
             return
+        params = {
+            validation.text(k, "parameter name"): validation.param_value(v)
+            for k, v in params.items()
+        }
         with self._db.session() as s:
             existing = {
                 k: v
@@ -146,6 +154,10 @@ class RunRepository:
     def log_metrics(self, run_id: str, points: Sequence[MetricPoint]) -> None:
         if not points:
             return
+        for key, value, step, _ in points:
+            validation.text(key, "metric name")
+            validation.metric_value(key, value)
+            validation.step(step)
         with self._db.session() as s:
             if self._db.dialect == "postgresql":
                 # psycopg runs an executemany as one statement per row; COPY streams the whole
@@ -217,6 +229,7 @@ class RunRepository:
     ) -> list[Run]:
         """Newest first. ``heartbeat_before``/``heartbeat_since`` split running runs into lost
         and live ones in the query, so a limit still returns ``limit`` rows."""
+        validation.page(limit, offset)
         query = select(RunRow).order_by(RunRow.start_time.desc(), RunRow.id)
         if heartbeat_before is not None:
             query = query.where(RunRow.heartbeat_at < heartbeat_before)
@@ -343,6 +356,7 @@ class RunRepository:
         last). ``text`` matches the start of the id or any part of the name. Ordering always
         ends with the id so pages never overlap.
         """
+        validation.page(limit, offset)
         from sqlalchemy import or_
 
         from modelyard.errors import InvalidParameter
@@ -359,7 +373,7 @@ class RunRepository:
         if pipeline is not None:
             where.append(RunRow.pipeline == pipeline)
         if text:
-            pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern = validation.like_pattern(text)
             where.append(
                 or_(
                     RunRow.id.startswith(text.lower()),

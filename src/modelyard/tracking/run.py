@@ -18,7 +18,6 @@ failed run or a tag.
 from __future__ import annotations
 
 import logging
-import math
 import re
 import threading
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
+from modelyard import validation
 from modelyard.errors import InvalidParameter, NotFound, RunError
 from modelyard.refs import validate_name
 from modelyard.tracking.settings import TrackingSettings
@@ -212,8 +212,8 @@ class ActiveRun:
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         self._check_live()
-        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
-            raise InvalidParameter(f"metric step must be a non-negative integer, not {step!r}")
+        if step is not None:
+            validation.step(step)
         checked = [(_check_text(k, "metric name"), _metric_value(k, v)) for k, v in metrics.items()]
         now = datetime.now(UTC)
         with self._buffer_lock:
@@ -372,36 +372,15 @@ def _describe(exc: BaseException) -> str:
 
 
 def _check_text(value: str, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidParameter(f"{what} must be a non-empty string, not {value!r}")
-    if len(value) > _MAX_KEY:
-        raise InvalidParameter(f"{what} {value[:40]!r}… is longer than {_MAX_KEY} characters")
-    return value
+    return validation.text(value, what, _MAX_KEY)
 
 
 def _param_text(value: Any) -> str:
-    return value if isinstance(value, str) else str(value)
+    return validation.param_value(value)
 
 
 def _metric_value(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) and not _is_number(value):
-        raise InvalidParameter(f"metric {key!r} must be a number, not {type(value).__name__}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise InvalidParameter(
-            f"metric {key!r} is {number}: only finite values are stored "
-            "(skip the point, or end the run as failed)"
-        )
-    return number
-
-
-def _is_number(value: Any) -> bool:
-    """numpy scalars and other objects that convert to float exactly like a number."""
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return not isinstance(value, str | bytes)
+    return validation.metric_value(key, value)
 
 
 def _artifact_name(name: str) -> str:
