@@ -3,14 +3,14 @@ webhook address checks, and the retrain lease on both store backends."""
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
 
+from _hooks import Hooks
+from _hooks import hook_server as serve_hooks
 from modelyard.errors import ConfigError
 from modelyard.monitor.actions import check_webhook_url, send_alert
 from modelyard.monitor.policy import load_config, parse_condition, parse_duration
@@ -118,31 +118,10 @@ def test_a_policy_fires_when_any_condition_holds() -> None:
 # --- webhooks -------------------------------------------------------------------------------
 
 
-class _Hook(BaseHTTPRequestHandler):
-    received: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:
-        length = int(self.headers["Content-Length"])
-        _Hook.received.append(json.loads(self.rfile.read(length)))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def hook_server() -> Iterator[str]:
-    _Hook.received = []
-    server = HTTPServer(("127.0.0.1", 0), _Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve_hooks() as url:
+        yield f"{url}/hook"
 
 
 def test_webhook_to_loopback_is_refused_by_default(hook_server: str) -> None:
@@ -150,7 +129,7 @@ def test_webhook_to_loopback_is_refused_by_default(hook_server: str) -> None:
     assert not result.sent
     assert result.error is not None
     assert "loopback address 127.0.0.1; refused" in result.error
-    assert _Hook.received == []
+    assert Hooks.received == []
 
 
 @pytest.mark.parametrize("allow", [{"allow_private": True}, {"allow": ["127.0.0.0/8"]}])
@@ -159,7 +138,7 @@ def test_webhook_to_loopback_when_allowed(hook_server: str, allow: dict[str, Any
     result = send_alert(body, hook_server, **allow)
     assert result.sent
     assert result.status == 204
-    assert _Hook.received == [body]
+    assert Hooks.received == [body]
 
 
 def test_link_local_metadata_address_is_refused() -> None:

@@ -4,14 +4,11 @@ loopback; nothing leaves the machine)."""
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
 
 import pytest
 
+from _hooks import Hooks, hook_server
 from modelyard.errors import ConfigError
 from modelyard.monitor.actions import check_webhook_url, send_alert
 
@@ -77,45 +74,17 @@ def test_a_private_network_can_be_allowed_explicitly() -> None:
     assert target.address == "127.0.0.1"  # connects to the address it checked
 
 
-class _Hooks(BaseHTTPRequestHandler):
-    received: list[tuple[str, dict[str, Any]]] = []
-    redirect_to: str = ""
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if self.path == "/redirect":
-            self.send_response(307)
-            self.send_header("Location", _Hooks.redirect_to)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        _Hooks.received.append((self.path, body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def hooks() -> Iterator[str]:
-    _Hooks.received = []
-    server = HTTPServer(("127.0.0.1", 0), _Hooks)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with hook_server() as url:
+        yield url
 
 
 def test_a_redirect_to_an_allowed_location_is_followed(hooks: str) -> None:
-    _Hooks.redirect_to = "/final"
+    Hooks.redirect_to = "/final"
     result = send_alert({"policy": "p"}, f"{hooks}/redirect", allow=["127.0.0.1/32"])
     assert result.sent, result.error
-    assert _Hooks.received == [("/final", {"policy": "p"})]
+    assert (Hooks.paths, Hooks.received) == (["/final"], [{"policy": "p"}])
 
 
 @pytest.mark.parametrize(
@@ -128,16 +97,16 @@ def test_a_redirect_to_an_allowed_location_is_followed(hooks: str) -> None:
     ],
 )
 def test_each_redirect_hop_is_checked_again(hooks: str, location: str) -> None:
-    _Hooks.redirect_to = location.format(port=hooks.rsplit(":", 1)[1])
+    Hooks.redirect_to = location.format(port=hooks.rsplit(":", 1)[1])
     result = send_alert({"policy": "p"}, f"{hooks}/redirect", allow=["127.0.0.1/32"])
     assert not result.sent
     assert result.error is not None
     assert "refused" in result.error
-    assert _Hooks.received == []
+    assert Hooks.received == []
 
 
 def test_redirect_loops_stop(hooks: str) -> None:
-    _Hooks.redirect_to = "/redirect"
+    Hooks.redirect_to = "/redirect"
     result = send_alert({"policy": "p"}, f"{hooks}/redirect", allow=["127.0.0.1/32"])
     assert not result.sent
     assert result.error is not None
