@@ -60,7 +60,9 @@ ALIAS_SPECIALS = [
 names = st.one_of(st.sampled_from(NAME_SPECIALS), st.text(max_size=140))
 aliases = st.one_of(st.sampled_from(ALIAS_SPECIALS), st.text(max_size=70))
 metric_values = st.one_of(
-    st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**80), 2**80)
+    st.sampled_from([math.inf, -math.inf, math.nan, 0.0, 1e308, 2**1100]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(2**80), 2**80),
 )
 param_values = st.one_of(
     st.sampled_from(["", "a\x00b", "x" * 6000, "x" * 6001, "line\nbreak", "inf"]),
