@@ -95,3 +95,15 @@ def remote_workspace(
     monkeypatch.chdir(ws.root)
     yield ws
     ws.close()
+
+
+@pytest.fixture
+def writer_and_admin(
+    server: RunningServer, tmp_path: Path
+) -> Iterator[tuple[Workspace, Workspace]]:
+    """A ``write`` token's and an ``admin`` token's client workspaces of ``server``."""
+    writer, _ = client_workspace(tmp_path / "writer", server.url, server.token("write"))
+    admin, _ = client_workspace(tmp_path / "admin", server.url, server.admin_token)
+    yield writer, admin
+    writer.close()
+    admin.close()

@@ -140,7 +140,9 @@ def test_python_model_is_saved_as_code_not_pickle(tmp_path: Path) -> None:
     assert meta.flavor == "python"
     assert "code/_models.py" in meta.files
     assert not list((tmp_path / "m").rglob("*.pkl"))
-    loaded = load_model(tmp_path / "m")
+    with pytest.raises(UnsafeModel, match="python model: loading it imports and runs its code"):
+        load_model(tmp_path / "m")  # its code runs only where it is trusted
+    loaded = load_model(tmp_path / "m", allow_pickle=True)
     assert loaded.predict(np.array([[1.0], [2.0]])).tolist() == [11.0, 12.0]
 
 
@@ -156,7 +158,7 @@ def test_python_model_artifacts_cannot_point_outside_the_folder(tmp_path: Path) 
     doc["extra"]["artifacts"] = {"offset": "../../etc/hostname"}
     meta_file.write_text(json.dumps(doc))
     with pytest.raises(FlavorError, match="outside the model folder"):
-        load_model(tmp_path / "m")
+        load_model(tmp_path / "m", allow_pickle=True)
 
 
 def test_unknown_object_gives_a_clear_error(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 import modelyard.models as models
 from _models import expected_actor
 from modelyard.cli.main import cli
+from modelyard.hashing import short
 from modelyard.workspace import Workspace
 
 pytestmark = pytest.mark.remote  # the same tests against a team server too
@@ -148,8 +149,15 @@ def test_curation_commands(workspace: Workspace, trained: tuple[Any, Any]) -> No
     assert any(
         "f1" in line and "0.7" in line and "0.8" in line for line in diff.stdout.splitlines()
     )
-    assert invoke("models", "trust", "churn@1").stdout == "churn@1: pickle loading trusted\n"
-    assert models.resolve("churn@1", workspace).trusted_pickle is True
+    churn1 = models.resolve("churn@1", workspace)
+    assert invoke("models", "trust", "churn@1").stdout == (
+        f"churn@1: trusted to run its code (content {short(churn1.digest)})\n"
+    )
+    trusted = models.resolve("churn@1", workspace)
+    assert trusted.trusted_pickle is True
+    assert trusted.code_trusted
+    assert trusted.trusted_digest == churn1.digest
+    assert trusted.trusted_at is not None
 
 
 def test_concurrent_registrations_get_distinct_versions(

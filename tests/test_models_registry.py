@@ -336,6 +336,7 @@ def test_public_api_is_complete() -> None:
         "register",
         "resolve",
         "serve",
+        "trust",
         "TYPE_CHECKING",
         "Any",
     }

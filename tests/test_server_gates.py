@@ -5,7 +5,6 @@ saw fail, whatever the client claimed."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from conftest_remote import (  # noqa: F401 - fixtures used by name
     remote_workspace,
     server,
     start_server,
+    writer_and_admin,
 )
 from modelyard.cli.main import cli
 from modelyard.errors import Forbidden, GateFailed, NotFound
@@ -44,24 +44,14 @@ def _version(ws: Workspace, f1: float) -> ModelVersion:
     )
 
 
-@pytest.fixture
-def clients(server: RunningServer, tmp_path: Path) -> Iterator[tuple[Workspace, Workspace]]:  # noqa: F811
-    """A writer's and an admin's client workspaces."""
-    writer, _ = client_workspace(tmp_path / "writer", server.url, server.token("write"))
-    admin, _ = client_workspace(tmp_path / "admin", server.url, server.admin_token)
-    yield writer, admin
-    writer.close()
-    admin.close()
-
-
 def test_a_direct_move_cannot_skip_the_gate(
     server: RunningServer,  # noqa: F811
-    clients: tuple[Workspace, Workspace],
+    writer_and_admin: tuple[Workspace, Workspace],  # noqa: F811
 ) -> None:
     local = server.workspace
     _version(local, 0.85)
     models.set_gate("churn", [GATE], aliases=["staging"], workspace=local)
-    writer, admin = clients
+    writer, admin = writer_and_admin
 
     with pytest.raises(GateFailed) as refused:
         writer.store.models.move_alias("churn", "staging", 1, actor="writer")
@@ -97,12 +87,12 @@ def test_a_direct_move_cannot_skip_the_gate(
 
 def test_a_passing_server_gate_keeps_the_clients_own_override(
     server: RunningServer,  # noqa: F811
-    clients: tuple[Workspace, Workspace],
+    writer_and_admin: tuple[Workspace, Workspace],  # noqa: F811
 ) -> None:
     local = server.workspace
     _version(local, 0.95)
     models.set_gate("churn", [GATE], workspace=local)
-    writer, _ = clients
+    writer, _ = writer_and_admin
     move = writer.store.models.move_alias("churn", "staging", 1, actor="writer", forced=True)
     assert (move.to_version, move.forced, move.failed_checks) == (1, False, None)
     # A client forcing past a check of its own config (invisible to the server) keeps the record,

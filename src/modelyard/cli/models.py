@@ -52,8 +52,11 @@ def models() -> None:
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Tag (repeatable).")
 @click.option(
     "--trust-pickle",
+    "--trust-code",
+    "trust_pickle",
     is_flag=True,
-    help="Allow loading pickled parts of this version (recorded with who did it).",
+    help="Trust this version's own code to run on load (a pickle, or a python model's source); "
+    "recorded with who, when and the content's digest. An admin act on a team server.",
 )
 @pass_workspace
 def register(
@@ -128,7 +131,7 @@ def show(ws: Workspace, ref: str) -> None:
         ("source", v.source or "-"),
         ("created", f"{_when(v.created_at)} by {v.created_by or 'unknown'}"),
         ("description", v.description or "-"),
-        ("trusted pickle", f"yes ({v.trusted_by})" if v.trusted_pickle else "no"),
+        ("trusted code", _trust_text(v)),
         ("requirements", ", ".join(f"{k}=={r}" for k, r in (v.requirements or {}).items())),
         ("tags", ", ".join(f"{k}={t}" for k, t in sorted(v.tags.items())) or "-"),
     ]
@@ -391,8 +394,27 @@ def tag(ws: Workspace, ref: str, tags: tuple[str, ...], remove: tuple[str, ...])
 @click.option("--revoke", is_flag=True, help="Withdraw the trust.")
 @pass_workspace
 def trust(ws: Workspace, ref: str, revoke: bool) -> None:
-    """Allow (or --revoke) loading pickled parts of version REF (NAME@N); recorded."""
-    from modelyard.models import trust_pickle
+    """Trust (or --revoke) version REF (NAME@N) to run its own code on load.
+
+    Pickled models and python models run code that came with them when they load; modelyard
+    serves, builds or deploys them only after this decision, which is recorded with who made
+    it, when, and the digest of the content trusted (a version whose content differs is refused
+    again). On a team server it needs an admin token.
+    """
+    from modelyard.models import resolve, trust_pickle
 
     trust_pickle(ref, not revoke, ws)
-    console().print(f"{ref}: pickle loading {'not ' if revoke else ''}trusted")
+    if revoke:
+        console().print(f"{ref}: not trusted to run its code")
+        return
+    version = resolve(ref, ws)
+    console().print(f"{ref}: trusted to run its code (content {_short(version.digest)})")
+
+
+def _trust_text(v: ModelVersion) -> str:
+    if not v.trusted_pickle:
+        return "no"
+    given = f"by {v.trusted_by or 'unknown'} {_when(v.trusted_at)}"
+    content = _short(v.trusted_digest) if v.trusted_digest else "-"
+    stale = "" if v.code_trusted else f"; NOT VALID: the version now holds {_short(v.digest)}"
+    return f"yes, {given}, for content {content}{stale}"

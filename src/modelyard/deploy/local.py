@@ -95,7 +95,7 @@ def _write_config(
         "MODELYARD_SERVE_MODEL_DIR": str(model_dir),
         "MODELYARD_SERVE_NAME": version.name,
         "MODELYARD_SERVE_VERSION": str(version.version),
-        "MODELYARD_SERVE_ALLOW_PICKLE": str(bool(version.trusted_pickle)),
+        "MODELYARD_SERVE_ALLOW_PICKLE": str(version.code_trusted),
         "MODELYARD_DEPLOY_READY_DIR": str(svc.folder / READY_DIR),
         # Always set, empty meaning off: whether the service wants tokens is the deployment's
         # record, not whatever the shell that started gunicorn happened to export.

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from modelyard.deploy.spec import DOCKER, KUBERNETES, LOCAL, DeploySpec
 from modelyard.errors import DeployError, RolloutFailed
+from modelyard.models.trust import check_code_trust
 
 if TYPE_CHECKING:
     from modelyard.deploy.traffic import ReplicaHealth, TrafficStats
@@ -70,6 +71,7 @@ def deploy(spec: DeploySpec, *, workspace: Workspace | None = None) -> Deploymen
     if spec.target == KUBERNETES:
         raise DeployError("use deploy_kubernetes() for the kubernetes target")
     version = resolve(spec.ref, ws)
+    check_code_trust(version)  # again at deploy time: a revoked trust stops the next rollout
     with _exclusive(ws, spec.name, ttl_s=spec.timeout_s + 300):
         return _deploy(ws, spec, version)
 
@@ -454,6 +456,7 @@ def deploy_kubernetes(
     found = ws.store.deployments.find(name)
     auth_url = _auth_url(auth_url, found if found and found.target == KUBERNETES else None)
     version = resolve(ref, ws)
+    check_code_trust(version)
     if version.image_ref is None or version.image_digest is None:
         raise DeployError(
             f"{version.ref} has no pushed image; a cluster pulls from a registry: "

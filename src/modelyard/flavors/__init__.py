@@ -8,11 +8,20 @@ flavor is saved or loaded.
 from __future__ import annotations
 
 from modelyard.flavors.meta import META_FILE, ColumnSpec, ModelMeta, Signature
-from modelyard.flavors.model import FLAVORS, LoadedModel, load_model, read_meta, save_model
+from modelyard.flavors.model import (
+    CODE_FLAVORS,
+    FLAVORS,
+    LoadedModel,
+    load_model,
+    read_meta,
+    runs_code,
+    save_model,
+)
 from modelyard.flavors.python import PythonModelContext
 from modelyard.flavors.signature import infer_signature
 
 __all__ = [
+    "CODE_FLAVORS",
     "FLAVORS",
     "META_FILE",
     "ColumnSpec",
@@ -23,5 +32,6 @@ __all__ = [
     "infer_signature",
     "load_model",
     "read_meta",
+    "runs_code",
     "save_model",
 ]

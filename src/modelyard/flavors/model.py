@@ -18,6 +18,14 @@ from modelyard.flavors.signature import infer_signature
 
 FLAVORS = ("sklearn", "sklearn-pickle", "onnx", "python")
 _PICKLE_FLAVORS = frozenset({"sklearn-pickle"})
+# Flavors whose loading runs code that came with the model: unpickling, or importing its
+# Python source. They load only where the registry records an admin's trust in their digest.
+CODE_FLAVORS = frozenset({*_PICKLE_FLAVORS, "python"})
+
+
+def runs_code(flavor: str) -> bool:
+    """True when loading a model of ``flavor`` runs code that came with the model."""
+    return flavor in CODE_FLAVORS
 
 
 def _versions(*dists: str) -> dict[str, str]:
@@ -242,9 +250,10 @@ class LoadedModel:
 def load_model(path: Path, *, allow_pickle: bool = False) -> LoadedModel:
     """Load a model folder written by :func:`save_model`.
 
-    Pickled models load only if saved with ``trusted_pickle=True`` *and* the caller passes
-    ``allow_pickle=True`` — the registry passes the user's own trust mark, so a model file alone
-    can never switch unpickling on.
+    Models whose loading runs their own code (:data:`CODE_FLAVORS`: pickles, Python source)
+    load only if the caller passes ``allow_pickle=True`` — the registry passes it only for a
+    version an admin trusted (bound to its digest), so a model file alone can never switch code
+    execution on. Pickles must in addition have been saved with ``trusted_pickle=True``.
     """
     path = Path(path)
     meta = read_meta(path)
@@ -268,6 +277,12 @@ def load_model(path: Path, *, allow_pickle: bool = False) -> LoadedModel:
         predictor = onnx_flavor.OnnxPredictor(sess, first_output_only=converted)
         return LoadedModel(meta, path, predictor, "raw")
     if meta.flavor == "python":
+        if not allow_pickle:
+            raise UnsafeModel(
+                f"{path} is a python model: loading it imports and runs its code, so it loads "
+                "only for a version an admin trusted ('modelyard models trust NAME@VERSION') or "
+                "with allow_pickle=True for code you wrote yourself"
+            )
         instance = python_flavor.load(path, meta.extra)
         return LoadedModel(
             meta, path, instance.predict, "frame" if sig.kind == "columns" else "raw"

@@ -48,6 +48,7 @@ from modelyard.models.serve import (
     serve,
     serve_plan,
 )
+from modelyard.models.trust import check_code_trust
 
 if TYPE_CHECKING:
     from modelyard.store.models_entities import (
@@ -87,6 +88,7 @@ __all__ = [
     "alias_history",
     "approve",
     "archive",
+    "check_code_trust",
     "check_promotion",
     "describe",
     "diff",

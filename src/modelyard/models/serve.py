@@ -79,22 +79,25 @@ def _matches(folder: Path, manifest: Manifest) -> bool:
 
 
 def plan_serving(ref: str, workspace: Workspace | None = None) -> ServingPlan:
-    """Resolve ``ref`` and export its folder; the pickle permission comes only from the
-    version's recorded trust, never from the model files."""
+    """Resolve ``ref`` and export its folder; the permission to run the model's own code
+    (pickle, Python source) comes only from an admin's recorded trust in its digest, never
+    from the model files (:mod:`modelyard.models.trust`)."""
     from modelyard.models.resolve import resolve
+    from modelyard.models.trust import check_code_trust
     from modelyard.workspace import resolve as resolve_workspace
 
     ws = resolve_workspace(workspace)
     version = resolve(ref, ws)
+    check_code_trust(version)
     model_dir = export_model(ws, version)
     prediction_dir = ws.state_dir / PREDICTIONS_DIR / version.name
     prediction_dir.mkdir(parents=True, exist_ok=True)
-    return ServingPlan(version, model_dir, prediction_dir, version.trusted_pickle)
+    return ServingPlan(version, model_dir, prediction_dir, version.code_trusted)
 
 
 def load(ref: str, workspace: Workspace | None = None) -> LoadedModel:
     """Load version ``ref`` in this process (for evaluation steps and notebooks). Pickled
-    parts load only when the version was marked trusted in the registry."""
+    parts and Python code load only when an admin trusted the version in the registry."""
     from modelyard.flavors import load_model
 
     plan = plan_serving(ref, workspace)
@@ -112,6 +115,7 @@ def serve(
 ) -> None:
     """Serve ``ref`` (``churn@production``) until stopped. ``options`` go to the runtime's
     ``ServeConfig`` (batching, limits…), as do the prediction-log folder and pickle trust."""
+    _refuse_trust_override(options)
     serve_plan(plan_serving(ref, workspace), host=host, port=port, workers=workers, **options)
 
 
@@ -137,13 +141,17 @@ def serve_plan(
 def _config_options(plan: ServingPlan, workers: int, options: dict[str, Any]) -> dict[str, Any]:
     """The runtime's config: the caller's options, then what the registry decides (the log
     folder, and pickle trust, which only the recorded trust mark can grant)."""
-    if "allow_pickle" in options:
-        raise InvalidParameter(
-            "pickle trust comes from the registered version; use 'modelyard models trust'"
-        )
+    _refuse_trust_override(options)
     return {
         **options,
         "log_dir": plan.prediction_dir,
         "allow_pickle": plan.allow_pickle,
         "workers": workers,
     }
+
+
+def _refuse_trust_override(options: dict[str, Any]) -> None:
+    if "allow_pickle" in options:
+        raise InvalidParameter(
+            "pickle trust comes from the registered version; use 'modelyard models trust'"
+        )

@@ -208,10 +208,12 @@ def plan_model_image(
     from modelyard.images import validate as v
     from modelyard.images.wheelhouse import default_wheelhouse_dir
     from modelyard.models import export_model, resolve
+    from modelyard.models.trust import check_code_trust
     from modelyard.workspace import resolve as resolve_workspace
 
     ws = resolve_workspace(workspace)
     version = resolve(ref, ws)
+    check_code_trust(version)  # an image of untrusted code is never built
     base = v.check_image_ref("base image", base_image or default_base_image(ws))
     model_dir = _stage_model(ws, export_model(ws, version), version)
     lock = serving_lock(ws, version)
@@ -228,7 +230,7 @@ def plan_model_image(
         "--name", version.name, "--version", str(version.version),
         "--host", "0.0.0.0", "--port", str(SERVE_PORT), "--log-dir", PREDICTION_DIR,
     ]  # fmt: skip
-    if version.trusted_pickle:
+    if version.code_trusted:
         entrypoint.append("--allow-pickle")
     spec = ImageSpec(
         base_image=base,

@@ -57,6 +57,8 @@ def _version(
         image_ref=row.image_ref,
         tags=dict(tags),
         aliases=tuple(sorted(aliases)),
+        trusted_digest=row.trusted_digest,
+        trusted_at=row.trusted_at,
     )
 
 
@@ -203,6 +205,8 @@ class ModelRepository:
                 status=MODEL_ACTIVE,
                 trusted_pickle=trusted_pickle,
                 trusted_by=trusted_by if trusted_pickle else None,
+                trusted_digest=digest if trusted_pickle else None,
+                trusted_at=utcnow() if trusted_pickle else None,
                 created_at=utcnow(),
                 created_by=created_by,
             )
@@ -342,6 +346,8 @@ class ModelRepository:
             row = self._version_row(s, self._model_row(s, name), version)
             row.trusted_pickle = trusted
             row.trusted_by = actor if trusted else None
+            row.trusted_digest = row.digest if trusted else None
+            row.trusted_at = utcnow() if trusted else None
 
     def set_image(
         self,

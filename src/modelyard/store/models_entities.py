@@ -46,6 +46,14 @@ class ModelVersion:
     image_ref: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
+    trusted_digest: str | None = None  # the content an admin trusted to run code on load
+    trusted_at: datetime | None = None
+
+    @property
+    def code_trusted(self) -> bool:
+        """An admin trusted this version's code (pickle or Python source) *and* the trust was
+        given to the content the version holds now."""
+        return self.trusted_pickle and self.trusted_digest == self.digest
 
     @property
     def ref(self) -> str:

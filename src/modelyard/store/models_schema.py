@@ -49,6 +49,9 @@ class ModelVersionRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     trusted_pickle: Mapped[bool] = mapped_column(Boolean)
     trusted_by: Mapped[str | None] = mapped_column(String(256))
+    # The content the trust was given to, and when: trust is bound to a digest, not a number.
+    trusted_digest: Mapped[str | None] = mapped_column(String(71))
+    trusted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_by: Mapped[str | None] = mapped_column(String(256))
     image_id: Mapped[str | None] = mapped_column(String(128))
