@@ -18,7 +18,9 @@ code raises these and knows nothing of HTTP or terminals.
     │   ├── Unauthorized                          no valid token (missing, expired, revoked)
     │   └── Forbidden                             the token's role lacks the permission
     ├── ConfigError                               a workspace that is missing or misconfigured
-    │   └── WorkspaceNotFound
+    │   ├── WorkspaceNotFound
+    │   └── ServerSideOnly                        a store method only the server runs, called
+    │                                             through a client (also an AttributeError)
     ├── StoreError                                the metadata store
     │   ├── StoreUnavailable                      cannot connect
     │   └── StoreVersionError                     database schema newer than this code
@@ -117,6 +119,11 @@ class ConfigError(ModelyardError):
 
 class WorkspaceNotFound(ConfigError):
     pass
+
+
+class ServerSideOnly(ConfigError, AttributeError):
+    """A store method that needs the database itself (marked local-only), called through the
+    client of a team server. An ``AttributeError`` too: for a client it is not there."""
 
 
 class StoreError(ModelyardError):
@@ -228,6 +235,7 @@ __all__ = [
     "PipelineDefinitionError",
     "PipelineError",
     "RunError",
+    "ServerSideOnly",
     "StepFailed",
     "StoreError",
     "StoreUnavailable",

@@ -19,8 +19,8 @@ from modelyard.config import CONFIG_FILE, STATE_DIR, Settings, has_config, load_
 from modelyard.errors import WorkspaceNotFound
 
 if TYPE_CHECKING:
-    from modelyard.artifacts import LocalArtifactStore
-    from modelyard.store import Store
+    from modelyard.artifacts import ArtifactStore
+    from modelyard.store.protocols import MetadataStore
 
 _CURRENT: ContextVar[Workspace | None] = ContextVar("modelyard_workspace", default=None)
 
@@ -44,8 +44,8 @@ class Workspace:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._store: Store | None = None
-        self._artifacts: LocalArtifactStore | None = None
+        self._store: MetadataStore | None = None
+        self._artifacts: ArtifactStore | None = None
 
     @property
     def root(self) -> Path:
@@ -102,7 +102,8 @@ class Workspace:
         return ws, created
 
     @property
-    def store(self) -> Store:
+    def store(self) -> MetadataStore:
+        """The metadata store: SQL (SQLite, PostgreSQL) or a team server's, lazily opened."""
         if self._store is None:
             if self.settings.server_url:
                 from modelyard.remote import RemoteStore
@@ -117,7 +118,8 @@ class Workspace:
         return self._store
 
     @property
-    def artifacts(self) -> LocalArtifactStore:
+    def artifacts(self) -> ArtifactStore:
+        """The artifact store: a local folder, or a team server's behind a local cache."""
         if self._artifacts is None:
             if self.settings.server_url:
                 from modelyard.remote import RemoteArtifactStore, RemoteStore

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from modelyard.artifacts.local import LocalArtifactStore
 from modelyard.errors import ArtifactError, InvalidParameter, UsageError
 from modelyard.processes import pid_alive
 
 if TYPE_CHECKING:
-    from modelyard.artifacts.local import LocalArtifactStore
     from modelyard.workspace import Workspace
 
 DEFAULT_GRACE_S = 3600.0
@@ -160,6 +160,8 @@ def _local_artifacts(ws: Workspace) -> LocalArtifactStore:
             "artifacts belong to the server's workspace: run 'modelyard gc' there"
         )
     artifacts = ws.artifacts
+    if not isinstance(artifacts, LocalArtifactStore):
+        raise UsageError(f"{artifacts!r} is not a local folder: 'modelyard gc' collects folders")
     if artifacts.read_only:
         raise ArtifactError(f"artifact store {artifacts.root} is read-only")
     return artifacts

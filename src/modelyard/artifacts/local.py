@@ -23,6 +23,8 @@ from modelyard.hashing import CHUNK_SIZE, digest_file, hex_of, is_digest
 
 
 class LocalArtifactStore(ArtifactStore):
+    """The blobs of one folder (``<root>/sha256/ab/cdef…``); ``read_only`` refuses writes."""
+
     def __init__(self, root: Path, *, read_only: bool = False) -> None:
         self.root = root
         self.read_only = read_only
@@ -107,6 +109,9 @@ class LocalArtifactStore(ArtifactStore):
         if not path.is_file():
             raise NotFound(f"artifact {digest} is not in the artifact store {self.root}")
         return path
+
+    def local_path(self, digest: str) -> Path:
+        return self._existing(digest)
 
     def verify(self, digest: str) -> Path:
         path = self._existing(digest)

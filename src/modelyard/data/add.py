@@ -29,7 +29,7 @@ from modelyard.errors import ArtifactError, DataError, ModelyardError, NotFound
 from modelyard.refs import validate_name
 
 if TYPE_CHECKING:
-    from modelyard.artifacts import LocalArtifactStore, Manifest
+    from modelyard.artifacts import ArtifactStore, Manifest
     from modelyard.data.formats import TableSource
     from modelyard.store import DatasetVersion
     from modelyard.workspace import Workspace
@@ -127,7 +127,7 @@ def _add(
         kind, fmt, size, count = "directory", FORMAT_DIRECTORY, manifest.size, len(manifest.entries)
         sources = []
         for entry in manifest.entries:
-            blob = artifacts.path(entry.digest)
+            blob = artifacts.local_path(entry.digest)
             entry_format = detect_format(blob, entry.path)
             if entry_format in TABULAR_FORMATS:
                 label = f"{source / entry.path}"
@@ -145,7 +145,7 @@ def _add(
         kind, size, count = "file", st.st_size, 1
         sources = []
         if fmt in TABULAR_FORMATS:
-            blob = artifacts.path(digest)
+            blob = artifacts.local_path(digest)
             sources.append((source.name, TableSource(blob, str(source), fmt), st.st_size))
     else:
         raise DataError(f"{source}: not a regular file or folder")
@@ -199,7 +199,7 @@ def _walk(root: Path) -> list[tuple[str, Path, int]]:
     return files
 
 
-def _put_dir(artifacts: LocalArtifactStore, root: Path, meter: _Meter) -> tuple[str, Manifest]:
+def _put_dir(artifacts: ArtifactStore, root: Path, meter: _Meter) -> tuple[str, Manifest]:
     try:
         return artifacts.put_dir(root, meter)
     except ArtifactError as exc:  # a symlink appeared between the walk and the copy
@@ -210,7 +210,7 @@ def _put_dir(artifacts: LocalArtifactStore, root: Path, meter: _Meter) -> tuple[
 
 def _profile(
     sources: list[tuple[str, TableSource, int]],
-    artifacts: LocalArtifactStore,
+    artifacts: ArtifactStore,
     progress: AddProgress | None,
     *,
     fmt: str,

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
-from modelyard.artifacts.base import Progress
+from modelyard.artifacts.base import ArtifactStore, Progress
 from modelyard.artifacts.local import LocalArtifactStore
 from modelyard.errors import ArtifactError, CorruptArtifact, NotFound
 from modelyard.hashing import CHUNK_SIZE, digest_file, hex_of
@@ -24,27 +24,38 @@ if TYPE_CHECKING:
 DEFAULT_ATTEMPTS = 5
 
 
-class RemoteArtifactStore(LocalArtifactStore):
+class RemoteArtifactStore(ArtifactStore):
     """``cache`` is a local folder (the workspace's artifact folder); ``client`` the server."""
+
+    read_only = False
 
     def __init__(
         self, cache: Path, client: RemoteClient, *, attempts: int = DEFAULT_ATTEMPTS
     ) -> None:
-        super().__init__(cache)
+        self.cache = LocalArtifactStore(cache)
         self.client = client
         self.attempts = attempts
 
     def __repr__(self) -> str:
         return f"RemoteArtifactStore({self.client.url!r}, cache={str(self.root)!r})"
 
+    @property
+    def root(self) -> Path:
+        """The local cache's folder."""
+        return self.cache.root
+
+    def path(self, digest: str) -> Path:
+        """Where the blob is (or would be) in the local cache."""
+        return self.cache.path(digest)
+
     # -- writes: cache, then upload ------------------------------------------------------------
     def put_file(self, path: Path, progress: Progress | None = None) -> str:
-        digest = super().put_file(path, progress)
+        digest = self.cache.put_file(path, progress)
         self.upload(digest)
         return digest
 
     def put_bytes(self, data: bytes) -> str:
-        digest = super().put_bytes(data)
+        digest = self.cache.put_bytes(data)
         self.upload(digest)
         return digest
 
@@ -54,7 +65,7 @@ class RemoteArtifactStore(LocalArtifactStore):
 
         from modelyard.remote.client import raise_for_error
 
-        source = super()._existing(digest)
+        source = self.cache.local_path(digest)
         size = source.stat().st_size
         last_error: Exception | None = None
         for _ in range(self.attempts):
@@ -85,7 +96,7 @@ class RemoteArtifactStore(LocalArtifactStore):
 
     # -- reads: fill the cache from the server ------------------------------------------------
     def exists(self, digest: str) -> bool:
-        if super().exists(digest):
+        if self.cache.exists(digest):
             return True
         try:
             self.client.get(f"/artifacts/{digest}/info")
@@ -94,15 +105,31 @@ class RemoteArtifactStore(LocalArtifactStore):
         return True
 
     def size(self, digest: str) -> int:
-        if super().exists(digest):
-            return super().size(digest)
+        if self.cache.exists(digest):
+            return self.cache.size(digest)
         return int(self.client.get(f"/artifacts/{digest}/info")["size"])
 
-    def _existing(self, digest: str) -> Path:
+    def local_path(self, digest: str) -> Path:
         path = self.path(digest)
         if not path.is_file():
             self.download(digest)
         return path
+
+    def verify(self, digest: str) -> Path:
+        self.local_path(digest)
+        return self.cache.verify(digest)
+
+    def get_bytes(self, digest: str) -> bytes:
+        self.local_path(digest)
+        return self.cache.get_bytes(digest)
+
+    def open(self, digest: str) -> BinaryIO:
+        self.local_path(digest)
+        return self.cache.open(digest)
+
+    def export_file(self, digest: str, dest: Path, mode: int | None = None) -> None:
+        self.local_path(digest)
+        self.cache.export_file(digest, dest, mode)
 
     def download(self, digest: str) -> Path:
         """Fetch a blob into the cache with ``Range`` resumption; verify before using it."""

@@ -1,7 +1,11 @@
 """What the team server and :mod:`modelyard.remote` agree on: which repository methods are
 exposed over HTTP, the permission each needs, and their argument and result types.
 
-Both sides derive the JSON from the repository methods' own type hints (pydantic), so a
+The methods are those of the store's protocols (:mod:`modelyard.store.protocols`). Each one
+has a line in :data:`METHODS`: a permission (exposed) or :data:`LOCAL_ONLY` (it stays next to
+the database); :func:`method_specs` refuses to run while a protocol method has neither, and
+``tests/test_store_protocols.py`` names it. Both sides derive the JSON from the protocol
+methods' own type hints (pydantic), so a
 ``Run`` or ``ModelVersion`` leaves the server and arrives in the client as the same frozen
 dataclass, with datetimes and tuples intact. Kept free of FastAPI so a client needs only httpx.
 """
@@ -14,14 +18,18 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal
 
 from modelyard import validation
+from modelyard.errors import StoreError
 
 Permission = Literal["read", "write", "admin", "predict"]
+LocalOnly = Literal["local-only"]
+LOCAL_ONLY: Final[LocalOnly] = "local-only"
 
 STORE_PREFIX = "/store"
 
-# repository attribute on Store -> method -> permission. Reads are "read"; changes "write";
-# what moves production, trusts pickles, sets promotion gates or deploys is "admin".
-METHODS: Final[dict[str, dict[str, Permission]]] = {
+# repository attribute of MetadataStore -> method -> permission. Reads are "read"; changes
+# "write"; what moves production, trusts pickles, sets promotion gates or deploys is "admin".
+# LOCAL_ONLY: not exposed (the dashboard's own queries, and what must never leave the server).
+METHODS: Final[dict[str, dict[str, Permission | LocalOnly]]] = {
     "datasets": {
         "add_version": "write",
         "all": "read",
@@ -44,6 +52,9 @@ METHODS: Final[dict[str, dict[str, Permission]]] = {
         "log_params": "write",
         "metric_counts": "read",
         "metric_history": "read",
+        "metric_keys": LOCAL_ONLY,  # the dashboard's queries run on the server (ui_api)
+        "page": LOCAL_ONLY,
+        "pipelines": LOCAL_ONLY,
         "resolve_id": "read",
         "search": "read",
         "set_tags": "write",
@@ -114,8 +125,10 @@ METHODS: Final[dict[str, dict[str, Permission]]] = {
     # ``has_active_admin`` stay server-side, and no exposed method returns a hash; the secret
     # leaves the server once, in the answer to ``create``.
     "tokens": {
+        "authenticate": LOCAL_ONLY,
         "create": "admin",
         "get": "admin",
+        "has_active_admin": LOCAL_ONLY,
         "list": "admin",
         "revoke": "admin",
     },
@@ -142,38 +155,18 @@ def escalation(repo: str, method: str, args: Mapping[str, Any]) -> Permission | 
 IDENTITY_ARGUMENTS: Final = frozenset({"actor", "trusted_by", "created_by"})
 
 
-def repository_classes() -> dict[str, type]:
-    """The repository class behind each exposed ``Store`` attribute (those that exist)."""
-    import importlib
-
-    modules = {
-        "datasets": ("modelyard.store.data", "DatasetRepository"),
-        "runs": ("modelyard.store.tracking", "RunRepository"),
-        "lineage": ("modelyard.store.tracking_lineage", "LineageRepository"),
-        "models": ("modelyard.store.models", "ModelRepository"),
-        "pipelines": ("modelyard.store.pipeline", "PipelineRepository"),
-        "deployments": ("modelyard.store.deploy", "DeploymentRepository"),
-        "monitoring": ("modelyard.store.monitor", "MonitoringRepository"),
-        "tokens": ("modelyard.store.server", "TokenRepository"),
-    }
-    found: dict[str, type] = {}
-    for attr, (module, name) in modules.items():
-        try:
-            found[attr] = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):  # a stage not built into this version
-            continue
-    return found
-
-
 class MethodSpec:
     """What the server and the client both need to know about one exposed method."""
 
-    def __init__(self, repo: str, name: str, func: Callable[..., Any]) -> None:
+    def __init__(
+        self, repo: str, name: str, func: Callable[..., Any], permission: Permission
+    ) -> None:
         from pydantic import Field, TypeAdapter, create_model
 
         self.repo = repo
         self.name = name
-        self.permission: Permission = METHODS[repo][name]
+        self.permission = permission
+        self.doc = inspect.getdoc(func) or ""
         hints = typing.get_type_hints(func)
         self.signature = inspect.signature(func)
         fields: dict[str, Any] = {}
@@ -229,10 +222,33 @@ class MethodSpec:
 
 
 def method_specs() -> list[MethodSpec]:
+    """One spec per exposed method of the store's protocols."""
+    from modelyard.store.protocols import protocol_methods, repository_protocols
+
+    missing = unclassified()
+    if missing:
+        raise StoreError(
+            f"store methods with no line in remote.protocol.METHODS: {', '.join(missing)} "
+            "(give each a permission, or LOCAL_ONLY)"
+        )
     specs = []
-    for repo, cls in repository_classes().items():
-        for name in METHODS[repo]:
-            func = getattr(cls, name, None)
-            if func is not None:
-                specs.append(MethodSpec(repo, name, func))
+    for repo, protocol in repository_protocols().items():
+        for name in protocol_methods(protocol):
+            access = METHODS[repo][name]
+            if access != LOCAL_ONLY:
+                specs.append(MethodSpec(repo, name, getattr(protocol, name), access))
     return specs
+
+
+def unclassified() -> list[str]:
+    """``repo.method`` of every protocol method that is neither exposed nor local-only, and of
+    every line in :data:`METHODS` that names no protocol method."""
+    from modelyard.store.protocols import protocol_methods, repository_protocols
+
+    declared = {
+        f"{repo}.{name}"
+        for repo, protocol in repository_protocols().items()
+        for name in protocol_methods(protocol)
+    }
+    listed = {f"{repo}.{name}" for repo, names in METHODS.items() for name in names}
+    return sorted(declared ^ listed)

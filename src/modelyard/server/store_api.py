@@ -1,11 +1,11 @@
 """The metadata store's repositories over HTTP: one ``POST /api/v1/store/{repo}/{method}`` per
-repository method, its JSON body and response derived from the method's type hints
-(:mod:`modelyard.remote.protocol`).
+exposed method of the store's protocols (:mod:`modelyard.store.protocols`), its JSON body and
+response derived from the method's type hints (:mod:`modelyard.remote.protocol`).
 
-Deriving the routes from the repositories keeps the server and :mod:`modelyard.remote` in step
+Deriving the routes from the protocols keeps the server and :mod:`modelyard.remote` in step
 with the store without a hand-written copy of every call; the permission of each method is
-still written down, one by one, in ``protocol.METHODS`` (a method missing there is not
-exposed, and a test fails until it is classified).
+still written down, one by one, in ``protocol.METHODS`` (a method missing there stops the
+server from starting, and a test names it).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from modelyard.remote.protocol import (
     MethodSpec,
     escalation,
     method_specs,
-    repository_classes,
 )
 from modelyard.server.auth import Principal, require
 
@@ -50,8 +49,8 @@ def router() -> APIRouter:
 
 
 def _first_line(spec: MethodSpec) -> str:
-    doc = inspect.getdoc(getattr(repository_classes()[spec.repo], spec.name)) or ""
-    return f"Requires the `{spec.permission}` permission. {doc.splitlines()[0] if doc else ''}"
+    first = spec.doc.splitlines()[0] if spec.doc else ""
+    return f"Requires the `{spec.permission}` permission. {first}"
 
 
 def _endpoint(spec: MethodSpec) -> Callable[..., Any]:

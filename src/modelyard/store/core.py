@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -16,6 +16,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelyard.errors import ModelyardError, NotFound, StoreError, StoreUnavailable
 from modelyard.store import migrate
 from modelyard.store.engine import make_engine, redact
+
+if TYPE_CHECKING:
+    from modelyard.store.protocols import (
+        DatasetStore,
+        DeploymentStore,
+        LineageStore,
+        ModelStore,
+        MonitoringStore,
+        PipelineStore,
+        RunStore,
+        TokenStore,
+    )
 
 T = TypeVar("T")
 
@@ -77,7 +89,10 @@ def integrity_error(exc: BaseException) -> ModelyardError:
 
 
 class Store:
-    """The metadata of one workspace. Build it with :meth:`open`; the constructor does no I/O."""
+    """The metadata of one workspace. Build it with :meth:`open`; the constructor does no I/O.
+
+    A :class:`~modelyard.store.protocols.MetadataStore`: each repository is annotated with its
+    protocol, so ``mypy --strict`` holds it to the contract the remote client also keeps."""
 
     def __init__(self, db: Database, url: str) -> None:
         from modelyard.store.data import DatasetRepository
@@ -91,14 +106,14 @@ class Store:
 
         self.db = db
         self.url = url
-        self.datasets = DatasetRepository(db)
-        self.runs = RunRepository(db)
-        self.lineage = LineageRepository(db)
-        self.pipelines = PipelineRepository(db)
-        self.models = ModelRepository(db)
-        self.tokens = TokenRepository(db)
-        self.monitoring = MonitoringRepository(db)
-        self.deployments = DeploymentRepository(db)
+        self.datasets: DatasetStore = DatasetRepository(db)
+        self.runs: RunStore = RunRepository(db)
+        self.lineage: LineageStore = LineageRepository(db)
+        self.pipelines: PipelineStore = PipelineRepository(db)
+        self.models: ModelStore = ModelRepository(db)
+        self.tokens: TokenStore = TokenRepository(db)
+        self.monitoring: MonitoringStore = MonitoringRepository(db)
+        self.deployments: DeploymentStore = DeploymentRepository(db)
 
     @classmethod
     def open(cls, url: str) -> Store:
