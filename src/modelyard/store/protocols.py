@@ -531,4 +531,3 @@ def repository_protocols() -> dict[str, type]:
 def protocol_methods(protocol: type) -> list[str]:
     """The public methods a repository protocol declares, in declaration order."""
     return [name for name, value in vars(protocol).items() if callable(value) and name[0] != "_"]
-
