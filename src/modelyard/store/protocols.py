@@ -481,7 +481,7 @@ class MetadataStore(Protocol):
 
     @property
     def url(self) -> str:
-        """Where the store lives (a database URL or a server URL; never a password)."""
+        """Where the store lives: its database URL, or the team server's URL."""
         ...
 
     @property
