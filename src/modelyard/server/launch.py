@@ -53,9 +53,11 @@ def bootstrap_admin(ws: Workspace) -> Bootstrap:
 def collect_stale_uploads(ws: Workspace) -> int:
     """At start: remove upload parts nothing appended to for a day (an upload resumes within
     that time); ``modelyard gc`` does the same on demand. Returns how many were removed."""
+    from modelyard.artifacts import LocalArtifactStore
     from modelyard.artifacts.gc import collect_stale_parts
 
-    if ws.settings.server_url or ws.artifacts.read_only:
-        return 0
-    count, _ = collect_stale_parts(ws.artifacts.root)
+    artifacts = ws.artifacts
+    if not isinstance(artifacts, LocalArtifactStore) or artifacts.read_only:
+        return 0  # a client's cache (MODELYARD_URL) holds no upload parts
+    count, _ = collect_stale_parts(artifacts.root)
     return count
