@@ -36,6 +36,11 @@ def test_the_demo_closes_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert summary["sent"] > 0
     assert summary["failed"] == 0
     assert summary["ok"]
+    scored = summary["scored"]  # the nightly batch, scored by v1: drifted like the traffic
+    assert scored.output.ref == "maintenance-scores@1"
+    assert scored.drift.report is not None
+    assert scored.drift.report.drifted
+    assert {"process_temp_k", "torque_nm"} <= set(scored.drift.report.drifted_features)
     with Workspace.at(tmp_path / "demo-workspace", environ={}) as ws:
         assert models.resolve("maintenance@production", ws).version == 2
         moves = models.alias_history("maintenance", "production", workspace=ws)
@@ -46,3 +51,6 @@ def test_the_demo_closes_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         (action,) = ws.store.monitoring.actions("maintenance", action="retrain")
         assert action.status == "promoted"
         assert action.report_id == summary["report_id"]
+        # the retrain's pipeline run ended with its predict step over the newest batch
+        tree = build_lineage(ws, "maintenance-scores@1", direction="up", depth=2)
+        assert ("model_version", "maintenance@1") in {(n.node_type, n.node_id) for n in tree.walk()}

@@ -1,7 +1,8 @@
 """``make demo``: the whole lifecycle on embedded defaults, in a fresh ``./demo-workspace``.
 
     train v1 (pipeline) → register → promote → deploy (local, no Docker) → traffic + feedback
-    → a drifted batch (recalibrated sensors) → monitor check: drift and quality decay
+    → a drifted batch (recalibrated sensors) → batch scoring of it: the scored batch's drift
+    → monitor check: drift and quality decay
     → retrain on the new batch → v2 beats v1 on the recent labelled traffic
     → v2 rolled out while a client keeps sending requests (failed requests counted)
     → the lineage of v2, back to the monitor report that started it
@@ -263,6 +264,12 @@ def run_demo(root: Path, *, docker: bool = False) -> dict[str, Any]:
     sent += send_traffic(port, recalibrated(2 * WINDOW, seed=3))
     wait_for_logs(ws, sent)
 
+    stage("Nightly batch scoring: production scores the new batch (modelyard predict)")
+    scored = score_newest_batch(ws, incoming / "batch-002.csv")
+    from modelyard.cli.batch import print_result
+
+    print_result(scored)
+
     stage("monitor check: drift and quality decay → retrain → challenger vs champion → rollout")
     from pipeline import TARGET, features
 
@@ -296,6 +303,7 @@ def run_demo(root: Path, *, docker: bool = False) -> dict[str, Any]:
         "\n".join(
             [
                 f"Workspace: {root}  (the service was stopped; redeploy with the command below)",
+                f"  modelyard -C {rel} lineage {scored.output.ref} --up",
                 f"  modelyard -C {rel} models list",
                 f"  modelyard -C {rel} lineage {production.ref}",
                 f"  modelyard -C {rel} monitor report {DEPLOYMENT} -o report.html",
@@ -318,7 +326,27 @@ def run_demo(root: Path, *, docker: bool = False) -> dict[str, Any]:
         "sent": client.sent,
         "failed": client.failed,
         "report": report_path,
+        "scored": scored,
     }
+
+
+def score_newest_batch(ws: Any, path: Path) -> Any:
+    """What a nightly job does: snapshot the batch, derive the model's inputs, score them with
+    the production model into ``maintenance-scores`` (its drift feeds the monitor)."""
+    from pipeline import snapshot_features
+
+    import modelyard
+
+    snapshot = modelyard.data.add(path, name="sensors", workspace=ws).version
+    frame = modelyard.data.read_frame(snapshot.ref, ws)
+    to_score = snapshot_features(frame, snapshot)
+    return modelyard.predict(
+        f"{MODEL}@production",
+        to_score.ref,
+        output="maintenance-scores",
+        columns=["machine_id"],
+        workspace=ws,
+    )
 
 
 def _print_check(out: Any, result: Any) -> None:

@@ -1,4 +1,5 @@
-"""Predictive maintenance: collect → validate → prepare → train → evaluate → register.
+"""Predictive maintenance: collect → validate → prepare → train → evaluate → register, and
+featurize → predict: the production model scores the newest batch (batch scoring).
 
     modelyard pipeline run examples/maintenance/pipeline.py -p n_estimators=200
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from modelyard.batch import predict_step
 from modelyard.pipeline import Pipeline, current_run, step
 from modelyard.store.entities import DatasetVersion
 
@@ -169,4 +171,39 @@ def hand_over(
     return {"name": name, "artifact": logged.digest, "run": logged.run_id, **metrics}
 
 
-pipeline = Pipeline("maintenance", [collect, validate, prepare, train, evaluate, register])
+@step(cache=False, outputs="to_score")
+def featurize(batch: pd.DataFrame, snapshot: DatasetVersion) -> DatasetVersion:
+    """The newest batch as the model sees it (plus ``machine_id`` to read the scores by), as a
+    dataset version of its own: what the predict step scores."""
+    return snapshot_features(batch, snapshot)
+
+
+def snapshot_features(batch: pd.DataFrame, snapshot: DatasetVersion) -> DatasetVersion:
+    import tempfile
+
+    import modelyard.data
+
+    table = features(batch).drop(columns=[TARGET])
+    table.insert(0, "machine_id", batch["machine_id"].to_numpy())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{snapshot.name}-{snapshot.version}-features.parquet"
+        table.to_parquet(path, index=False)
+        return modelyard.data.add(path, name=f"{snapshot.name}-features").version
+
+
+# The production model scores the newest batch into `maintenance-scores` (skipped while no
+# model is in production yet: the first run trains the first one). Policies stay with the
+# monitor here: this pipeline is also what a retrain runs.
+predict = predict_step(
+    model="maintenance@production",
+    output="maintenance-scores",
+    input="to_score",
+    columns=["machine_id"],
+    monitor=False,
+    if_no_model="skip",
+)
+
+pipeline = Pipeline(
+    "maintenance",
+    [collect, validate, prepare, train, evaluate, register, featurize, predict],
+)

@@ -14,6 +14,7 @@ from modelyard.workspace import Workspace
 
 if TYPE_CHECKING:
     from modelyard import data
+    from modelyard.batch import predict
     from modelyard.tracking import ActiveRun, start_run
 
 __all__ = [
@@ -23,11 +24,13 @@ __all__ = [
     "Workspace",
     "__version__",
     "data",
+    "predict",
     "start_run",
 ]
 
 _LAZY = {
     "data": ("modelyard.data", None),
+    "predict": ("modelyard.batch", "predict"),
     "start_run": ("modelyard.tracking", "start_run"),
     "ActiveRun": ("modelyard.tracking", "ActiveRun"),
 }

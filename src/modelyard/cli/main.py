@@ -92,6 +92,10 @@ from modelyard.cli import gc as _gc_cli  # noqa: E402
 
 cli.add_command(_gc_cli.gc)
 
+from modelyard.cli import batch as _batch_cli  # noqa: E402
+
+cli.add_command(_batch_cli.predict)
+
 
 def main() -> None:
     cli(prog_name="modelyard")

@@ -271,6 +271,36 @@ def scan(
     )
 
 
+def stream(
+    sources: Sequence[TableSource], schema: pa.Schema | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Every batch of ``sources`` in order, pulled one at a time. Give the ``schema`` a profile
+    settled on (:func:`recorded_schema`): a CSV column that needs widening half-way through
+    cannot restart a consumer that already used the earlier batches."""
+    for src in sources:
+        try:
+            yield from _iter_file(src, schema, None)
+        except _NeedsWidening as need:
+            raise DataError(
+                f"{src.label}: column #{need.column} holds {need.value!r}, which its recorded "
+                "type does not fit"
+            ) from None
+
+
+def recorded_schema(columns: Sequence[dict[str, Any]]) -> pa.Schema:
+    """The Arrow schema a profile recorded (``schema["columns"]`` of a dataset version)."""
+    import pyarrow as pa
+
+    fields = []
+    for column in columns:
+        try:
+            arrow_type = pa.type_for_alias(str(column["type"]))
+        except (ValueError, KeyError):
+            arrow_type = pa.string()
+        fields.append(pa.field(str(column["name"]), arrow_type))
+    return pa.schema(fields)
+
+
 def unify_schemas(schemas: Sequence[pa.Schema]) -> pa.Schema | None:
     """One schema for a folder of files, or ``None`` when the files are different tables.
 

@@ -215,12 +215,26 @@ class LoadedModel:
     or an ndarray and returns an ndarray (or a dict of them) with one entry per row."""
 
     def __init__(
-        self, meta: ModelMeta, path: Path, predict_fn: Callable[[Any], Any], wants: str
+        self,
+        meta: ModelMeta,
+        path: Path,
+        predict_fn: Callable[[Any], Any],
+        wants: str,
+        *,
+        proba_fn: Callable[[Any], Any] | None = None,
+        classes: Any = None,
     ) -> None:
         self.meta = meta
         self.path = path
         self._predict = predict_fn
         self._wants = wants  # "frame", "matrix" or "raw": what the flavor's predict takes
+        self._proba = proba_fn
+        # The class labels of predict_proba's columns (None: the model has no probabilities).
+        self.classes: list[Any] | None = (
+            [c.item() if hasattr(c, "item") else c for c in classes]
+            if proba_fn is not None and classes is not None
+            else None
+        )
 
     def _prepare(self, batch: Any) -> tuple[Any, int]:
         if isinstance(batch, dict) and self.meta.signature.kind == "columns":
@@ -246,6 +260,33 @@ class LoadedModel:
         prepared, rows = self._prepare(batch)
         return _normalize(self._predict(prepared), rows)
 
+    def predict_with_proba(
+        self, batch: Any
+    ) -> tuple[np.ndarray[Any, Any] | dict[str, np.ndarray[Any, Any]], np.ndarray[Any, Any] | None]:
+        """Predictions and, for a classifier that has them, class probabilities (one column
+        per entry of :attr:`classes`), from one preparation of ``batch``."""
+        prepared, rows = self._prepare(batch)
+        predictions = _normalize(self._predict(prepared), rows)
+        if self._proba is None:
+            return predictions, None
+        proba = np.asarray(self._proba(prepared))
+        if proba.ndim != 2 or proba.shape[0] != rows:
+            raise FlavorError(f"predict_proba returned shape {proba.shape}, not ({rows}, classes)")
+        return predictions, proba
+
+
+def _sklearn_loaded(meta: ModelMeta, path: Path, model: Any) -> LoadedModel:
+    wants = "frame" if hasattr(model, "feature_names_in_") else "matrix"
+    proba = getattr(model, "predict_proba", None)  # pipelines expose it only if their end does
+    return LoadedModel(
+        meta,
+        path,
+        model.predict,
+        wants if meta.signature.kind == "columns" else "raw",
+        proba_fn=proba,
+        classes=getattr(model, "classes_", None),
+    )
+
 
 def load_model(path: Path, *, allow_pickle: bool = False) -> LoadedModel:
     """Load a model folder written by :func:`save_model`.
@@ -265,12 +306,9 @@ def load_model(path: Path, *, allow_pickle: bool = False) -> LoadedModel:
                 "trusted_pickle=True and the loader is given allow_pickle=True"
             )
         model = sklearn_flavor.load_pickle(path)
-        wants = "frame" if hasattr(model, "feature_names_in_") else "matrix"
-        return LoadedModel(meta, path, model.predict, wants if sig.kind == "columns" else "raw")
+        return _sklearn_loaded(meta, path, model)
     if meta.flavor == "sklearn":
-        model = sklearn_flavor.load(path)
-        wants = "frame" if hasattr(model, "feature_names_in_") else "matrix"
-        return LoadedModel(meta, path, model.predict, wants if sig.kind == "columns" else "raw")
+        return _sklearn_loaded(meta, path, sklearn_flavor.load(path))
     if meta.flavor == "onnx":
         sess = onnx_flavor.session(path / onnx_flavor.MODEL_FILE)
         converted = meta.extra.get("converted_from") == "sklearn"

@@ -222,7 +222,7 @@ def gather_reports(ws: Workspace, dep: Deployment, config: MonitorConfig) -> Obs
     quality_docs: list[Any] = []
     objects: dict[str, Any] = {}
     if windows:
-        reference, why = _reference(ws, current.model_ref)
+        reference, why = model_reference(ws, current.model_ref)
         if reference is None:
             objects["drift_unavailable"] = why
         for window in windows:
@@ -290,7 +290,7 @@ def _recent_windows(log_dir: Any, size: int, keep: int, version: str) -> list[An
     return out[-keep:]
 
 
-def _reference(ws: Workspace, model_ref: str) -> tuple[Any, str | None]:
+def model_reference(ws: Workspace, model_ref: str) -> tuple[Any, str | None]:
     """The training data of ``model_ref`` as a drift reference, over the model inputs that the
     dataset has (engineered features computed inside the pipeline are not in it); None and
     why when there is no such data."""

@@ -130,6 +130,13 @@ class Decoder:
         self.names = signature.input_names
 
     # ---- columns --------------------------------------------------------------------------
+    def table_columns(self, columns: Mapping[str, Any]) -> Batch:
+        """A batch of named columns (lists or arrays, one per signature input), checked like
+        every request body: what batch scoring hands over chunk by chunk."""
+        if self.sig.kind != "columns":
+            raise InvalidInput("this model takes tensors, not named columns", "inputs")
+        return self._from_columns(columns)
+
     def _from_columns(self, columns: Mapping[str, Any], rows: int | None = None) -> Batch:
         missing = [n for n in self.names if n not in columns]
         if missing:
@@ -140,7 +147,7 @@ class Decoder:
         out: dict[str, Array] = {}
         for name in self.names:
             values = columns[name]
-            if not isinstance(values, list | Array):
+            if not isinstance(values, list | np.ndarray):
                 raise InvalidInput(f"column {name!r} must be a list of values", name)
             arr = convert(values, self.columns[name], f"column {name!r}", self.allow_nan)
             if arr.ndim != 1:
