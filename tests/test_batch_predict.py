@@ -101,6 +101,8 @@ def test_scores_become_a_dataset_version_with_lineage_both_ways(workspace: Works
     np.testing.assert_allclose(
         scores[["proba_0", "proba_1"]].to_numpy(), model.predict_proba(batch[FEATURES])
     )
+    # a batch is not served traffic: no prediction-log folder for the monitor to mistake
+    assert not (workspace.state_dir / "predictions").exists()
     # the output was added through data add: it has a profile
     assert (result.output.profile or {})["row_count"] == 1000
     # lineage: scores ← run ← (model version, input dataset), and back down from each

@@ -116,26 +116,29 @@ class _Job:
         from modelyard.data.formats import read_schema, recorded_schema
         from modelyard.data.resolve import resolve as resolve_dataset
         from modelyard.flavors import read_meta
-        from modelyard.models.serve import plan_serving
+        from modelyard.models import resolve
+        from modelyard.models.serve import export_model
         from modelyard.serving.batch import check_schema
 
         self.ws = ws
         self.output = output
-        self.plan = plan_serving(model_ref, ws)
-        self.version = self.plan.version
+        # Exported and verified like a served version (but no prediction-log folder: a batch
+        # is not served traffic, and the monitor looks for served traffic there).
+        self.version = resolve(model_ref, ws)
+        model_dir = export_model(ws, self.version)
         self.input = resolve_dataset(data_ref, ws)
         sources = tabular_sources(self.input, ws)
         recorded = (self.input.schema or {}).get("columns")
         schema = recorded_schema(recorded) if recorded else read_schema(sources[0])
         self.rows = int((self.input.profile or {}).get("row_count") or 0)
-        check_schema(read_meta(self.plan.model_dir).signature, schema, carry)
+        check_schema(read_meta(model_dir).signature, schema, carry)
         if self.rows == 0:
             raise DataError(f"dataset {self.input.ref} has no rows: there is nothing to score")
         self.carry = carry
         self.batch_rows = batch_rows
         self.scoring = ScoringJob(
-            model_dir=self.plan.model_dir,
-            allow_pickle=self.plan.allow_pickle,
+            model_dir=model_dir,
+            allow_pickle=self.version.trusted_pickle,  # the registry's trust mark, never the files
             sources=tuple(sources),
             schema=schema,
             carry=carry,

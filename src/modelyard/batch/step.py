@@ -8,9 +8,10 @@
                          dataset="customers@latest")   # … or a dataset version
     pipeline = Pipeline("maintenance", [collect, ..., features, score])
 
-The step is an ordinary step (its parameters — model, output, columns, batch_rows, monitor —
-can be overridden with ``-p``); it returns the output dataset version, so lineage runs from the
-pipeline run through the step's run to the scores.
+The step is an ordinary step: its parameters ``model_ref``, ``output_dataset``, ``columns``,
+``batch_rows``, ``monitor`` and ``if_no_model`` can be overridden with ``-p`` (named so that
+they do not collide with other steps' outputs, such as a ``model``); it returns the output
+dataset version, so lineage runs from the pipeline run through the step's run to the scores.
 """
 
 from __future__ import annotations
@@ -62,16 +63,16 @@ def predict_step(
 
         if kwargs["if_no_model"] == SKIP:
             try:
-                resolve(kwargs["model"])
+                resolve(kwargs["model_ref"])
             except NotFound as exc:
                 print(f"predict skipped: {exc.message}")
                 return None
         source = kwargs[arg]
         ref = getattr(source, "ref", None) or str(source)
         result = predict(
-            kwargs["model"],
+            kwargs["model_ref"],
             ref,
-            output=kwargs["output"],
+            output=kwargs["output_dataset"],
             columns=[c for c in str(kwargs["columns"]).split(",") if c],
             batch_rows=int(kwargs["batch_rows"]),
             monitor=bool(kwargs["monitor"]),
@@ -84,8 +85,8 @@ def predict_step(
     run_predict.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [
             param(arg, kind, default=default, annotation=Any),
-            param("model", kind, default=model, annotation=str),
-            param("output", kind, default=output, annotation=str),
+            param("model_ref", kind, default=model, annotation=str),
+            param("output_dataset", kind, default=output, annotation=str),
             param("columns", kind, default=",".join(columns), annotation=str),
             param("batch_rows", kind, default=batch_rows, annotation=int),
             param("monitor", kind, default=monitor, annotation=bool),
