@@ -509,3 +509,32 @@ def test_ray_engine_scores_the_same_rows_as_the_local_one(
         modelyard.predict("clf@1", bad, output="never", engine="ray", batch_rows=100, workspace=ws)
     with pytest.raises(NotFound):
         data.versions("never", workspace=ws)
+
+
+@pytest.mark.parametrize("kind", ["forest", "tree", "logistic", "multiclass", "bayes"])
+def test_predictions_with_probabilities_match_the_estimator(tmp_path: Path, kind: str) -> None:
+    """One pass gives both for the classifiers whose predict is argmax(proba); the rest are
+    called twice — either way the predictions are the estimator's own."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.naive_bayes import GaussianNB
+    from sklearn.tree import DecisionTreeClassifier
+
+    from modelyard.flavors import load_model, save_model
+
+    rng = np.random.default_rng(11)
+    x = pd.DataFrame(rng.normal(size=(400, 4)), columns=list("abcd"))
+    y = (x["a"] + x["b"] > 0).astype(int) + (kind == "multiclass") * (x["c"] > 1)
+    model: Any = {
+        "forest": RandomForestClassifier(n_estimators=15, random_state=0),
+        "tree": DecisionTreeClassifier(random_state=0),
+        "logistic": LogisticRegression(),
+        "multiclass": LogisticRegression(),
+        "bayes": GaussianNB(),  # not on the argmax list: predict is called as well
+    }[kind].fit(x, y)
+    save_model(model, tmp_path / "m", input_example=x.head(3))
+    loaded = load_model(tmp_path / "m")
+    predictions, proba = loaded.predict_with_proba({c: x[c].to_numpy() for c in x.columns})
+    assert predictions.tolist() == model.predict(x).tolist()  # type: ignore[union-attr]
+    np.testing.assert_allclose(proba, model.predict_proba(x))
+    assert loaded.classes == model.classes_.tolist()

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from modelyard.batch.monitor import BatchDrift
     from modelyard.monitor.check import CheckResult
     from modelyard.store import DatasetVersion
-    from modelyard.store.registry_entities import ModelVersion
+    from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
 
 DEFAULT_BATCH_ROWS = 65_536

@@ -88,9 +88,10 @@ class JobSpec:
 def render_job(spec: JobSpec) -> dict[str, Any]:
     from modelyard.deploy.kubernetes.manifests import (
         IMAGE_PYTHON,
-        IMAGE_UID,
         common_annotations,
         common_labels,
+        container_security_context,
+        pod_security_context,
     )
     from modelyard.packaging.dockerfile import MODEL_DIR
 
@@ -122,16 +123,7 @@ def render_job(spec: JobSpec) -> dict[str, Any]:
             "requests": {"cpu": spec.cpu_request, "memory": spec.memory_request},
             "limits": {"cpu": spec.cpu_limit, "memory": spec.memory_limit},
         },
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": IMAGE_UID,
-            "runAsGroup": IMAGE_UID,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "privileged": False,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": container_security_context(),
         "volumeMounts": [
             {"name": "data", "mountPath": DATA_MOUNT},
             {"name": "tmp", "mountPath": "/tmp"},
@@ -141,13 +133,7 @@ def render_job(spec: JobSpec) -> dict[str, Any]:
         "restartPolicy": "Never",  # retries are per index (backoffLimitPerIndex)
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": IMAGE_UID,
-            "runAsGroup": IMAGE_UID,
-            "fsGroup": IMAGE_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": [
             {"name": "data", "persistentVolumeClaim": {"claimName": spec.claim}},

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from modelyard.monitor.drift import DriftReport
     from modelyard.monitor.policy import MonitorConfig
     from modelyard.store import DatasetVersion
-    from modelyard.store.deployments import Deployment
-    from modelyard.store.registry_entities import ModelVersion
+    from modelyard.store.deploy import Deployment
+    from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
 
 SOURCE = "batch"

@@ -223,13 +223,17 @@ class LoadedModel:
         *,
         proba_fn: Callable[[Any], Any] | None = None,
         classes: Any = None,
+        predict_is_argmax: bool = False,
     ) -> None:
         self.meta = meta
         self.path = path
         self._predict = predict_fn
         self._wants = wants  # "frame", "matrix" or "raw": what the flavor's predict takes
         self._proba = proba_fn
+        # predict(x) == classes[argmax(predict_proba(x))] for this estimator: one call gives both
+        self._argmax = predict_is_argmax and classes is not None
         # The class labels of predict_proba's columns (None: the model has no probabilities).
+        self._classes = classes
         self.classes: list[Any] | None = (
             [c.item() if hasattr(c, "item") else c for c in classes]
             if proba_fn is not None and classes is not None
@@ -266,18 +270,38 @@ class LoadedModel:
         """Predictions and, for a classifier that has them, class probabilities (one column
         per entry of :attr:`classes`), from one preparation of ``batch``."""
         prepared, rows = self._prepare(batch)
-        predictions = _normalize(self._predict(prepared), rows)
         if self._proba is None:
-            return predictions, None
+            return _normalize(self._predict(prepared), rows), None
         proba = np.asarray(self._proba(prepared))
         if proba.ndim != 2 or proba.shape[0] != rows:
             raise FlavorError(f"predict_proba returned shape {proba.shape}, not ({rows}, classes)")
-        return predictions, proba
+        if self._argmax:
+            return np.asarray(self._classes)[proba.argmax(axis=1)], proba
+        return _normalize(self._predict(prepared), rows), proba
+
+
+# Classifiers whose predict is the argmax of predict_proba (their own code computes it so), so
+# batch scoring needs one pass over the model instead of two. Others are called for both.
+_ARGMAX_CLASSIFIERS = frozenset(
+    {
+        "RandomForestClassifier",
+        "ExtraTreesClassifier",
+        "DecisionTreeClassifier",
+        "ExtraTreeClassifier",
+        "LogisticRegression",
+    }
+)
+
+
+def _final_step(model: Any) -> Any:
+    steps = getattr(model, "steps", None)
+    return _final_step(steps[-1][1]) if steps else model
 
 
 def _sklearn_loaded(meta: ModelMeta, path: Path, model: Any) -> LoadedModel:
     wants = "frame" if hasattr(model, "feature_names_in_") else "matrix"
     proba = getattr(model, "predict_proba", None)  # pipelines expose it only if their end does
+    final = type(_final_step(model))
     return LoadedModel(
         meta,
         path,
@@ -285,6 +309,8 @@ def _sklearn_loaded(meta: ModelMeta, path: Path, model: Any) -> LoadedModel:
         wants if meta.signature.kind == "columns" else "raw",
         proba_fn=proba,
         classes=getattr(model, "classes_", None),
+        predict_is_argmax=final.__name__ in _ARGMAX_CLASSIFIERS
+        and final.__module__.startswith("sklearn."),
     )
 
 
