@@ -538,3 +538,21 @@ def test_predictions_with_probabilities_match_the_estimator(tmp_path: Path, kind
     assert predictions.tolist() == model.predict(x).tolist()  # type: ignore[union-attr]
     np.testing.assert_allclose(proba, model.predict_proba(x))
     assert loaded.classes == model.classes_.tolist()
+
+
+def test_an_untrusted_python_model_is_refused_before_any_output(
+    sqlite_workspace: Workspace,
+) -> None:
+    from _models import AddOne
+    from modelyard.errors import UnsafeModel
+
+    ws = sqlite_workspace
+    table = frame(20)[["a", "b"]]
+    with modelyard.start_run(name="train", workspace=ws) as run:
+        run.log_model(AddOne(), "model", input_example=table.head(3))
+    models.register(run.id, "code", workspace=ws)
+    ref = add_batch(ws, table)
+    with pytest.raises(UnsafeModel, match="no admin has trusted it"):
+        modelyard.predict("code@1", ref, output="s", workspace=ws)
+    with pytest.raises(NotFound):
+        data.versions("s", workspace=ws)

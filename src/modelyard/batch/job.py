@@ -118,6 +118,7 @@ class _Job:
         from modelyard.flavors import read_meta
         from modelyard.models import resolve
         from modelyard.models.serve import export_model
+        from modelyard.models.trust import check_code_trust
         from modelyard.serving.batch import check_schema
 
         self.ws = ws
@@ -125,6 +126,7 @@ class _Job:
         # Exported and verified like a served version (but no prediction-log folder: a batch
         # is not served traffic, and the monitor looks for served traffic there).
         self.version = resolve(model_ref, ws)
+        check_code_trust(self.version)  # a pickle or Python model runs only if an admin said so
         model_dir = export_model(ws, self.version)
         self.input = resolve_dataset(data_ref, ws)
         sources = tabular_sources(self.input, ws)
@@ -138,7 +140,7 @@ class _Job:
         self.batch_rows = batch_rows
         self.scoring = ScoringJob(
             model_dir=model_dir,
-            allow_pickle=self.version.trusted_pickle,  # the registry's trust mark, never the files
+            allow_pickle=self.version.code_trusted,  # the registry's trust, never the files
             sources=tuple(sources),
             schema=schema,
             carry=carry,
