@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -149,7 +150,7 @@ class Guard:
         *,
         allowed_hosts: frozenset[str] | None,
         policy: Callable[[str], BodyPolicy],
-        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+        body_timeout_s: float | None = DEFAULT_BODY_TIMEOUT_S,
         max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
         authenticate: Callable[[Scope], Awaitable[None]] | None = None,
         render: Callable[[int, str], bytes] = error_json,
@@ -161,14 +162,18 @@ class Guard:
         self.max_json_depth = max_json_depth
         self.authenticate = authenticate
         self.render = render
+        self._hosts_seen: dict[bytes, bool] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         try:
-            self._check_host(scope)
-            length, has_body = _announced_body(scope)
+            host, length, has_body = _head_facts(scope)
+            if self.allowed_hosts is not None and not self._host_ok(host):
+                raise GuardRefusal(
+                    400, "invalid Host header: this server does not answer that name"
+                )
             if not has_body:
                 await self.app(scope, receive, send)
                 return
@@ -188,25 +193,30 @@ class Guard:
         except GuardRefusal as refusal:
             await self._refuse(send, refusal)
             return
+        except _ClientGone:
+            return  # nobody to answer (a deadline of the connection, or the client left)
         if policy.buffered:
             await self.app(scope, _replay(body, receive), send)
+        elif self.body_timeout_s is None:  # the protocol keeps the deadline, the app the cap
+            await self.app(scope, receive, send)
         else:
-            await self._stream(scope, receive, send, policy)
+            await self._stream(scope, receive, send, policy, self.body_timeout_s)
 
-    def _check_host(self, scope: Scope) -> None:
-        if self.allowed_hosts is None:
-            return
-        host = b""
-        for name, value in scope["headers"]:
-            if name == b"host":
-                host = value
-                break
-        if normalise_host(host.decode("latin-1")) not in self.allowed_hosts:
-            raise GuardRefusal(400, "invalid Host header: this server does not answer that name")
+    def _host_ok(self, host: bytes) -> bool:
+        """Whether a raw ``Host`` value names this server; answers are remembered (a server
+        sees few distinct values), up to a bound so random ones cannot fill memory."""
+        known = self._hosts_seen.get(host)
+        if known is None:
+            assert self.allowed_hosts is not None
+            known = normalise_host(host.decode("latin-1")) in self.allowed_hosts
+            if len(self._hosts_seen) < 256:
+                self._hosts_seen[host] = known
+        return known
 
     async def _read_all(self, receive: Receive, limit: int) -> bytes:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.body_timeout_s
+        timeout_s = self.body_timeout_s if self.body_timeout_s is not None else math.inf
+        deadline = loop.time() + timeout_s
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -214,11 +224,9 @@ class Guard:
                 async with asyncio.timeout_at(deadline):
                     message = await receive()
             except TimeoutError:
-                raise GuardRefusal(
-                    408, f"the body did not arrive within {self.body_timeout_s:g} s"
-                ) from None
+                raise GuardRefusal(408, f"the body did not arrive within {timeout_s:g} s") from None
             if message["type"] == "http.disconnect":
-                raise GuardRefusal(400, "the client went away")
+                raise _ClientGone
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > limit:
@@ -227,27 +235,29 @@ class Guard:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _stream(self, scope: Scope, receive: Receive, send: Send, policy: BodyPolicy) -> None:
+    async def _stream(
+        self, scope: Scope, receive: Receive, send: Send, policy: BodyPolicy, timeout_s: float
+    ) -> None:
         """Pass the body through, counting bytes and timing the waits; on a breach the app is
         told the client left (it keeps what it has, as for any broken upload) and the guard
         answers instead of it."""
         state: dict[str, Any] = {"size": 0, "refusal": None, "started": False, "done": False}
         limit = policy.max_bytes
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.body_timeout_s
+        deadline = loop.time() + timeout_s
 
         async def guarded_receive() -> Message:
             if state["refusal"] is not None:
                 return {"type": "http.disconnect"}
             if state["done"]:  # the body is in: what comes next is a disconnect, no deadline
                 return await receive()
-            when = loop.time() + self.body_timeout_s if policy.per_chunk else deadline
+            when = loop.time() + timeout_s if policy.per_chunk else deadline
             try:
                 async with asyncio.timeout_at(when):
                     message = await receive()
             except TimeoutError:
                 state["refusal"] = GuardRefusal(
-                    408, f"the body did not arrive within {self.body_timeout_s:g} s"
+                    408, f"the body did not arrive within {timeout_s:g} s"
                 )
                 return {"type": "http.disconnect"}
             if message["type"] == "http.request":
@@ -283,12 +293,20 @@ class Guard:
         await send({"type": "http.response.body", "body": body})
 
 
-def _announced_body(scope: Scope) -> tuple[int | None, bool]:
-    """(Content-Length, whether a body comes) from the headers. A bad length is a 400."""
+class _ClientGone(Exception):
+    pass
+
+
+def _head_facts(scope: Scope) -> tuple[bytes, int | None, bool]:
+    """(Host, Content-Length, whether a body comes) from the headers, in one pass. A bad
+    length is a 400."""
+    host = b""
     length: int | None = None
     chunked = False
     for name, value in scope["headers"]:
-        if name == b"content-length":
+        if name == b"host":
+            host = value
+        elif name == b"content-length":
             try:
                 length = int(value)
             except ValueError:
@@ -297,7 +315,7 @@ def _announced_body(scope: Scope) -> tuple[int | None, bool]:
                 raise GuardRefusal(400, "invalid Content-Length")
         elif name == b"transfer-encoding":
             chunked = True
-    return length, chunked or bool(length)
+    return host, length, chunked or bool(length)
 
 
 def _is_json(scope: Scope) -> bool:
@@ -323,61 +341,90 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def header_deadline_protocol(timeout_s: float, http: str = "auto") -> type[asyncio.Protocol]:
-    """uvicorn's HTTP protocol class (``http``: auto, h11 or httptools) with a deadline on the
-    request head: a connection is closed when no complete request head arrived within
-    ``timeout_s`` of connecting or of its previous response (uvicorn's keep-alive timer is
-    reset by every byte, so a client trickling header bytes would hold it open for ever)."""
+def header_deadline_protocol(
+    head_timeout_s: float, body_timeout_s: float | None = None, http: str = "auto"
+) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol class (``http``: auto, h11 or httptools) with deadlines kept by
+    the connection itself, at no cost per request beyond a time stamp: a connection is closed
+    when no complete request head arrived within ``head_timeout_s`` of connecting or of its
+    previous response (uvicorn's keep-alive timer is reset by every byte, so a client trickling
+    header bytes would hold it open for ever), and, with ``body_timeout_s``, when a request's
+    body is not complete that long after its head (the application then sees a disconnect)."""
     from uvicorn.config import HTTP_PROTOCOLS
     from uvicorn.importer import import_from_string
 
     base: type[Any] = import_from_string(HTTP_PROTOCOLS.get(http, http))
 
-    class HeaderDeadline(base):  # type: ignore[misc]
-        head_timeout_s = timeout_s
-        _head_timer: asyncio.TimerHandle | None = None
+    class Deadlines(base):  # type: ignore[misc]
+        # One lazy timer per connection: moving the deadline only stores a number; the timer
+        # re-arms itself when it fires early, so a busy connection schedules almost nothing.
+        _timer: asyncio.TimerHandle | None = None
+        _deadline = 0.0
+        _watching: Any = None  # "head", a request cycle whose body is awaited, or None
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
-            self._arm_head_timer()
+            self._watch("head", head_timeout_s)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            self._arm_head_timer()
+            self._watch("head", head_timeout_s)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            cycle = self.cycle
+            if self._watching == "head":
+                if cycle is not None and not cycle.response_complete:  # a head is complete
+                    if body_timeout_s is not None and cycle.more_body:
+                        self._watch(cycle, body_timeout_s)
+                    else:
+                        self._watching = None
+            elif self._watching is not None and not self._watching.more_body:
+                self._watching = None  # the body is complete
 
         def connection_lost(self, exc: Exception | None) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
+            self._watching = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             super().connection_lost(exc)
 
-        def _arm_head_timer(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timeout)
+        def _watch(self, what: Any, seconds: float) -> None:
+            self._watching = what
+            self._deadline = self.loop.time() + seconds
+            if self._timer is None:
+                self._timer = self.loop.call_at(self._deadline, self._check)
 
-        def _head_timeout(self) -> None:
-            self._head_timer = None
-            waiting_for_head = self.cycle is None or self.cycle.response_complete
-            if waiting_for_head and not self.transport.is_closing():
+        def _check(self) -> None:
+            self._timer = None
+            what = self._watching
+            if what is None or self.transport.is_closing():
+                return
+            if self.loop.time() < self._deadline:
+                self._timer = self.loop.call_at(self._deadline, self._check)
+                return
+            if what == "head":
+                expired = self.cycle is None or self.cycle.response_complete
+            else:
+                expired = what is self.cycle and what.more_body and not what.response_complete
+            if expired:
                 self.transport.close()
 
-    HeaderDeadline.__name__ = HeaderDeadline.__qualname__ = f"HeaderDeadline{base.__name__}"
-    return HeaderDeadline
-
-
-HEADER_TIMEOUT_ENV: Final = "MODELYARD_HEADER_TIMEOUT_S"
+    Deadlines.__name__ = Deadlines.__qualname__ = f"Deadlines{base.__name__}"
+    return Deadlines
 
 
 def __getattr__(name: str) -> Any:
-    """``modelyard.httpguard:HeaderDeadlineHTTP``, importable by name for uvicorn's worker
-    processes (which cannot receive a class made at run time); its deadline comes from
-    ``MODELYARD_HEADER_TIMEOUT_S``, which the parent sets before starting them."""
-    if name == "HeaderDeadlineHTTP":
+    """``modelyard.httpguard:ServeDeadlinesHTTP``, importable by name for worker processes
+    (uvicorn's, gunicorn's), which cannot receive a class made at run time: the model server's
+    deadlines from ``MODELYARD_SERVE_HEADER_TIMEOUT_S`` and ``MODELYARD_SERVE_BODY_TIMEOUT_S``
+    (the parent's :class:`~modelyard.serving.config.ServeConfig`), 10 s and 30 s if unset."""
+    if name == "ServeDeadlinesHTTP":
         import os
 
-        timeout = float(os.environ.get(HEADER_TIMEOUT_ENV, DEFAULT_HEADER_TIMEOUT_S))
-        cls = header_deadline_protocol(timeout)
+        head = float(os.environ.get("MODELYARD_SERVE_HEADER_TIMEOUT_S", DEFAULT_HEADER_TIMEOUT_S))
+        body = float(os.environ.get("MODELYARD_SERVE_BODY_TIMEOUT_S", 30.0))
+        cls = header_deadline_protocol(head, body)
         globals()[name] = cls
         return cls
     raise AttributeError(name)

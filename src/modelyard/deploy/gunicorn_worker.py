@@ -51,11 +51,11 @@ class _DrainingServer(Server):
 
 class DrainingUvicornWorker(UvicornWorker):  # type: ignore[misc]
     """``worker_class = "modelyard.deploy.gunicorn_worker.DrainingUvicornWorker"``, with the
-    request-head deadline of :mod:`modelyard.httpguard`."""
+    request head and body deadlines of :mod:`modelyard.httpguard`."""
 
     CONFIG_KWARGS = {
         **UvicornWorker.CONFIG_KWARGS,
-        "http": "modelyard.httpguard:HeaderDeadlineHTTP",
+        "http": "modelyard.httpguard:ServeDeadlinesHTTP",
     }
 
     async def _serve(self) -> None:

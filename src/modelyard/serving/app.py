@@ -237,8 +237,10 @@ class ModelServer:
 
 
 def _guard(server: ModelServer, config: ServeConfig) -> Guard:
-    """Host allow-list, body deadline and (for feedback, read whole) JSON depth before the
-    handlers run; the handlers enforce the body cap themselves as they read."""
+    """Host allow-list, an announced body over the cap, and (for feedback, read whole) JSON
+    depth before the handlers run. Nothing wraps the other requests: the handlers enforce the
+    cap as they read, and the connection keeps the head and body deadlines
+    (:func:`modelyard.httpguard.header_deadline_protocol`, installed by the runner)."""
     hosts = allowed_hosts_for_bind(config.bind_host, config.allowed_hosts)
     streamed = BodyPolicy(config.max_body_bytes, buffered=False)
     buffered = BodyPolicy(config.max_body_bytes, buffered=True)
@@ -250,7 +252,7 @@ def _guard(server: ModelServer, config: ServeConfig) -> Guard:
         app,
         allowed_hosts=hosts,
         policy=lambda path: buffered if path == "/v1/feedback" else streamed,
-        body_timeout_s=config.body_timeout_s,
+        body_timeout_s=None,
         max_json_depth=config.max_json_depth,
         render=lambda status, message: orjson.dumps({"error": message}),
     )

@@ -30,7 +30,7 @@ def serve(
     """
     import uvicorn
 
-    from modelyard.httpguard import HEADER_TIMEOUT_ENV, header_deadline_protocol
+    from modelyard.httpguard import header_deadline_protocol
     from modelyard.serving.metrics import multiprocess_metrics, single_process_metrics
 
     config = replace(config or ServeConfig(), bind_host=host)
@@ -51,11 +51,10 @@ def serve(
 
         hide_unused_libraries(Path(model_dir))
         app = create_app(Path(model_dir), name=name, version=version, config=config)
-        http = header_deadline_protocol(config.header_timeout_s)
+        http = header_deadline_protocol(config.header_timeout_s, config.body_timeout_s)
         uvicorn.Server(uvicorn.Config(app, http=http, **common)).run()  # type: ignore[arg-type]
         return
     os.environ.update(config.to_env())
-    os.environ[HEADER_TIMEOUT_ENV] = str(config.header_timeout_s)
     os.environ["MODELYARD_SERVE_MODEL_DIR"] = str(Path(model_dir).resolve())
     os.environ["MODELYARD_SERVE_NAME"] = name
     os.environ["MODELYARD_SERVE_VERSION"] = str(version)
@@ -64,6 +63,6 @@ def serve(
             "modelyard.serving.app:create_app_from_env",
             factory=True,
             workers=config.workers,
-            http="modelyard.httpguard:HeaderDeadlineHTTP",
+            http="modelyard.httpguard:ServeDeadlinesHTTP",
             **common,  # type: ignore[arg-type]
         )
