@@ -54,3 +54,54 @@ def expected_actor(ws: Any) -> str:
     from modelyard.models._common import actor
 
     return actor()
+
+
+class Mixed:
+    """A python model with a tensor input of each kind (FP32, INT8, BYTES, BOOL) and an output
+    of each kind, for the V2 protocol tests: score = sum of x and k, label = tag (+ "!" when
+    on), flag = not on, count = sum of k."""
+
+    def load(self, context: Any) -> None:
+        pass
+
+    def predict(self, inputs: Any) -> Any:
+        x = np.asarray(inputs["x"], dtype=np.float32)
+        k = np.asarray(inputs["k"]).astype(np.int64)
+        on = np.asarray(inputs["on"], dtype=bool)[:, 0]
+        tags = np.asarray(inputs["tag"], dtype=object)[:, 0]
+        label = np.empty(len(tags), dtype=object)
+        label[:] = [str(t) + ("!" if o else "") for t, o in zip(tags, on, strict=True)]
+        return {
+            "score": (x.sum(axis=1) + k.sum(axis=1)).astype(np.float32),
+            "label": label,
+            "flag": ~on,
+            "count": k.sum(axis=1),
+        }
+
+
+def mixed_inputs(rows: int = 2, seed: int = 0) -> dict[str, Any]:
+    """Inputs of :class:`Mixed`: x float32 [rows, 3], k int8 [rows, 2], tag str [rows, 1] (not
+    all ASCII), on bool [rows, 1]."""
+    rng = np.random.default_rng(seed)
+    tag = np.empty((rows, 1), dtype=object)
+    tag[:, 0] = [f"t{i}-é" for i in range(rows)]
+    return {
+        "x": rng.normal(size=(rows, 3)).astype(np.float32),
+        "k": rng.integers(-100, 100, size=(rows, 2)).astype(np.int8),
+        "tag": tag,
+        "on": (np.arange(rows) % 2 == 0).reshape(rows, 1),
+    }
+
+
+class Slow:
+    """A python model whose predict takes 20 ms (so the server runs it in a thread and
+    requests arriving meanwhile are batched): predicts the row sums."""
+
+    def load(self, context: Any) -> None:
+        pass
+
+    def predict(self, inputs: Any) -> Any:
+        import time
+
+        time.sleep(0.02)  # the model's own cost, not a synchronisation
+        return np.asarray(inputs, dtype=np.float64).sum(axis=1)

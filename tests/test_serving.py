@@ -120,13 +120,13 @@ def test_invocations_csv(client: AppClient) -> None:
 @pytest.mark.parametrize(
     ("path", "payload", "status", "needle"),
     [
-        ("/invocations", {"dataframe_records": [{"a": 1.0, "b": 1.0, "c": 1.0}]}, 422, "'city'"),
-        ("/invocations", {"dataframe_records": [{**ROW, "zzz": 1}]}, 422, "'zzz'"),
-        ("/invocations", {"dataframe_records": [{**ROW, "a": "high"}]}, 422, "column 'a'"),
-        ("/invocations", {"dataframe_records": [{**ROW, "a": None}]}, 422, "NaN"),
-        ("/invocations", {"dataframe_records": []}, 422, "empty"),
-        ("/invocations", {"dataframe_records": [ROW] * 51}, 422, "too many rows"),
-        ("/invocations", {"nothing": 1}, 422, "dataframe_split"),
+        ("/invocations", {"dataframe_records": [{"a": 1.0, "b": 1.0, "c": 1.0}]}, 400, "'city'"),
+        ("/invocations", {"dataframe_records": [{**ROW, "zzz": 1}]}, 400, "'zzz'"),
+        ("/invocations", {"dataframe_records": [{**ROW, "a": "high"}]}, 400, "column 'a'"),
+        ("/invocations", {"dataframe_records": [{**ROW, "a": None}]}, 400, "NaN"),
+        ("/invocations", {"dataframe_records": []}, 400, "empty"),
+        ("/invocations", {"dataframe_records": [ROW] * 51}, 400, "too many rows"),
+        ("/invocations", {"nothing": 1}, 400, "dataframe_split"),
         ("/v2/models/churn/infer", v2_body(1, inputs=v2_body(1)["inputs"][:3]), 422, "'city'"),
         (
             "/v2/models/churn/infer",
@@ -341,7 +341,8 @@ def test_serving_imports_nothing_from_the_platform() -> None:
         "from modelyard.serving import create_app, serve\n"
         "import modelyard.serving.__main__\n"
         "bad = sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'sqlalchemy', 'click', 'rich', 'alembic', 'docker', 'pandas', 'sklearn', 'pyarrow'})\n"
+        "{'sqlalchemy', 'click', 'rich', 'alembic', 'docker', 'pandas', 'sklearn', 'pyarrow',"
+        " 'grpc', 'google'})\n"
         "bad += [m for m in sys.modules if m.startswith(('modelyard.store', 'modelyard.cli'))]\n"
         "print(bad)\n"
     )

@@ -4,7 +4,9 @@
     .venv/bin/python benchmarks/serving/run.py [--duration 5] [--only lr] [--servers a,b]
 
 Servers: ``bare`` (bare_app.py: parse JSON, call predict — the ceiling), ``modelyard``
-(``python -m modelyard.serving`` with prediction logging and metrics on), ``mlflow``
+(``python -m modelyard.serving`` with prediction logging and metrics on), the same server
+loaded through V2 binary tensors over HTTP (``modelyard-binary``, wrk) and V2 gRPC
+(``modelyard-grpc``, grpc_load.py: a Python loop, so a lower bound), ``mlflow``
 (``mlflow models serve --env-manager local``), ``bentoml`` and ``bentoml-batch``
 (bento_service.py without/with adaptive batching). The peers run from their own venvs
 (/tmp/bench-mlflow, /tmp/bench-bentoml, or BENCH_MLFLOW_VENV / BENCH_BENTOML_VENV); a peer that
@@ -23,12 +25,14 @@ times in turn (default 5), and reported as the median and the fastest: one start
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -49,7 +53,19 @@ SCENARIOS = [
     ("1 row c=64", 1, 64),
     ("100 rows c=16", 100, 16),
 ]
-SERVERS = ("bare", "modelyard", "mlflow", "bentoml", "bentoml-batch")
+SERVERS = (
+    "bare",
+    "modelyard",
+    "modelyard-binary",
+    "modelyard-grpc",
+    "mlflow",
+    "bentoml",
+    "bentoml-batch",
+)
+#: The modelyard server again, loaded through another protocol: V2 binary tensors over HTTP
+#: (wrk), and V2 gRPC (grpc_load.py, a Python loop: slower than wrk, so a lower bound).
+#: Their cold start is modelyard's, so it is measured once, for "modelyard".
+VARIANTS = {"modelyard-binary": "modelyard", "modelyard-grpc": "modelyard"}
 PEER_VENVS = {
     "mlflow": (
         Path(os.environ.get("BENCH_MLFLOW_VENV", "/tmp/bench-mlflow")),
@@ -160,14 +176,41 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def _wrk(port: int, rows: int, conns: int, duration: int, lua: Path) -> Result:
-    row = "[" + ",".join(["0.5"] * N_FEATURES) + "]"
-    body = '{"instances": [' + ",".join([row] * rows) + "]}"
+def _wrk(
+    port: int, rows: int, conns: int, duration: int, lua: Path, binary_model: str | None = None
+) -> Result:
+    """wrk against /invocations (JSON), or with ``binary_model`` against that model's V2
+    ``infer`` with binary tensors both ways (the request tritonclient's default ``infer`` sends)."""
+    if binary_model is None:
+        row = "[" + ",".join(["0.5"] * N_FEATURES) + "]"
+        body = ('{"instances": [' + ",".join([row] * rows) + "]}").encode()
+        content_type, extra = "application/json", ""
+        url = f"http://127.0.0.1:{port}/invocations"
+    else:
+        raw = b"".join([struct.pack("<d", 0.5)] * (rows * N_FEATURES))
+        head = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "input-0",
+                        "shape": [rows, N_FEATURES],
+                        "datatype": "FP64",
+                        "parameters": {"binary_data_size": len(raw)},
+                    }
+                ],
+                "parameters": {"binary_data_output": True},
+            }
+        ).encode()
+        body = head + raw
+        content_type = "application/octet-stream"
+        extra = f'wrk.headers["Inference-Header-Content-Length"] = "{len(head)}"\n'
+        url = f"http://127.0.0.1:{port}/v2/models/{binary_model}/infer"
+    body_file = lua.with_suffix(".body")
+    body_file.write_bytes(body)
     lua.write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = '{body}'\n"
+        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "{content_type}"\n{extra}'
+        f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
     )
-    url = f"http://127.0.0.1:{port}/invocations"
     cmd = ["wrk", "-t", "1", "-c", str(conns), "-d", f"{duration}s", "--latency", "-s", str(lua)]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -179,6 +222,34 @@ def _wrk(port: int, rows: int, conns: int, duration: int, lua: Path) -> Result:
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
     return rps, pct("50"), pct("99")
+
+
+def grpc_port(http_port: int) -> int:
+    """The gRPC port of the server on ``http_port`` (a free port, fixed per HTTP port)."""
+    if http_port not in _GRPC_PORTS:
+        _GRPC_PORTS[http_port] = _port()
+    return _GRPC_PORTS[http_port]
+
+
+_GRPC_PORTS: dict[int, int] = {}
+
+
+def _grpc_load(port: int, model: str, rows: int, conns: int, duration: int) -> Result:
+    cmd = [sys.executable, "grpc_load.py", str(port), model, str(rows), str(conns), str(duration)]
+    done = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, check=True)
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    if out["errors"]:
+        raise RuntimeError(f"{out['errors']} gRPC calls failed")
+    return out["rps"], out["p50_ms"], out["p99_ms"]
+
+
+def _load(
+    server: str, model: str, port: int, rows: int, conns: int, duration: int, lua: Path
+) -> Result:
+    if server == "modelyard-grpc":
+        return _grpc_load(grpc_port(port), model, rows, conns, duration)
+    binary = model if server == "modelyard-binary" else None
+    return _wrk(port, rows, conns, duration, lua, binary_model=binary)
 
 
 def _tree_rss_mib(pid: int) -> float:
@@ -212,6 +283,10 @@ def _commands(
         log_dir = str(root / "predlog" / model)
         return [*cmd, "--host", "127.0.0.1", "--port", str(port), "--log-dir", log_dir, *quiet], {}
 
+    def modelyard_grpc(model: str, port: int) -> tuple[list[str], dict[str, str]]:
+        cmd, env = modelyard(model, port)
+        return [*cmd, "--grpc-port", str(grpc_port(port))], env
+
     def mlflow(model: str, port: int) -> tuple[list[str], dict[str, str]]:
         exe = str(PEER_VENVS["mlflow"][0] / "bin" / "mlflow")
         cmd = [exe, "models", "serve", "-m", str(peer_dirs["mlflow"] / model)]
@@ -237,6 +312,8 @@ def _commands(
     return {
         "bare": bare,
         "modelyard": modelyard,
+        "modelyard-binary": modelyard,
+        "modelyard-grpc": modelyard_grpc,
         "mlflow": mlflow,
         "bentoml": bentoml(False),
         "bentoml-batch": bentoml(True),
@@ -303,6 +380,8 @@ def main() -> None:
     for round_ in range(args.cold_starts):
         for model in names:
             for server in servers:
+                if server in VARIANTS:
+                    continue
                 launched = _launch(commands, root, model, server)
                 if launched is None:
                     continue
@@ -317,25 +396,22 @@ def main() -> None:
             if launched is None:
                 continue
             proc, cold, port = launched
-            times = sorted(colds.get((model, server), [cold]))
-            starts[(model, server)] = (
-                statistics.median(times),
-                times[0],
-                _tree_rss_mib(proc.pid),
-            )
-            print(
-                f"{model:3} {server:13} RSS after first answer "
-                f"{starts[(model, server)][2]:.0f} MiB",
-                flush=True,
-            )
+            if server not in VARIANTS:
+                times = sorted(colds.get((model, server), [cold]))
+                starts[(model, server)] = (
+                    statistics.median(times),
+                    times[0],
+                    _tree_rss_mib(proc.pid),
+                )
+                print(
+                    f"{model:3} {server:13} RSS after first answer "
+                    f"{starts[(model, server)][2]:.0f} MiB",
+                    flush=True,
+                )
             try:
                 for label, rows, conns in SCENARIOS:
-                    results[(model, server, label)] = _wrk(
-                        port,
-                        rows,
-                        conns,
-                        args.duration,
-                        root / "body.lua",
+                    results[(model, server, label)] = _load(
+                        server, model, port, rows, conns, args.duration, root / "body.lua"
                     )
             except (RuntimeError, subprocess.CalledProcessError) as exc:
                 print(f"{model:3} {server:13} failed under load: {exc}", flush=True)
@@ -370,7 +446,7 @@ def _print_table(
                     continue
                 ratio = f"{r[0] / bare[0]:7.2f}x" if bare else "      -"
                 print(
-                    f"{model:5} {label:14} {server:13} {r[0]:8.0f} {r[1]:8.1f} {r[2]:8.1f} "
+                    f"{model:5} {label:14} {server:16} {r[0]:8.0f} {r[1]:8.1f} {r[2]:8.1f} "
                     f"{ratio:>8}"
                 )
     print(f"\n{'model':5} {'server':13} {'cold start s':>12} {'fastest s':>10} {'RSS MiB':>8}")

@@ -11,7 +11,8 @@ code raises these and knows nothing of HTTP or terminals.
     │   ├── InvalidParameter                      a parameter name or value that does not fit
     │   │   ├── UnsafeDockerfileValue             a value that could inject into a Dockerfile
     │   │   └── PayloadTooLarge                   a request or upload over a configured cap
-    │   └── InvalidInput                          a prediction request not fitting the signature
+    │   ├── InvalidInput                          a prediction request not fitting the signature
+    │   └── InvalidRequest                        a prediction request breaking its protocol
     ├── NotFound                                  an unknown name, version, run or digest
     ├── AlreadyExists
     ├── AuthError                                 the team server refused the caller
@@ -91,6 +92,11 @@ class InvalidInput(UsageError):
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class InvalidRequest(UsageError):
+    """A prediction request that breaks the protocol it is sent in (binary framing, an unknown
+    requested output, an unsupported parameter): HTTP 400, gRPC ``INVALID_ARGUMENT``."""
 
 
 class NotFound(ModelyardError):
@@ -229,6 +235,7 @@ __all__ = [
     "InvalidName",
     "InvalidParameter",
     "InvalidReference",
+    "InvalidRequest",
     "ModelyardError",
     "NotFound",
     "PayloadTooLarge",

@@ -29,6 +29,13 @@ from modelyard.workspace import Workspace
     help="Also answer requests for this Host name (repeatable). By default a loopback or "
     "specific --host answers only its own names, 0.0.0.0 any.",
 )
+@click.option(
+    "--grpc-port",
+    envvar="MODELYARD_SERVE_GRPC_PORT",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Also serve the V2 gRPC API (inference.GRPCInferenceService) on this port.",
+)
 @pass_workspace
 def serve(
     ws: Workspace,
@@ -38,12 +45,14 @@ def serve(
     workers: int,
     auth_url: str | None,
     allowed_hosts: tuple[str, ...],
+    grpc_port: int | None,
 ) -> None:
     """Serve model version REF (churn@production, churn@3…) over HTTP.
 
-    Speaks the Open Inference Protocol (/v2/...) and MLflow's /invocations; every prediction is
-    logged under .modelyard/predictions/NAME/. With --auth-url, prediction requests need
-    `Authorization: Bearer TOKEN`, verified by that team server.
+    Speaks the Open Inference Protocol (/v2/..., and gRPC with --grpc-port) and MLflow's
+    /invocations; every prediction is logged under .modelyard/predictions/NAME/. With
+    --auth-url, prediction requests need `Authorization: Bearer TOKEN` (over gRPC: metadata
+    `authorization`), verified by that team server.
     """
     from modelyard.models import plan_serving, serve_plan
 
@@ -51,9 +60,12 @@ def serve(
     console().print(
         f"Serving {plan.version.ref} ({plan.version.flavor}) on http://{host}:{port} "
         f"with {workers} worker(s); predictions logged to {plan.prediction_dir}"
+        + (f", gRPC on {host}:{grpc_port}" if grpc_port is not None else "")
         + (f"; prediction routes need a token of {auth_url}" if auth_url else "")
     )
     options: dict[str, object] = {"auth_url": auth_url} if auth_url else {}
     if allowed_hosts:
         options["allowed_hosts"] = allowed_hosts
+    if grpc_port is not None:
+        options["grpc_port"] = grpc_port
     serve_plan(plan, host=host, port=port, workers=workers, **options)

@@ -24,6 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", default="1")
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        help="also serve the V2 gRPC API (inference.GRPCInferenceService) on this port",
+    )
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--log-dir", type=Path, default=None)
     parser.add_argument("--max-body-bytes", type=int, default=None)
@@ -61,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             "allow_pickle": True if args.allow_pickle else None,
             "auth_url": args.auth_url,
             "allowed_hosts": tuple(args.allowed_host) if args.allowed_host else None,
+            "grpc_port": args.grpc_port,
         }
         from dataclasses import replace
 

@@ -30,6 +30,7 @@ from modelyard.serving.handlers import HTTPError, handle
 
 if TYPE_CHECKING:
     from modelyard.serving.auth import TokenVerifier
+    from modelyard.serving.grpc_server import GrpcEndpoint
 
 logger = logging.getLogger("modelyard.serving")
 
@@ -67,6 +68,7 @@ class ModelServer:
         self._predict: Callable[[Batch], Awaitable[Any]] | None = None
         self._sigterm_hooked = False
         self._previous_sigterm: Any = None
+        self.grpc: GrpcEndpoint | None = None  # with config.grpc_port, once started
         self.auth: TokenVerifier | None = None  # None: prediction routes are open
         if config.auth_url is not None:
             from modelyard.serving.auth import TokenVerifier
@@ -121,6 +123,11 @@ class ModelServer:
             )
             self.batcher.start()
             self._predict = self.batcher.submit
+        if self.config.grpc_port is not None:
+            from modelyard.serving.grpc_server import GrpcEndpoint
+
+            self.grpc = GrpcEndpoint(self, self.config.grpc_host, self.config.grpc_port)
+            await self.grpc.start()
         self._hook_sigterm()
         self.ready = True
         logger.info(
@@ -200,6 +207,9 @@ class ModelServer:
         if self._sigterm_hooked and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._sigterm_hooked = False
+        if self.grpc is not None:  # HTTP has drained by now; gRPC calls get the same grace
+            await self.grpc.stop(self.config.graceful_timeout_s)
+            self.grpc = None
         if self.batcher is not None:
             await self.batcher.stop()
         for log in (self.predlog, self.feedback):

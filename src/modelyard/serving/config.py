@@ -29,6 +29,9 @@ class ServeConfig:
     ``max_json_depth`` levels. ``bind_host`` is the address the server listens on (set by the
     runner): a loopback or specific bind answers only its own ``Host`` names plus
     ``allowed_hosts``; a wildcard bind (the default, as in model images) answers any.
+
+    ``grpc_port``: also serve the V2 gRPC API there (None: no gRPC; 0: any free port), on
+    ``grpc_host`` (the server's HTTP host when started by :func:`~modelyard.serving.runner.serve`).
     """
 
     max_body_bytes: int = 8 * 1024 * 1024
@@ -52,6 +55,8 @@ class ServeConfig:
     max_json_depth: int = 64
     bind_host: str = ""
     allowed_hosts: tuple[str, ...] = ()
+    grpc_port: int | None = None
+    grpc_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         for name in (
@@ -77,6 +82,8 @@ class ServeConfig:
             raise ConfigError("serve config auth_ttl_s must be between 0 and 3600 seconds")
         if self.auth_url is not None:
             check_auth_url(self.auth_url)
+        if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
+            raise ConfigError(f"serve config grpc_port {self.grpc_port} is not a TCP port")
 
     def to_env(self) -> dict[str, str]:
         """Environment for worker processes, which rebuild the config with :meth:`from_env`."""
@@ -99,9 +106,10 @@ class ServeConfig:
             try:
                 if f.name == "log_dir":
                     kwargs[f.name] = Path(raw)
-                elif f.name == "auth_url":
-                    kwargs[f.name] = raw or None  # set but empty: no auth, as if unset
-                elif f.name == "bind_host":
+                elif f.name in ("auth_url", "grpc_port"):
+                    value = raw or None  # set but empty: as if unset
+                    kwargs[f.name] = int(value) if value and f.name == "grpc_port" else value
+                elif f.name in ("bind_host", "grpc_host"):
                     kwargs[f.name] = raw
                 elif f.name == "allowed_hosts":
                     kwargs[f.name] = tuple(h.strip() for h in raw.split(",") if h.strip())

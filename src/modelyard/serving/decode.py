@@ -227,6 +227,7 @@ class Decoder:
 
     # ---- V2 -------------------------------------------------------------------------------
     def v2(self, body: Any) -> Batch:
+        """A V2 request: each input's ``data`` a JSON list, or an array decoded from binary."""
         if not isinstance(body, dict):
             raise InvalidInput("the request body must be a JSON object", "body")
         inputs = body.get("inputs")
@@ -248,7 +249,7 @@ class Decoder:
                 raise InvalidInput(f"input {name!r}: shape must be a list of sizes", name)
             if not isinstance(datatype, str):
                 raise InvalidInput(f"input {name!r}: datatype must be a string", name)
-            if not isinstance(data, list):
+            if not isinstance(data, list | np.ndarray):  # an array: binary data, already sized
                 raise InvalidInput(f"input {name!r}: data must be a list", name)
             if name in parsed:
                 raise InvalidInput(f"input {name!r} given twice", name)
@@ -282,7 +283,7 @@ class Decoder:
             name, (shape, datatype, data) = next(iter(parsed.items()))
             if name not in self.columns and len(shape) == 2 and shape[1] == len(self.names):
                 # One [rows, n_columns] tensor in signature order, as MLServer clients send.
-                matrix = np.asarray(data, dtype=object) if data else np.empty((0,))
+                matrix = np.asarray(data, dtype=object) if len(data) else np.empty((0,))
                 if matrix.size != math.prod(shape):
                     raise InvalidInput(
                         f"input {name!r}: shape {shape} does not match its data", name
@@ -299,8 +300,8 @@ class Decoder:
             self._check_datatype(spec, datatype)
             if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
                 raise InvalidInput(f"column {name!r}: shape must be [rows] or [rows, 1]", name)
-            flat = data
-            if data and isinstance(data[0], list):
+            flat = data.ravel() if isinstance(data, np.ndarray) else data
+            if isinstance(flat, list) and flat and isinstance(flat[0], list):
                 flat = [v[0] if isinstance(v, list) and len(v) == 1 else v for v in data]
             if len(flat) != shape[0]:
                 raise InvalidInput(

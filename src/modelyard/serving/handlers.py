@@ -14,8 +14,7 @@ import numpy as np
 import orjson
 
 from modelyard._version import __version__
-from modelyard.errors import InvalidInput
-from modelyard.flavors.meta import V2_DATATYPES, Signature
+from modelyard.errors import InvalidInput, InvalidRequest
 
 if TYPE_CHECKING:
     from modelyard.serving.app import ModelServer, Receive, Scope, Send
@@ -32,37 +31,31 @@ def _jsonable(arr: np.ndarray[Any, Any]) -> Any:
     return arr.tolist()
 
 
-def _v2_outputs(output: Any, sig: Signature) -> list[dict[str, Any]]:
-    if isinstance(output, dict):
-        items = list(output.items())
-    else:
-        items = [(sig.outputs[0].name if sig.outputs else "predict", output)]
-    return [
-        {
-            "name": name,
-            "shape": list(arr.shape),
-            "datatype": V2_DATATYPES.get(arr.dtype.name, "BYTES"),
-            "data": _jsonable(arr.ravel()),
-        }
-        for name, arr in items
-    ]
-
-
 class HTTPError(Exception):
+    """An answer other than 200. ``code``: the MLflow error code ``/invocations`` reports, when
+    the status alone does not say it (see :data:`_MLFLOW_CODES`)."""
+
     def __init__(
-        self, status: int, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+        self,
+        status: int,
+        message: str,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+        code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers  # extra response headers (WWW-Authenticate, Retry-After)
+        self.code = code
 
 
 class _Disconnected(Exception):
     pass
 
 
-def _request_id(raw: bytes | None) -> str:
+def make_request_id(raw: bytes | None) -> str:
+    """The client's request id if it is a printable ASCII token of at most 200 bytes, else a
+    fresh random one."""
     if raw and len(raw) <= _MAX_ID and all(33 <= b < 127 for b in raw):
         return raw.decode("ascii")
     import os
@@ -131,11 +124,36 @@ def _check_json_type(media: bytes) -> None:
         )
 
 
+def _mlflow_media_type(raw: bytes | None) -> bytes:
+    """``/invocations`` takes what ``mlflow models serve`` takes: JSON or CSV, in UTF-8, with no
+    content-type parameter but ``charset``; anything else is 415."""
+    media = _media_type(raw)
+    for param in (raw or b"").split(b";")[1:]:
+        key, _, value = param.partition(b"=")
+        key = key.strip().lower()
+        if key != b"charset":
+            text = key.decode("latin-1")
+            raise HTTPError(415, f"Unrecognized content type parameters: {text}")
+        if value.strip().strip(b'"').lower() not in (b"utf-8", b"utf8"):
+            raise HTTPError(415, "The scoring server only supports UTF-8")
+    if media != b"text/csv":
+        try:
+            _check_json_type(media)
+        except HTTPError as exc:
+            got = (raw or b"").decode("latin-1")
+            raise HTTPError(
+                415,
+                "This predictor only supports the following content types: Types: "
+                f"['text/csv', 'application/json']. Got '{got}'. ({exc.message})",
+            ) from None
+    return media
+
+
 def _parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise HTTPError(400, f"invalid JSON: {exc}") from None
+        raise HTTPError(400, f"Invalid input. invalid JSON: {exc}") from None
 
 
 def _route(path: str, method: str, server: ModelServer) -> tuple[str, str]:
@@ -147,6 +165,7 @@ def _route(path: str, method: str, server: ModelServer) -> tuple[str, str]:
         "/v2/": ("server_meta", "GET"),
         "/ping": ("ping", "GET"),
         "/health": ("ping", "GET"),
+        "/version": ("version", "GET"),
         "/invocations": ("invocations", "POST"),
         "/metrics": ("metrics", "GET"),
         "/v1/feedback": ("feedback", "POST"),
@@ -185,7 +204,7 @@ def _route(path: str, method: str, server: ModelServer) -> tuple[str, str]:
 async def handle(server: ModelServer, scope: Scope, receive: Receive, send: Send) -> None:
     started = time.perf_counter()
     headers = dict(scope["headers"])
-    request_id = _request_id(headers.get(b"x-request-id"))
+    request_id = make_request_id(headers.get(b"x-request-id"))
     path: str = scope["path"]
     method: str = scope["method"]
     metrics = server.metrics
@@ -201,10 +220,17 @@ async def handle(server: ModelServer, scope: Scope, receive: Receive, send: Send
             status = await _ACTIONS[action](server, headers, request_id, receive, send)
         except HTTPError as exc:
             status = exc.status
-            await _error(send, path, status, exc.message, request_id, exc.headers)
-        except InvalidInput as exc:
-            status = 422
+            await _error(send, path, status, exc.message, request_id, exc.headers, exc.code)
+        except InvalidRequest as exc:
+            status = 400
             await _error(send, path, status, exc.message, request_id)
+        except InvalidInput as exc:
+            # MLflow answers a request that does not fit the signature with 400
+            # INVALID_PARAMETER_VALUE; V2 clients get 422, which names it as such.
+            # (and a body of no known shape with BAD_REQUEST).
+            status = 400 if path == "/invocations" else 422
+            code = "BAD_REQUEST" if exc.field == "body" else _INVALID_VALUE
+            await _error(send, path, status, exc.message, request_id, (), code)
         except _Disconnected:
             status = 499
         except Exception as exc:
@@ -217,6 +243,20 @@ async def handle(server: ModelServer, scope: Scope, receive: Receive, send: Send
             metrics.observe(route, status, time.perf_counter() - started)
 
 
+#: MLflow's error codes (``mlflow.protos.databricks_pb2.ErrorCode``) for the statuses
+#: ``/invocations`` answers, as ``mlflow models serve`` pairs them.
+_MLFLOW_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "ENDPOINT_NOT_FOUND",
+    405: "BAD_REQUEST",
+    413: "BAD_REQUEST",
+    503: "TEMPORARILY_UNAVAILABLE",
+}
+_INVALID_VALUE = "INVALID_PARAMETER_VALUE"
+
+
 async def _error(
     send: Send,
     path: str,
@@ -224,22 +264,17 @@ async def _error(
     message: str,
     request_id: str,
     headers: tuple[tuple[bytes, bytes], ...] = (),
+    code: str | None = None,
 ) -> None:
-    if path == "/invocations":
-        code = {
-            400: "BAD_REQUEST",
-            401: "UNAUTHENTICATED",
-            403: "PERMISSION_DENIED",
-            413: "BAD_REQUEST",
-            415: "BAD_REQUEST",
-            422: "INVALID_PARAMETER_VALUE",
-            404: "ENDPOINT_NOT_FOUND",
-            503: "TEMPORARILY_UNAVAILABLE",
-        }.get(status, "INTERNAL_ERROR")
-        body = orjson.dumps({"error_code": code, "message": message})
-    else:
+    content_type = b"application/json"
+    if path != "/invocations":
         body = orjson.dumps({"error": message})
-    await _send(send, status, body, request_id, close=status == 413, extra=headers)
+    elif status == 415:  # MLflow's scoring server answers a content type it refuses in text
+        body, content_type = message.encode(), b"text/plain; charset=utf-8"
+    else:
+        code = code or _MLFLOW_CODES.get(status, "INTERNAL_ERROR")
+        body = orjson.dumps({"error_code": code, "message": message})
+    await _send(send, status, body, request_id, content_type, close=status == 413, extra=headers)
 
 
 def _json(obj: Any) -> bytes:
@@ -269,10 +304,20 @@ async def _ping(
     return status
 
 
+async def _version(
+    server: ModelServer, headers: dict[bytes, bytes], request_id: str, receive: Receive, send: Send
+) -> int:
+    # As `mlflow models serve`: the bare version string (its server says application/json).
+    await _send(send, 200, __version__.encode(), request_id)
+    return 200
+
+
 async def _server_meta(
     server: ModelServer, headers: dict[bytes, bytes], request_id: str, receive: Receive, send: Send
 ) -> int:
-    body = {"name": "modelyard", "version": __version__, "extensions": []}
+    from modelyard.serving.v2 import EXTENSIONS
+
+    body = {"name": "modelyard", "version": __version__, "extensions": list(EXTENSIONS)}
     await _send(send, 200, _json(body), request_id)
     return 200
 
@@ -327,29 +372,73 @@ def _require_model(server: ModelServer) -> None:
 async def _infer(
     server: ModelServer, headers: dict[bytes, bytes], request_id: str, receive: Receive, send: Send
 ) -> int:
+    from modelyard.serving import v2
+
     _require_model(server)
-    assert server.decoder is not None
-    assert server._predict is not None
     started = time.perf_counter()
-    _check_json_type(_media_type(headers.get(b"content-type")))
-    body = _parse_json(
-        await _read_body(receive, server.config.max_body_bytes, headers.get(b"content-length"))
-    )
-    batch = server.decoder.v2(body)
-    output = await server._predict(batch)
+    media = _media_type(headers.get(b"content-type"))
+    header_length = headers.get(b"inference-header-content-length")
+    if media != b"application/octet-stream":  # the binary extension's type, or JSON's
+        _check_json_type(media)
+    raw = await _read_body(receive, server.config.max_body_bytes, headers.get(b"content-length"))
+    if header_length is None:  # all JSON (octet-stream without the header too, as Triton does)
+        body = _parse_json(raw)
+    else:
+        size = _header_length(header_length, len(raw))
+        body = _parse_json(raw[:size])
+        if isinstance(body, dict):
+            v2.attach_binary(body, memoryview(raw)[size:])
+    binary = v2.binary_default(body) if isinstance(body, dict) else False
+    result = await v2.infer(server, body)
     body_id = body.get("id")
     response_id = body_id if isinstance(body_id, str) and body_id else request_id
     if b"x-request-id" not in headers and response_id != request_id:
-        request_id = _request_id(response_id.encode("utf-8", "replace"))
-    payload = {
-        "model_name": server.name,
-        "model_version": server.version,
-        "id": response_id,
-        "outputs": _v2_outputs(output, server.decoder.sig),
-    }
-    await _send(send, 200, _json(payload), request_id)
-    _log(server, request_id, "v2", batch, output, started)
+        request_id = make_request_id(response_id.encode("utf-8", "replace"))
+    outputs = []
+    chunks: list[bytes] = []
+    for wanted, arr in result.tensors:
+        tensor: dict[str, Any] = {
+            "name": wanted.name,
+            "shape": list(arr.shape),
+            "datatype": v2.datatype_of(arr),
+        }
+        if binary if wanted.binary is None else wanted.binary:
+            chunk = v2.encode_raw(arr)
+            chunks.append(chunk)
+            tensor["parameters"] = {"binary_data_size": len(chunk)}
+        else:
+            tensor["data"] = _jsonable(arr.ravel())
+        outputs.append(tensor)
+    payload = _json(
+        {
+            "model_name": server.name,
+            "model_version": server.version,
+            "id": response_id,
+            "outputs": outputs,
+        }
+    )
+    if chunks:
+        extra = ((b"inference-header-content-length", str(len(payload)).encode()),)
+        payload = b"".join([payload, *chunks])
+        await _send(send, 200, payload, request_id, b"application/octet-stream", extra=extra)
+    else:
+        await _send(send, 200, payload, request_id)
+    log_prediction(server, request_id, "v2", result.batch, result.output, started)
     return 200
+
+
+def _header_length(raw: bytes, body_size: int) -> int:
+    try:
+        size = int(raw)
+    except ValueError:
+        size = -1
+    if not 0 <= size <= body_size:
+        raise HTTPError(
+            400,
+            f"Inference-Header-Content-Length must be a byte count within the body's "
+            f"{body_size} bytes",
+        )
+    return size
 
 
 async def _invocations(
@@ -359,7 +448,7 @@ async def _invocations(
     assert server.decoder is not None
     assert server._predict is not None
     started = time.perf_counter()
-    media = _media_type(headers.get(b"content-type"))
+    media = _mlflow_media_type(headers.get(b"content-type"))
     if media == b"text/csv":
         raw = await _read_body(
             receive, server.config.max_body_bytes, headers.get(b"content-length")
@@ -381,14 +470,15 @@ async def _invocations(
     else:
         predictions = _jsonable(output)
     await _send(send, 200, _json({"predictions": predictions}), request_id)
-    _log(server, request_id, "invocations", batch, output, started)
+    log_prediction(server, request_id, "invocations", batch, output, started)
     return 200
 
 
-def _log(
+def log_prediction(
     server: ModelServer, request_id: str, endpoint: str, batch: Any, output: Any, started: float
 ) -> None:
-    # After the answer is sent: the log records what the client received, exactly once.
+    """Queue one answered request for the prediction log (HTTP and gRPC alike). Called after
+    the answer is sent: the log records what the client received, exactly once."""
     server.predlog.put(
         (
             request_id,
@@ -441,6 +531,7 @@ _ACTIONS = {
     "live": _live,
     "ready": _ready,
     "ping": _ping,
+    "version": _version,
     "server_meta": _server_meta,
     "model_meta": _model_meta,
     "model_ready": _model_ready,
