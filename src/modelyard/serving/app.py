@@ -126,7 +126,8 @@ class ModelServer:
         if self.config.grpc_port is not None:
             from modelyard.serving.grpc_server import GrpcEndpoint
 
-            self.grpc = GrpcEndpoint(self, self.config.grpc_host, self.config.grpc_port)
+            host = self.config.bind_host or "127.0.0.1"  # where HTTP listens
+            self.grpc = GrpcEndpoint(self, host, self.config.grpc_port)
             await self.grpc.start()
         self._hook_sigterm()
         self.ready = True

@@ -31,7 +31,7 @@ class ServeConfig:
     ``allowed_hosts``; a wildcard bind (the default, as in model images) answers any.
 
     ``grpc_port``: also serve the V2 gRPC API there (None: no gRPC; 0: any free port), on
-    ``grpc_host`` (the server's HTTP host when started by :func:`~modelyard.serving.runner.serve`).
+    ``bind_host`` as HTTP does (127.0.0.1 when no bind host is set).
     """
 
     max_body_bytes: int = 8 * 1024 * 1024
@@ -56,7 +56,6 @@ class ServeConfig:
     bind_host: str = ""
     allowed_hosts: tuple[str, ...] = ()
     grpc_port: int | None = None
-    grpc_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         for name in (
@@ -109,7 +108,7 @@ class ServeConfig:
                 elif f.name in ("auth_url", "grpc_port"):
                     value = raw or None  # set but empty: as if unset
                     kwargs[f.name] = int(value) if value and f.name == "grpc_port" else value
-                elif f.name in ("bind_host", "grpc_host"):
+                elif f.name == "bind_host":
                     kwargs[f.name] = raw
                 elif f.name == "allowed_hosts":
                     kwargs[f.name] = tuple(h.strip() for h in raw.split(",") if h.strip())

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 import numpy as np
+from google.protobuf.message import Message
 
 from modelyard._version import __version__
 from modelyard.errors import ConfigError, InvalidInput, InvalidRequest
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("modelyard.serving")
 
 SERVICE: Final = "inference.GRPCInferenceService"
+
+_Call = Callable[[Any, "grpc.aio.ServicerContext[Any, Any]"], Awaitable[Any]]
 
 #: Which ``InferTensorContents`` field holds each datatype, and its numpy dtype.
 _CONTENTS: Final = {
@@ -89,45 +92,35 @@ class GrpcEndpoint:
             # alone must fail loudly when another process holds it.
             ("grpc.so_reuseport", 1 if config.workers > 1 else 0),
         ]
-        unary = grpc.unary_unary_rpc_method_handler
+        rpcs: dict[str, tuple[_Call, type[Message], type[Message]]] = {
+            "ServerLive": (self.server_live, pb.ServerLiveRequest, pb.ServerLiveResponse),
+            "ServerReady": (self.server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse),
+            "ModelReady": (self.model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse),
+            "ServerMetadata": (
+                self.server_metadata,
+                pb.ServerMetadataRequest,
+                pb.ServerMetadataResponse,
+            ),
+            "ModelMetadata": (
+                self.model_metadata,
+                pb.ModelMetadataRequest,
+                pb.ModelMetadataResponse,
+            ),
+            "ModelInfer": (self.model_infer, pb.ModelInferRequest, pb.ModelInferResponse),
+        }
         methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-            "ServerLive": unary(
-                self._wrap("ServerLive", self.server_live),
-                pb.ServerLiveRequest.FromString,
-                pb.ServerLiveResponse.SerializeToString,
-            ),
-            "ServerReady": unary(
-                self._wrap("ServerReady", self.server_ready),
-                pb.ServerReadyRequest.FromString,
-                pb.ServerReadyResponse.SerializeToString,
-            ),
-            "ModelReady": unary(
-                self._wrap("ModelReady", self.model_ready),
-                pb.ModelReadyRequest.FromString,
-                pb.ModelReadyResponse.SerializeToString,
-            ),
-            "ServerMetadata": unary(
-                self._wrap("ServerMetadata", self.server_metadata),
-                pb.ServerMetadataRequest.FromString,
-                pb.ServerMetadataResponse.SerializeToString,
-            ),
-            "ModelMetadata": unary(
-                self._wrap("ModelMetadata", self.model_metadata),
-                pb.ModelMetadataRequest.FromString,
-                pb.ModelMetadataResponse.SerializeToString,
-            ),
-            "ModelInfer": unary(
-                self._wrap("ModelInfer", self.model_infer),
-                pb.ModelInferRequest.FromString,
-                pb.ModelInferResponse.SerializeToString,
-            ),
+            name: grpc.unary_unary_rpc_method_handler(
+                self._wrap(name, call), request.FromString, response.SerializeToString
+            )
+            for name, (call, request, response) in rpcs.items()
         }
         self._grpc = grpc.aio.server(options=options)
         self._grpc.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, methods),)
         )
         try:
-            self.port = self._grpc.add_insecure_port(f"{self.host}:{self.port}")
+            host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+            self.port = self._grpc.add_insecure_port(f"{host}:{self.port}")
         except RuntimeError as exc:
             self._grpc = None
             raise ConfigError(f"cannot listen for gRPC on {self.host}:{self.port}: {exc}") from None
@@ -141,9 +134,7 @@ class GrpcEndpoint:
             self._grpc = None
 
     # ---- plumbing --------------------------------------------------------------------------
-    def _wrap(
-        self, method: str, call: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
-    ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+    def _wrap(self, method: str, call: _Call) -> _Call:
         """One method: errors become gRPC status codes, every call is counted in the metrics."""
         route = f"grpc:{method}"
 

@@ -36,8 +36,6 @@ def serve(
     config = replace(config or ServeConfig(), bind_host=host)
     if workers is not None:
         config = replace(config, workers=workers)
-    if config.grpc_port is not None:
-        config = replace(config, grpc_host=host)  # gRPC listens where HTTP does
     common = {
         "host": host,
         "port": port,
