@@ -35,6 +35,7 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 KSERVE = "kserve==0.21.0"
+OWN_CODE = ("--allow-pickle",)  # the python test models are this suite's own code
 
 
 @dataclass
@@ -97,7 +98,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def mixed(folder: Path) -> Iterator[Served]:
     save_model(Mixed(), folder / "mixed-model", input_example=mixed_inputs())
-    served = start(folder / "mixed-model", "mixed", folder)
+    served = start(folder / "mixed-model", "mixed", folder, *OWN_CODE)
     yield served
     stop(served)
 
@@ -446,7 +447,7 @@ def test_grpc_needs_the_same_predict_token_as_http(folder: Path, tmp_path: Path)
     _, predict = ws.store.tokens.create("svc", "predict")
     _, read = ws.store.tokens.create("viewer", "read")
     save_model(Mixed(), tmp_path / "model", input_example=mixed_inputs())
-    served = start(tmp_path / "model", "mixed", tmp_path, "--auth-url", team.url)
+    served = start(tmp_path / "model", "mixed", tmp_path, "--auth-url", team.url, *OWN_CODE)
     inputs = mixed_inputs(1)
     try:
         with tg.InferenceServerClient(served.grpc) as client:
@@ -475,7 +476,7 @@ def test_grpc_requests_share_the_micro_batcher(tmp_path: Path) -> None:
     import tritonclient.grpc as tg
 
     save_model(Slow(), tmp_path / "model", input_example=np.zeros((2, 3)))
-    served = start(tmp_path / "model", "slow", tmp_path)
+    served = start(tmp_path / "model", "slow", tmp_path, *OWN_CODE)
     rows = [np.full((1, 3), i, dtype=np.float64) for i in range(12)]
     try:
         with tg.InferenceServerClient(served.grpc) as client:
