@@ -89,7 +89,7 @@ def test_the_server_mounts_exactly_the_exposed_methods(sqlite_workspace: Workspa
         if METHODS[repo][name] != LOCAL_ONLY
     }
     assert mounted == exposed
-    assert len(exposed) == len(method_specs()) == 76
+    assert len(exposed) == len(method_specs())
     create = paths["/api/v1/store/runs/create"]["post"]
     assert create["description"].startswith("Requires the `write` permission.")
 
