@@ -146,6 +146,9 @@ def test_status_totals_every_worker(
     url = f"http://127.0.0.1:{port}/v2/models/churn/infer"
     body = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 3],
                         "data": [0.1, 0.2, 0.3]}]}  # fmt: skip
+    # Bound to loopback, the workers answer only loopback names (DNS rebinding).
+    rebound = httpx.post(url, json=body, headers={"Host": "evil.example"}, timeout=10)
+    assert rebound.status_code == 400
     folder = ws.state_dir / "deployments" / "churn-api"
     segments, log = folder / "predlog" / "predictions", folder / "server.log"
     sent = 0

@@ -402,3 +402,23 @@ def test_model_server_refuses_deep_json_with_400(model_server: Proc) -> None:
     )
     assert answer.status_code == 400, answer.text
     assert "deeper than 64" in answer.json()["error"]
+
+
+def test_server_limits_come_from_config_then_environment_then_flags() -> None:
+    from modelyard.errors import ConfigError
+    from modelyard.server.limits import ServerLimits, extra_hosts
+
+    section = {"max_body_bytes": 1000, "body_timeout_s": 5, "allowed_hosts": ["ml.internal"]}
+    env = {"MODELYARD_SERVER_MAX_BODY_BYTES": "2000", "MODELYARD_SERVER_ALLOWED_HOSTS": "a,b"}
+    assert ServerLimits.read(section, {}).max_body_bytes == 1000
+    assert ServerLimits.read(section, env).max_body_bytes == 2000
+    limits = ServerLimits.read(section, env, max_body_bytes=3000, max_upload_bytes=None)
+    assert (limits.max_body_bytes, limits.body_timeout_s) == (3000, 5.0)
+    assert limits.max_upload_bytes == ServerLimits().max_upload_bytes
+    assert extra_hosts(section, env) == ["ml.internal", "a", "b"]
+    with pytest.raises(ConfigError, match="not a number"):
+        ServerLimits.read({"max_body_bytes": "lots"}, {})
+    with pytest.raises(ConfigError, match="must be positive"):
+        ServerLimits.read({"header_timeout_s": 0}, {})
+    with pytest.raises(ConfigError, match="must be a list"):
+        extra_hosts({"allowed_hosts": "ml.internal"}, {})

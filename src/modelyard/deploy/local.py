@@ -97,6 +97,8 @@ def _write_config(
         "MODELYARD_SERVE_VERSION": str(version.version),
         "MODELYARD_SERVE_ALLOW_PICKLE": str(version.code_trusted),
         "MODELYARD_DEPLOY_READY_DIR": str(svc.folder / READY_DIR),
+        # Bound to loopback: answer only loopback Host names (DNS rebinding, httpguard).
+        "MODELYARD_SERVE_BIND_HOST": "127.0.0.1",
         # Always set, empty meaning off: whether the service wants tokens is the deployment's
         # record, not whatever the shell that started gunicorn happened to export.
         AUTH_URL_ENV: auth_url or "",
