@@ -62,6 +62,39 @@ else
   log "Docker engine not available; docker tests will skip (or fail under CI)"
 fi
 
+# --- S3 protocol server (moto's standalone server) on 127.0.0.1:5002, for the bucket tests ---
+# moto_server comes with the dev extra (moto[server]); it keeps objects in memory and spills
+# large ones to temporary files. Started detached, so it outlives this script.
+S3_PORT="${MODELYARD_TEST_S3_PORT:-5002}"
+s3_up() { (exec 3<>"/dev/tcp/127.0.0.1/$S3_PORT") 2>/dev/null; }
+if ! s3_up; then
+  MOTO="$(cd "$SCRIPTS_DIR/.." && pwd)/.venv/bin/moto_server"
+  command -v moto_server >/dev/null 2>&1 && [ ! -x "$MOTO" ] && MOTO="$(command -v moto_server)"
+  if [ -x "$MOTO" ]; then
+    log "starting moto_server on 127.0.0.1:$S3_PORT"
+    setsid nohup "$MOTO" -H 127.0.0.1 -p "$S3_PORT" >"${TMPDIR:-/tmp}/modelyard-moto.log" 2>&1 < /dev/null &
+    for _ in $(seq 1 60); do s3_up && break; sleep 0.5; done
+  fi
+fi
+if s3_up; then
+  log "S3 (moto_server) ready on 127.0.0.1:$S3_PORT"
+else
+  log "no S3 server on 127.0.0.1:$S3_PORT (pip install 'moto[server]'); bucket tests will skip (or fail under CI)"
+fi
+
+# --- HAProxy on the host: the two-replica team-server test balances through it --------------
+if ! command -v haproxy >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    log "installing haproxy"
+    apt-get install -y haproxy >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y haproxy >/dev/null 2>&1; } || true
+  fi
+fi
+if command -v haproxy >/dev/null 2>&1; then
+  log "haproxy ready ($(command -v haproxy))"
+else
+  log "haproxy not available; the two-replica server test will skip (or fail under CI)"
+fi
+
 # --- Chromium for the dashboard's browser test (Debian's package; Playwright drives it) -------
 if [ ! -x /usr/bin/chromium ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then

@@ -26,6 +26,7 @@ PG_ADMIN_URL = os.environ.get(
 _WORKSPACE_VARS = (
     "MODELYARD_STORE_URL",
     "MODELYARD_ARTIFACT_ROOT",
+    "MODELYARD_ARTIFACTS_URL",
     "MODELYARD_WORKSPACE",
     "MODELYARD_URL",
     "MODELYARD_TOKEN",
@@ -184,3 +185,37 @@ def base_image(engine: Any) -> str:
 
     build_base_image(DEFAULT_BASE_TAG, engine=engine)
     return DEFAULT_BASE_TAG
+
+
+# --- an S3 bucket (moto_server from scripts/services.sh) ---------------------------------------
+@pytest.fixture(scope="session")
+def s3() -> Any:
+    """A boto3 client of the test S3 server; a skip (a failure under CI) without one."""
+    from conftest_s3 import S3_ENDPOINT, reachable, s3_client
+
+    require_service(
+        reachable(S3_ENDPOINT),
+        f"no S3 server at {S3_ENDPOINT} (scripts/services.sh starts moto_server there)",
+    )
+    return s3_client()
+
+
+@pytest.fixture
+def bucket(s3: Any) -> Iterator[str]:
+    """A fresh bucket's name, emptied and removed after the test (moto keeps it in memory)."""
+    from conftest_s3 import empty_bucket
+
+    name = f"modelyard-{uuid.uuid4().hex[:20]}"
+    s3.create_bucket(Bucket=name)
+    yield name
+    empty_bucket(s3, name)
+
+
+@pytest.fixture
+def s3_workspace(bucket: str, tmp_path: Path) -> Iterator[Workspace]:
+    """A workspace on SQLite whose artifacts live in ``bucket`` under ``team/artifacts``."""
+    from conftest_s3 import s3_env
+
+    ws, _ = Workspace.init(tmp_path / "ws", environ=s3_env(bucket))
+    yield ws
+    ws.close()

@@ -58,7 +58,7 @@ class BreakOnce(httpx.HTTPTransport):
             request.method == "GET"
             and "/artifacts/sha256:" in url
             and not self.broken_down
-            and not url.endswith("/info")
+            and not url.endswith(("/info", "/direct"))
         ):
             self.broken_down = True
             body = response.stream

@@ -23,6 +23,7 @@ STATE_DIR = ".modelyard"
 ENV_KEYS = {
     "MODELYARD_STORE_URL": "store_url",
     "MODELYARD_ARTIFACT_ROOT": "artifact_root",
+    "MODELYARD_ARTIFACTS_URL": "artifacts_url",  # s3://bucket/prefix: artifacts in a bucket
     "MODELYARD_URL": "server_url",  # a team server: store and artifacts live there
     "MODELYARD_TOKEN": "server_token",
 }
@@ -39,6 +40,9 @@ class Settings:
     sections: Mapping[str, Any] = field(default_factory=dict)
     server_url: str | None = None
     server_token: str | None = field(default=None, repr=False)  # never printed
+    # s3://bucket/prefix: the bucket holds the artifacts and ``artifact_root`` caches them
+    artifacts_url: str | None = None
+    aws: Mapping[str, str] = field(default_factory=dict, repr=False)  # AWS_* (credentials)
 
     @property
     def state_dir(self) -> Path:
@@ -89,6 +93,8 @@ def load_settings(root: Path, environ: Mapping[str, str] | None = None) -> Setti
         values["store_url"] = store["url"]
     if "root" in artifacts:
         values["artifact_root"] = artifacts["root"]
+    if "url" in artifacts:
+        values["artifacts_url"] = artifacts["url"]
     for var, key in ENV_KEYS.items():
         if env.get(var):
             values[key] = env[var]
@@ -110,6 +116,8 @@ def load_settings(root: Path, environ: Mapping[str, str] | None = None) -> Setti
         sections=sections,
         server_url=values.get("server_url") or None,
         server_token=values.get("server_token") or None,
+        artifacts_url=str(values.get("artifacts_url") or "") or None,
+        aws={k: v for k, v in env.items() if k.startswith("AWS_") and v},
     )
 
 

@@ -27,7 +27,8 @@ code raises these and knows nothing of HTTP or terminals.
     │   └── StoreVersionError                     database schema newer than this code
     ├── ArtifactError                             the artifact store
     │   ├── CorruptArtifact                       bytes on disk do not match their digest
-    │   └── InsufficientStorage                   not enough free space for a write
+    │   ├── InsufficientStorage                   not enough free space for a write
+    │   └── ArtifactUnavailable                   the artifact bucket does not answer
     ├── DataError                                 a dataset that cannot be read or profiled
     ├── GateFailed                                a promotion refused by its gate's checks
     ├── RunError                                  tracked-run misuse (logging to a finished run)
@@ -148,6 +149,10 @@ class ArtifactError(ModelyardError):
     pass
 
 
+class ArtifactUnavailable(ArtifactError):
+    pass
+
+
 class CorruptArtifact(ArtifactError):
     def __init__(self, digest: str, detail: str = "") -> None:
         extra = f" ({detail})" if detail else ""
@@ -220,6 +225,7 @@ class UnsafeModel(FlavorError):
 __all__ = [
     "AlreadyExists",
     "ArtifactError",
+    "ArtifactUnavailable",
     "AuthError",
     "ConfigError",
     "CorruptArtifact",

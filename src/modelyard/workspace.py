@@ -35,6 +35,8 @@ _CONFIG_TEMPLATE = """\
 [artifacts]
 # Content-addressed blobs (datasets, models, step outputs).       (MODELYARD_ARTIFACT_ROOT)
 # root = ".modelyard/artifacts"
+# For a team: url = "s3://bucket/prefix"  (MODELYARD_ARTIFACTS_URL; endpoint, region and
+# credentials from AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID…; root is then its cache)
 """
 
 
@@ -119,7 +121,8 @@ class Workspace:
 
     @property
     def artifacts(self) -> ArtifactStore:
-        """The artifact store: a local folder, or a team server's behind a local cache."""
+        """The artifact store: a local folder, or a bucket or a team server behind a local
+        cache."""
         if self._artifacts is None:
             if self.settings.server_url:
                 from modelyard.remote import RemoteArtifactStore, RemoteStore
@@ -128,6 +131,15 @@ class Workspace:
                 assert isinstance(store, RemoteStore)
                 # The local artifact folder becomes a cache of the server's blobs.
                 self._artifacts = RemoteArtifactStore(self.settings.artifact_root, store.client)
+            elif self.settings.artifacts_url:
+                from modelyard.artifacts.s3 import S3ArtifactStore, aws_settings
+
+                # The bucket holds the blobs; the local artifact folder caches them.
+                self._artifacts = S3ArtifactStore(
+                    self.settings.artifacts_url,
+                    self.settings.artifact_root,
+                    aws=aws_settings(self.settings.aws),
+                )
             else:
                 from modelyard.artifacts import LocalArtifactStore
 

@@ -17,11 +17,17 @@ A blob to remove is first renamed out of the way and its age checked again, so a
 stored the same content between the look and the removal keeps it (or finds it gone and writes
 it again). The artifacts of a team server belong to the server's workspace: a client refuses to
 collect them.
+
+In a bucket (:mod:`modelyard.artifacts.s3`) an object's age is its ``LastModified`` (storing
+content again renews it), looked up once more just before the delete. The collector also aborts
+the multipart uploads and removes the staged direct uploads older than the upload grace period:
+what writers that died (or clients that never finished) left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import time
@@ -35,6 +41,9 @@ from modelyard.errors import ArtifactError, InvalidParameter, UsageError
 from modelyard.processes import pid_alive
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from modelyard.artifacts.s3 import S3ArtifactStore
     from modelyard.workspace import Workspace
 
 DEFAULT_GRACE_S = 3600.0
@@ -57,8 +66,11 @@ class GCResult:
     recent_bytes: int
     removed: int
     removed_bytes: int
-    parts_removed: int = 0  # stale upload parts
+    parts_removed: int = 0  # stale upload parts (in a bucket: incomplete and staged uploads)
     parts_removed_bytes: int = 0
+
+    def with_parts(self, count: int, size: int) -> GCResult:
+        return dataclasses.replace(self, parts_removed=count, parts_removed_bytes=size)
 
 
 def collect_garbage(
@@ -77,13 +89,21 @@ def collect_garbage(
         raise InvalidParameter(
             f"a grace period cannot be negative (got {min(grace_s, upload_grace_s)})"
         )
+    from modelyard.artifacts.s3 import S3ArtifactStore
+
     ws = resolve(workspace)
     artifacts = _local_artifacts(ws)
     parts, parts_bytes = collect_stale_parts(artifacts.root, upload_grace_s, dry_run=dry_run)
     cutoff = time.time() - grace_s
+    if isinstance(artifacts, S3ArtifactStore):
+        bucket_parts, bucket_bytes = _stale_bucket_uploads(artifacts, upload_grace_s, dry_run)
+        return _collect_bucket(ws, artifacts, grace_s, cutoff, dry_run).with_parts(
+            parts + bucket_parts, parts_bytes + bucket_bytes
+        )
     if not dry_run:
         _restore_aside(artifacts)
-    live = _live(ws, artifacts)  # before listing: a reference recorded later is covered by grace
+    live = _live(ws, lambda d: _named_in(artifacts.path(d)))
+    # (before listing: a reference recorded later is covered by grace)
     kept = kept_bytes = recent = recent_bytes = removed = removed_bytes = 0
     for digest, path in _blobs(artifacts):
         try:
@@ -137,37 +157,84 @@ def collect_stale_parts(
     return count, size
 
 
+def _collect_bucket(
+    ws: Workspace, artifacts: S3ArtifactStore, grace_s: float, cutoff: float, dry_run: bool
+) -> GCResult:
+    """:func:`collect_garbage` over a bucket: the same rules, ages from ``LastModified``."""
+    live = _live(ws, lambda d: _named_in_bucket(artifacts, d))
+    counts = dict.fromkeys(("kept", "kept_bytes", "recent", "recent_bytes", "removed"), 0)
+    counts["removed_bytes"] = 0
+    for key, size, modified in artifacts.objects():
+        digest = artifacts.digest_of(key)
+        if digest is None:
+            continue
+        if digest in live:
+            counts["kept"] += 1
+            counts["kept_bytes"] += size
+            continue
+        old = modified <= cutoff
+        if old and not dry_run:
+            old = artifacts.delete_key(key, unless_newer_than=cutoff)  # False: stored again
+            if old:
+                artifacts.drop_cached(digest)
+        what = "removed" if old else "recent"
+        counts[what] += 1
+        counts[f"{what}_bytes"] += size
+    return GCResult(dry_run=dry_run, grace_s=grace_s, **counts)
+
+
+def _stale_bucket_uploads(
+    artifacts: S3ArtifactStore, grace_s: float, dry_run: bool
+) -> tuple[int, int]:
+    """The bucket's upload parts: multipart uploads that received nothing for ``grace_s``
+    seconds are aborted, staged direct uploads as old are deleted; returns (count, bytes)."""
+    cutoff = time.time() - grace_s
+    count, size = artifacts.incomplete_uploads(cutoff, abort=not dry_run)
+    for key, staged, modified in list(artifacts.objects("staging/")):
+        if modified <= cutoff and (dry_run or artifacts.delete_key(key, unless_newer_than=cutoff)):
+            count, size = count + 1, size + staged
+    return count, size
+
+
 def discard_unreferenced(ws: Workspace, digests: Iterable[str], *, stored_at: float) -> int:
     """Remove those of ``digests`` (blobs a failed write just stored) that nothing references
     and no writer has stored again since ``stored_at``; returns how many were removed. Not in
-    a team server's client: the server keeps what was uploaded, and its own gc collects it."""
+    a team server's client: the server keeps what was uploaded, and its own gc collects it.
+    Not in a bucket either: an object's age has whole seconds, too coarse to tell this writer
+    from another one a moment later, so ``modelyard gc`` collects them after the grace period."""
+    from modelyard.artifacts.s3 import S3ArtifactStore
+
     if ws.settings.server_url:
         return 0
     artifacts = _local_artifacts(ws)
     candidates = set(digests)
-    if not candidates:
+    if not candidates or isinstance(artifacts, S3ArtifactStore):
         return 0
-    live = _live(ws, artifacts)
+    live = _live(ws, lambda d: _named_in(artifacts.path(d)))
     return sum(
         1 for d in sorted(candidates - live) if _remove(artifacts, artifacts.path(d), stored_at)
     )
 
 
-def _local_artifacts(ws: Workspace) -> LocalArtifactStore:
+def _local_artifacts(ws: Workspace) -> LocalArtifactStore | S3ArtifactStore:
     if ws.settings.server_url:
         raise UsageError(
             f"this workspace is a client of the team server {ws.settings.server_url}; its "
             "artifacts belong to the server's workspace: run 'modelyard gc' there"
         )
     artifacts = ws.artifacts
-    if not isinstance(artifacts, LocalArtifactStore):
-        raise UsageError(f"{artifacts!r} is not a local folder: 'modelyard gc' collects folders")
+    from modelyard.artifacts.s3 import S3ArtifactStore
+
+    if not isinstance(artifacts, LocalArtifactStore | S3ArtifactStore):
+        raise UsageError(
+            f"{artifacts!r} is neither a local folder nor a bucket: 'modelyard gc' collects those"
+        )
     if artifacts.read_only:
         raise ArtifactError(f"artifact store {artifacts.root} is read-only")
     return artifacts
 
 
-def _live(ws: Workspace, artifacts: LocalArtifactStore) -> set[str]:
+def _live(ws: Workspace, named_in: Callable[[str], set[str]]) -> set[str]:
     """The referenced digests and, transitively, every digest their manifests name."""
     from modelyard.store.core import Store
     from modelyard.store.references import referenced_digests
@@ -182,7 +249,7 @@ def _live(ws: Workspace, artifacts: LocalArtifactStore) -> set[str]:
         if digest in live:
             continue
         live.add(digest)
-        todo.extend(d for d in _named_in(artifacts.path(digest)) if d not in live)
+        todo.extend(d for d in named_in(digest) if d not in live)
     return live
 
 
@@ -199,6 +266,17 @@ def _named_in(blob: Path) -> set[str]:
     except (FileNotFoundError, IsADirectoryError):
         return set()
     return {m.decode() for m in _DIGEST.findall(data)}
+
+
+def _named_in_bucket(artifacts: S3ArtifactStore, digest: str) -> set[str]:
+    """:func:`_named_in` for an object: its first bytes tell whether to read it whole."""
+    found = artifacts.read_head(digest, len(_MANIFEST_HEAD))
+    if found is None:
+        return set()
+    head, size = found
+    if head.startswith(_MANIFEST_HEAD) or (head[:1] in (b"{", b"[") and size <= _JSON_LIMIT):
+        return _named_in(artifacts.local_path(digest))
+    return set()
 
 
 def _blobs(artifacts: LocalArtifactStore) -> Iterator[tuple[str, Path]]:

@@ -86,6 +86,12 @@ class LocalArtifactStore(ArtifactStore):
                 os.unlink(tmp_name)
             raise
 
+    def adopt(self, part: Path, digest: str) -> None:
+        """Move ``part``, a file already hashed to ``digest`` on this filesystem, into the store
+        (a verified upload the server received)."""
+        self._check_writable()
+        self._commit(str(part), digest)
+
     def _commit(self, tmp_name: str, digest: str) -> str:
         final = self.path(digest)
         if _refresh(final):  # deduplicated: identical content is already stored

@@ -83,7 +83,7 @@ def router() -> APIRouter:
         if not store.exists(digest):
             raise NotFound(f"artifact {digest} is not on the server")
         return FileResponse(
-            store.path(digest),
+            store.local_path(digest),
             media_type="application/octet-stream",
             headers={"x-modelyard-digest": digest},
         )
@@ -120,12 +120,17 @@ def router() -> APIRouter:
     return api
 
 
-def _check_announced(request: Request, store: LocalArtifactStore, size: int, offset: int) -> None:
-    """Refuse before reading: an upload over the server's cap, a body longer than what is
-    left of the announced size, or a size the disk cannot hold."""
+def check_upload_limit(request: Request, size: int) -> None:
+    """Refuse an upload announced over the server's cap (413)."""
     limit: int = request.app.state.limits.max_upload_bytes
     if size > limit:
         raise PayloadTooLarge(f"an upload of {size} bytes is over this server's limit of {limit}")
+
+
+def _check_announced(request: Request, store: LocalArtifactStore, size: int, offset: int) -> None:
+    """Refuse before reading: an upload over the server's cap, a body longer than what is
+    left of the announced size, or a size the disk cannot hold."""
+    check_upload_limit(request, size)
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > size - offset:
         raise PayloadTooLarge(
@@ -245,11 +250,5 @@ def _verify_and_commit(store: LocalArtifactStore, part: Path, digest: str) -> st
 
 def _commit(store: LocalArtifactStore, part: Path, digest: str) -> None:
     """Move a verified upload into place the way the store itself commits blobs."""
-    final = store.path(digest)
-    if final.is_file():
-        part.unlink(missing_ok=True)
-        return
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(part, 0o444)
     with contextlib.suppress(FileNotFoundError):  # a concurrent upload of the same bytes won
-        os.replace(part, final)
+        store.adopt(part, digest)

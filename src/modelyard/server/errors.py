@@ -36,6 +36,7 @@ STATUS: Final[tuple[tuple[type[errors.ModelyardError], int], ...]] = (
     (errors.RunError, 409),
     (errors.DataError, 422),
     (errors.StoreUnavailable, 503),
+    (errors.ArtifactUnavailable, 503),
     (errors.ModelyardError, 400),
 )
 

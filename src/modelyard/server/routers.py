@@ -9,9 +9,14 @@ if TYPE_CHECKING:
 
 
 def all_routers() -> list[APIRouter]:
-    from modelyard.server import artifacts_api, auth_api, store_api
+    from modelyard.server import artifacts_api, auth_api, direct_api, store_api
 
-    routers: list[APIRouter] = [store_api.router(), artifacts_api.router(), auth_api.router()]
+    routers: list[APIRouter] = [
+        store_api.router(),
+        artifacts_api.router(),
+        direct_api.router(),
+        auth_api.router(),
+    ]
     import importlib
 
     try:  # the dashboard's read endpoints, when that module exists
