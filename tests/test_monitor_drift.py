@@ -147,10 +147,8 @@ def _write_log(folder: Path, records: list[tuple[Any, ...]], kind: str = PREDICT
     log = SegmentLog(
         folder,
         kind,
-        queue_size=10_000,
         segment_bytes=1_000,
         segment_seconds=60,
-        flush_seconds=0.01,
     )
     log.start()
     for i in range(0, len(records), 4):

@@ -224,10 +224,8 @@ def test_evaluation_data_is_the_newest_labelled_traffic(sqlite_workspace: Worksp
         kind: SegmentLog(
             folder,
             kind,
-            queue_size=100,
             segment_bytes=1 << 20,
             segment_seconds=60,
-            flush_seconds=60,
         )
         for kind in (PREDICTIONS, FEEDBACK)
     }

@@ -90,9 +90,7 @@ def test_report_round_trips_through_json() -> None:
 
 
 def _log(folder: Path, kind: str, records: list[tuple[object, ...]]) -> None:
-    log = SegmentLog(
-        folder, kind, queue_size=1000, segment_bytes=1 << 20, segment_seconds=60, flush_seconds=60
-    )
+    log = SegmentLog(folder, kind, segment_bytes=1 << 20, segment_seconds=60)
     log.start()
     for r in records:
         log.put(r)

@@ -218,13 +218,13 @@ def test_feedback_and_metrics(client: AppClient) -> None:
 
 
 def test_logs_are_flushed_on_shutdown(model_dir: Path, tmp_path: Path) -> None:
-    config = ServeConfig(log_dir=tmp_path, log_flush_seconds=60)
+    config = ServeConfig(log_dir=tmp_path)
     with AppClient(create_app(model_dir, name="churn", version="1", config=config)) as c:
         ids = [
             c.post("/invocations", json={"instances": [ROW] * 3}).headers["x-request-id"]
             for _ in range(5)
         ]
-        c.post("/v1/feedback", json={"request_id": ids[0], "label": 1})
+        c.post("/v1/feedback", json={"request_id": ids[0], "label": [1, 0, 1]})
     table = read_predictions(tmp_path)
     assert sorted(table.column("request_id").to_pylist()) == sorted(ids)
     assert table.column("rows").to_pylist() == [3] * 5
@@ -232,25 +232,118 @@ def test_logs_are_flushed_on_shutdown(model_dir: Path, tmp_path: Path) -> None:
     assert read_feedback(tmp_path).column("request_id").to_pylist() == [ids[0]]
 
 
-def test_full_log_queue_drops_are_counted(model_dir: Path, tmp_path: Path) -> None:
-    config = ServeConfig(log_dir=tmp_path, log_queue_size=2, log_flush_seconds=60)
+def test_an_answered_prediction_is_already_in_the_log(model_dir: Path, tmp_path: Path) -> None:
+    """The 2xx comes after the record's write(2): each answered request id is readable from the
+    segment file while the server still runs (on main it waited for a 1 s flush)."""
+    config = ServeConfig(log_dir=tmp_path)
     with AppClient(create_app(model_dir, name="churn", version="1", config=config)) as c:
-        for _ in range(5):
-            assert c.post("/invocations", json={"instances": [ROW]}).status_code == 200
-        assert 'modelyard_predlog_dropped_total{log="predictions"} 3.0' in c.get("/metrics").text
-    assert read_predictions(tmp_path).num_rows == 2
+        for i in range(3):
+            r = c.post("/invocations", json={"instances": [ROW] * (i + 1)})
+            assert r.status_code == 200
+            table = read_predictions(tmp_path)
+            assert table.column("request_id").to_pylist()[-1] == r.headers["x-request-id"]
+            assert table.num_rows == i + 1
+        rid = r.headers["x-request-id"]
+        r = c.post("/v1/feedback", json={"request_id": rid, "label": [1, 0, 1]})
+        assert r.json() == {"accepted": 1}
+        assert read_feedback(tmp_path).column("label").to_pylist() == ["[1,0,1]"]
 
 
-def test_a_feedback_batch_is_kept_whole_or_refused_whole(model_dir: Path, tmp_path: Path) -> None:
-    """A refused batch that is retried must not log its first labels twice (found in review)."""
-    config = ServeConfig(log_dir=tmp_path, log_queue_size=3, log_flush_seconds=60)
-    batch = [{"request_id": f"r{i}", "label": 1} for i in range(5)]
+def test_concurrent_requests_share_a_write(model_dir: Path, tmp_path: Path) -> None:
+    """Group commit: 32 concurrent requests are written in fewer record batches than requests,
+    and every one of them is logged."""
+    import asyncio
+
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    config = ServeConfig(log_dir=tmp_path, batching=False)
     with AppClient(create_app(model_dir, name="churn", version="1", config=config)) as c:
-        refused = c.post("/v1/feedback", json=batch)
-        assert refused.status_code == 503
-        assert "none of the 5 labels" in refused.text
-        assert c.post("/v1/feedback", json=batch[:3]).json() == {"accepted": 3}
-    assert read_feedback(tmp_path).num_rows == 3
+
+        async def burst() -> list[Any]:
+            return await asyncio.gather(
+                *(c._client.post("/invocations", json={"instances": [ROW]}) for _ in range(32))
+            )
+
+        answers = c.loop.run_until_complete(burst())
+        assert [r.status_code for r in answers] == [200] * 32
+    table = read_predictions(tmp_path)
+    assert sorted(table.column("request_id").to_pylist()) == sorted(
+        r.headers["x-request-id"] for r in answers
+    )
+    (segment,) = (tmp_path / "predictions").glob("*.arrows")
+    with pa.memory_map(str(segment)) as source:
+        batches = list(ipc.open_stream(source))
+    assert len(batches) < 32
+
+
+def test_a_label_that_cannot_be_logged_is_refused_alone(model_dir: Path, tmp_path: Path) -> None:
+    """On main one deeply nested label, accepted with 200 among 100 others, made the writer drop
+    the whole batch: 27 of the 100 acknowledged labels survived."""
+    import asyncio
+
+    config = ServeConfig(log_dir=tmp_path)
+    deep: Any = 1
+    for _ in range(300):
+        deep = [deep]
+    with AppClient(create_app(model_dir, name="churn", version="1", config=config)) as c:
+
+        async def burst() -> list[Any]:
+            bodies = [{"request_id": f"r{i}", "label": i % 2} for i in range(100)]
+            bodies.insert(50, {"request_id": "bad", "label": deep})
+            return await asyncio.gather(*(c._client.post("/v1/feedback", json=b) for b in bodies))
+
+        answers = c.loop.run_until_complete(burst())
+    statuses = [r.status_code for r in answers]
+    assert statuses.pop(50) == 422
+    assert statuses == [200] * 100
+    labels = read_feedback(tmp_path)
+    assert sorted(labels.column("request_id").to_pylist()) == sorted(f"r{i}" for i in range(100))
+
+
+def test_a_label_must_match_its_prediction(model_dir: Path, tmp_path: Path) -> None:
+    """One value per predicted row (on main a mismatch got 200 and was ignored by the monitor);
+    a feedback batch is kept whole or refused whole."""
+    config = ServeConfig(log_dir=tmp_path, max_label_bytes=200, max_batch_rows=10)
+    with AppClient(create_app(model_dir, name="churn", version="1", config=config)) as c:
+        three = c.post("/invocations", json={"instances": [ROW] * 3}).headers["x-request-id"]
+        one = c.post("/invocations", json={"instances": [ROW]}).headers["x-request-id"]
+
+        def status(label: Any, rid: str = three) -> int:
+            r = c.post("/v1/feedback", json={"request_id": rid, "label": label})
+            return int(r.status_code)
+
+        assert status(1) == 422
+        assert status([1, 0]) == 422
+        assert status([1, 0, 1, 1]) == 422
+        assert status([[1], [0], [1]]) == 422
+        assert status({"y": [1, 0, 1]}) == 422
+        assert status([1, 0, 1]) == 200
+        assert status(["yes", None, 2.5]) == 200
+        assert status(1, one) == 200
+        assert status([0], one) == 200
+        assert status([0, 1], one) == 422
+        # Not a prediction this server remembers: the form and size are still checked.
+        assert status([1] * 5, "elsewhere") == 200
+        assert status([1] * 11, "elsewhere") == 422
+        assert status([], "elsewhere") == 422
+        r = c.post("/v1/feedback", json={"request_id": "elsewhere", "label": "x" * 300})
+        assert r.status_code == 422
+        assert "over the limit of 200 bytes" in r.json()["error"]
+        batch = [{"request_id": three, "label": [1, 1, 1]}, {"request_id": one, "label": [1, 1]}]
+        r = c.post("/v1/feedback", json=batch)
+        assert r.status_code == 422
+        assert r.json()["error"] == "feedback[1].label has 2 values but the prediction has 1 rows"
+    assert read_feedback(tmp_path).num_rows == 5
+
+
+def test_only_the_newest_predictions_are_remembered() -> None:
+    from modelyard.serving.labels import RecentRows
+
+    rows = RecentRows(2)
+    for i in range(3):
+        rows.add(f"r{i}", i + 1)
+    assert (rows.get("r0"), rows.get("r1"), rows.get("r2"), len(rows)) == (None, 2, 3, 2)
 
 
 json_values = st.recursive(
@@ -364,23 +457,48 @@ def test_float_just_past_an_integer_range_is_refused(dtype: str, value: float) -
     assert convert([float(2**31 - 1)], ColumnSpec("a", "int64"), "a", False)[0] == 2**31 - 1
 
 
-def test_records_lost_to_a_failed_write_are_counted_as_dropped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_failed_write_refuses_its_requests_and_is_counted(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from modelyard.serving.predlog import FEEDBACK, SegmentLog
+    """Disk full: the request whose record could not be written gets 503 (never a 2xx), the
+    drop is counted, and the next write opens a fresh segment."""
+    from modelyard.serving.predlog import SegmentLog
 
-    drops: list[int] = []
-    log = SegmentLog(
-        tmp_path, FEEDBACK, queue_size=10, segment_bytes=1 << 20, segment_seconds=60,
-        flush_seconds=60, on_drop=lambda: drops.append(1),
-    )  # fmt: skip
-    assert log.put_many([("r1", 0, "m", "1", 1), ("r2", 0, "m", "1", 0)])
+    opened = SegmentLog._open_segment
 
-    def disk_full(records: object) -> None:
-        raise OSError("No space left on device")
+    def disk_full(self: SegmentLog) -> None:
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(log, "_write", disk_full)
-    with pytest.raises(OSError, match="No space"):
-        log._drain()
-    assert log.dropped == 2
-    assert len(drops) == 2
+    config = ServeConfig(log_dir=tmp_path)
+    with AppClient(create_app(model_dir, name="churn", version="1", config=config)) as c:
+        assert c.post("/invocations", json={"instances": [ROW]}).status_code == 200
+        c.app.predlog._close_segment()  # the next write opens a segment: make that fail
+        monkeypatch.setattr(SegmentLog, "_open_segment", disk_full)
+        r = c.post("/invocations", json={"instances": [ROW]})
+        assert r.status_code == 503
+        assert r.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+        assert "No space left on device" in r.json()["message"]
+        assert c.post("/v1/feedback", json={"request_id": "r1", "label": 1}).status_code == 503
+        monkeypatch.setattr(SegmentLog, "_open_segment", opened)
+        assert c.post("/invocations", json={"instances": [ROW]}).status_code == 200
+        text = c.get("/metrics").text
+        assert 'modelyard_predlog_dropped_total{log="predictions"} 1.0' in text
+        assert 'modelyard_predlog_dropped_total{log="feedback"} 1.0' in text
+    assert read_predictions(tmp_path).num_rows == 2
+
+
+def test_a_record_that_cannot_be_serialised_is_refused_at_its_request(tmp_path: Path) -> None:
+    from modelyard.errors import InvalidInput
+    from modelyard.serving.predlog import PREDICTIONS, SegmentLog
+
+    log = SegmentLog(tmp_path, PREDICTIONS, segment_bytes=1 << 20, segment_seconds=60)
+    log.start()
+    good = ("r1", 0, "m", "1", "v2", {"a": [1.0]}, np.array([1]), 0.001, 1)
+    with pytest.raises(InvalidInput, match="outputs cannot be logged"):
+        log.encode(("r2", 0, "m", "1", "v2", {"a": [1.0]}, object(), 0.001, 1))
+    with pytest.raises(InvalidInput):
+        log.put_many([good, ("r3", 0, "m", "1", "v2", {"a": [1.0]}, {1j}, 0.001, 1)])
+    assert log.put(good)
+    log.close()
+    log.close()
+    assert read_predictions(tmp_path).column("outputs").to_pylist() == ["[1]"]

@@ -168,6 +168,24 @@ def test_heartbeat_flushes_buffered_metrics(sqlite_workspace: Workspace) -> None
             time.sleep(0.02)
 
 
+def test_metrics_are_written_within_the_flush_interval(sqlite_workspace: Workspace) -> None:
+    """A kill loses at most the last ``flush_interval_s`` (0.5 s) of points: a point is stored
+    that soon even with a minute between heartbeats and far below ``flush_every`` (on main it
+    waited for the next heartbeat, 10 s by default)."""
+    import time
+
+    with start_run(heartbeat_interval_s=60) as run:
+        assert run.settings.flush_interval_s == 0.5
+        before = sqlite_workspace.store.runs.get(run.id).heartbeat_at
+        logged = time.monotonic()
+        run.log_metric("loss", 1.0)
+        while sqlite_workspace.store.runs.count_metrics([run.id]) == 0:
+            assert time.monotonic() < logged + 10, "the timer never flushed the buffer"
+            time.sleep(0.02)
+        # Written by the flush timer, not a heartbeat (none is due for a minute).
+        assert sqlite_workspace.store.runs.get(run.id).heartbeat_at == before
+
+
 def test_use_dataset_and_artifacts_record_lineage(workspace: Workspace, tmp_path: Path) -> None:
     ref = _dataset(workspace)
     model = tmp_path / "model.bin"

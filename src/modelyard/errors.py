@@ -32,6 +32,7 @@ code raises these and knows nothing of HTTP or terminals.
     ├── DataError                                 a dataset that cannot be read or profiled
     ├── GateFailed                                a promotion refused by its gate's checks
     ├── RunError                                  tracked-run misuse (logging to a finished run)
+    ├── LogWriteError                             a prediction or feedback record not written
     ├── FlavorError                               a model that cannot be saved, loaded or run
     │   └── UnsafeModel                           types outside the allow-list, or untrusted pickle
     ├── ImageError                                building or running container images
@@ -170,6 +171,11 @@ class DataError(ModelyardError):
     pass
 
 
+class LogWriteError(ModelyardError):
+    """The prediction or feedback log could not be written (a full disk): the requests whose
+    records it held are refused, never answered as if logged."""
+
+
 class RunError(ModelyardError):
     pass
 
@@ -242,6 +248,7 @@ __all__ = [
     "InvalidParameter",
     "InvalidReference",
     "InvalidRequest",
+    "LogWriteError",
     "ModelyardError",
     "NotFound",
     "PayloadTooLarge",

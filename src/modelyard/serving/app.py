@@ -27,6 +27,7 @@ from modelyard.httpguard import BodyPolicy, Guard, allowed_hosts_for_bind
 from modelyard.serving.config import ServeConfig
 from modelyard.serving.decode import Batch, Decoder
 from modelyard.serving.handlers import HTTPError, handle
+from modelyard.serving.labels import RecentRows
 
 if TYPE_CHECKING:
     from modelyard.serving.auth import TokenVerifier
@@ -65,6 +66,7 @@ class ModelServer:
         self.batcher: Any = None
         self.predlog: Any = None
         self.feedback: Any = None
+        self.recent_rows = RecentRows(config.label_memory)  # checks labels' shapes
         self._predict: Callable[[Batch], Awaitable[Any]] | None = None
         self._sigterm_hooked = False
         self._previous_sigterm: Any = None
@@ -97,18 +99,15 @@ class ModelServer:
         log_dir = self.config.log_dir or Path.cwd() / "predlog"
         logs = {}
         for kind in (PREDICTIONS, FEEDBACK):
-            dropped = self.metrics.log_dropped.labels(kind)
-            logs[kind] = SegmentLog(
+            log = logs[kind] = SegmentLog(
                 log_dir,
                 kind,
-                queue_size=self.config.log_queue_size,
                 segment_bytes=self.config.log_segment_bytes,
                 segment_seconds=self.config.log_segment_seconds,
-                flush_seconds=self.config.log_flush_seconds,
-                on_drop=dropped.inc,
+                on_drop=self.metrics.log_dropped.labels(kind).inc,
             )
-            logs[kind].on_depth = self.metrics.track_log(kind, lambda log=logs[kind]: log.depth)
-            logs[kind].start()
+            self.metrics.track_log(kind, lambda log=log: log.depth)
+            log.start()
         self.predlog, self.feedback = logs[PREDICTIONS], logs[FEEDBACK]
         in_thread = predict_seconds >= _SLOW_PREDICT_S
         if self.config.batching is False:

@@ -32,6 +32,9 @@ class ServeConfig:
 
     ``grpc_port``: also serve the V2 gRPC API there (None: no gRPC; 0: any free port), on
     ``bind_host`` as HTTP does (127.0.0.1 when no bind host is set).
+
+    ``max_label_bytes`` bounds one feedback label (as JSON); ``label_memory`` is how many recent
+    predictions (request id → rows) each worker remembers to check a label's shape against.
     """
 
     max_body_bytes: int = 8 * 1024 * 1024
@@ -40,10 +43,10 @@ class ServeConfig:
     max_batch_size: int = 256
     max_wait_ms: float = 0.0
     log_dir: Path | None = None
-    log_queue_size: int = 100_000
     log_segment_bytes: int = 64 * 1024 * 1024
     log_segment_seconds: float = 300.0
-    log_flush_seconds: float = 1.0
+    max_label_bytes: int = 64 * 1024
+    label_memory: int = 50_000
     workers: int = 1
     allow_nan: bool = False
     allow_pickle: bool = False
@@ -62,8 +65,9 @@ class ServeConfig:
             "max_body_bytes",
             "max_batch_rows",
             "max_batch_size",
-            "log_queue_size",
             "log_segment_bytes",
+            "max_label_bytes",
+            "label_memory",
             "workers",
             "max_json_depth",
         ):
@@ -72,7 +76,6 @@ class ServeConfig:
         if (
             self.max_wait_ms < 0
             or self.log_segment_seconds <= 0
-            or self.log_flush_seconds <= 0
             or self.header_timeout_s <= 0
             or self.body_timeout_s <= 0
         ):
@@ -117,7 +120,6 @@ class ServeConfig:
                 elif f.name in (
                     "max_wait_ms",
                     "log_segment_seconds",
-                    "log_flush_seconds",
                     "graceful_timeout_s",
                     "auth_ttl_s",
                     "header_timeout_s",

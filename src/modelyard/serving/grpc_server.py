@@ -2,10 +2,10 @@
 
 Off unless a port is given, and grpcio is imported only then, so the HTTP-only server pays
 nothing for it. It runs in the HTTP server's event loop and goes through the same model
-server: the same decoder (validation), the same micro-batcher, the same prediction log and
-metrics (route ``grpc:ModelInfer`` with the HTTP status the error would have had) and the same
-bearer tokens (metadata ``authorization: Bearer …`` on ModelInfer; health and metadata stay
-open, as over HTTP).
+server: the same decoder (validation), the same micro-batcher, the same prediction log (written
+before the answer) and metrics (route ``grpc:ModelInfer`` with the HTTP status the error would
+have had) and the same bearer tokens (metadata ``authorization: Bearer …`` on ModelInfer;
+health and metadata stay open, as over HTTP).
 
 Served methods: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata and
 ModelInfer (inputs as ``contents`` or ``raw_input_contents``; outputs always as
@@ -24,7 +24,7 @@ import numpy as np
 from google.protobuf.message import Message
 
 from modelyard._version import __version__
-from modelyard.errors import ConfigError, InvalidInput, InvalidRequest
+from modelyard.errors import ConfigError, InvalidInput, InvalidRequest, LogWriteError
 from modelyard.serving import v2
 from modelyard.serving._proto import grpc_predict_v2_pb2 as pb
 from modelyard.serving.handlers import HTTPError, log_prediction, make_request_id
@@ -155,6 +155,8 @@ class GrpcEndpoint:
                     status, message = 400, exc.message
                 except InvalidInput as exc:
                     status, message = 422, exc.message
+                except LogWriteError as exc:  # no answer for a prediction that is not logged
+                    status, message = 503, exc.message
                 except Exception as exc:
                     logger.exception("gRPC %s failed", method)
                     message = f"internal error: {exc}"
@@ -233,7 +235,7 @@ class GrpcEndpoint:
             response.outputs.add(name=wanted.name, datatype=v2.datatype_of(arr), shape=arr.shape)
             response.raw_output_contents.append(v2.encode_raw(arr))
         request_id = make_request_id((request.id or metadata.get("x-request-id", "")).encode())
-        log_prediction(server, request_id, "grpc", result.batch, result.output, started)
+        await log_prediction(server, request_id, "grpc", result.batch, result.output, started)
         return response
 
 

@@ -14,7 +14,8 @@ import numpy as np
 import orjson
 
 from modelyard._version import __version__
-from modelyard.errors import InvalidInput, InvalidRequest
+from modelyard.errors import InvalidInput, InvalidRequest, LogWriteError
+from modelyard.serving.labels import check_label
 
 if TYPE_CHECKING:
     from modelyard.serving.app import ModelServer, Receive, Scope, Send
@@ -231,6 +232,9 @@ async def handle(server: ModelServer, scope: Scope, receive: Receive, send: Send
             status = 400 if path == "/invocations" else 422
             code = "BAD_REQUEST" if exc.field == "body" else _INVALID_VALUE
             await _error(send, path, status, exc.message, request_id, (), code)
+        except LogWriteError as exc:
+            status = 503
+            await _error(send, path, status, exc.message, request_id)
         except _Disconnected:
             status = 499
         except Exception as exc:
@@ -417,13 +421,13 @@ async def _infer(
             "outputs": outputs,
         }
     )
+    await log_prediction(server, request_id, "v2", result.batch, result.output, started)
     if chunks:
         extra = ((b"inference-header-content-length", str(len(payload)).encode()),)
         payload = b"".join([payload, *chunks])
         await _send(send, 200, payload, request_id, b"application/octet-stream", extra=extra)
     else:
         await _send(send, 200, payload, request_id)
-    log_prediction(server, request_id, "v2", result.batch, result.output, started)
     return 200
 
 
@@ -469,17 +473,19 @@ async def _invocations(
         predictions: Any = {k: _jsonable(v) for k, v in output.items()}
     else:
         predictions = _jsonable(output)
-    await _send(send, 200, _json({"predictions": predictions}), request_id)
-    log_prediction(server, request_id, "invocations", batch, output, started)
+    answer = _json({"predictions": predictions})
+    await log_prediction(server, request_id, "invocations", batch, output, started)
+    await _send(send, 200, answer, request_id)
     return 200
 
 
-def log_prediction(
+async def log_prediction(
     server: ModelServer, request_id: str, endpoint: str, batch: Any, output: Any, started: float
 ) -> None:
-    """Queue one answered request for the prediction log (HTTP and gRPC alike). Called after
-    the answer is sent: the log records what the client received, exactly once."""
-    server.predlog.put(
+    """Write one answered request's record (HTTP and gRPC alike) before its answer is sent (see
+    :mod:`modelyard.serving.predlog`): a 2xx is only ever sent for a logged prediction, and a
+    record that cannot be logged refuses its request."""
+    row = server.predlog.encode(
         (
             request_id,
             time.time_ns(),
@@ -492,6 +498,8 @@ def log_prediction(
             batch.rows,
         )
     )
+    await server.predlog.commit((row,))
+    server.recent_rows.add(request_id, batch.rows)
 
 
 async def _feedback(
@@ -509,21 +517,33 @@ async def _feedback(
     if not isinstance(items, list) or not items:
         raise InvalidInput("send {'request_id': ..., 'label': ...} or a list of them", "feedback")
     now = time.time_ns()
-    records = []
+    log = server.feedback
+    limit = server.config.max_label_bytes
+    rows = []
     for i, item in enumerate(items):
+        where = f"feedback[{i}]"
         if not isinstance(item, dict):
-            raise InvalidInput(f"feedback[{i}] must be an object", f"feedback[{i}]")
+            raise InvalidInput(f"{where} must be an object", where)
         rid = item.get("request_id")
         if not isinstance(rid, str) or not rid or len(rid) > _MAX_ID:
             raise InvalidInput(
-                f"feedback[{i}].request_id must be a non-empty string", f"feedback[{i}].request_id"
+                f"{where}.request_id must be a non-empty string", f"{where}.request_id"
             )
         if "label" not in item:
-            raise InvalidInput(f"feedback[{i}] needs a 'label'", f"feedback[{i}].label")
-        records.append((rid, now, server.name, server.version, item["label"]))
-    if not server.feedback.put_many(records):
-        raise HTTPError(503, f"feedback log is full: none of the {len(records)} labels was kept")
-    await _send(send, 200, _json({"accepted": len(records)}), request_id)
+            raise InvalidInput(f"{where} needs a 'label'", f"{where}.label")
+        label = item["label"]
+        check_label(
+            label, server.recent_rows.get(rid), server.config.max_batch_rows, f"{where}.label"
+        )
+        row = log.encode((rid, now, server.name, server.version, label))
+        if len(row[-1]) > limit:
+            raise InvalidInput(
+                f"{where}.label is over the limit of {limit} bytes", f"{where}.label"
+            )
+        rows.append(row)
+    # One commit: the labels of one request are written together or refused together.
+    await log.commit(rows)
+    await _send(send, 200, _json({"accepted": len(rows)}), request_id)
     return 200
 
 

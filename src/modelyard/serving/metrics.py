@@ -88,7 +88,7 @@ class Metrics:
         )
         self.log_dropped = Counter(
             "modelyard_predlog_dropped",
-            "Records dropped because the log queue was full",
+            "Records whose write failed (their requests were refused with 503)",
             ["log"],
             registry=self.registry,
         )

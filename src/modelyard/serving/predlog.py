@@ -1,18 +1,26 @@
-"""The prediction log and the feedback log: append-only Arrow IPC segments, written off the
-request path.
+"""The prediction log and the feedback log: append-only Arrow IPC segments, written before the
+answer.
 
-The server only appends a tuple to a bounded in-memory queue (O(1), no I/O, no serialisation);
-one background thread per log drains the queue every ``flush_seconds``, serialises inputs and
-outputs to JSON and appends a record batch to the open segment. Segments are written as
-``*.arrows.partial`` and renamed to ``*.arrows`` when rotated by size or age, or on close, so a
-reader can tell finished segments from the one being written (it reads both). A full queue
-drops the record, counts it and logs a warning — never silently — and :meth:`close` drains
-everything that was queued.
+**A 2xx means the record is in the kernel.** A request serialises its own record (inputs,
+outputs or label to JSON) when it is answered — a record that cannot be serialised refuses that
+request, never its neighbours — then awaits :meth:`SegmentLog.commit`. Commits group: the first
+record of a batch schedules one write on the event loop (``call_soon``), every request that
+commits before it runs joins that batch, and all of them are released together once the batch
+is written (one Arrow record batch, ``write(2)`` on an unbuffered file). So the answer is sent
+only after its record has reached the page cache, which a killed process cannot take back (an
+fsync, for a power cut, is not paid per request). A failed write (disk full) fails every request
+of its batch with :class:`~modelyard.errors.LogWriteError` (the server answers 503), is counted
+as dropped, and abandons the segment, whose complete batches stay readable.
+
+Segments are written as ``*.arrows.partial`` and renamed to ``*.arrows`` when rotated by size or
+age (checked at each write) or on close, so a reader can tell finished segments from the one
+being written (it reads both, and the complete batches of a segment cut short). Each process
+(each worker of a multi-worker server) writes its own segments. :meth:`put` and
+:meth:`put_many` write at once, for callers without an event loop.
 """
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import logging
 import os
@@ -21,10 +29,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
+
+from modelyard.errors import InvalidInput, LogWriteError
+
+if TYPE_CHECKING:
+    import asyncio
 
 logger = logging.getLogger("modelyard.serving.predlog")
 
@@ -37,6 +50,8 @@ PARTIAL = ".arrows.partial"
 PredictionRecord = tuple[str, int, str, str, str, Any, Any, float, int]
 # (request_id, time_ns, model_name, model_version, label)
 FeedbackRecord = tuple[str, int, str, str, Any]
+# A record serialised for its segment: JSON as bytes, time in microseconds, latency in ms.
+Row = tuple[Any, ...]
 
 
 def _default(obj: Any) -> Any:
@@ -47,8 +62,8 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"cannot log a {type(obj).__name__}")
 
 
-def _json(obj: Any) -> str:
-    return orjson.dumps(obj, default=_default, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+def _json(obj: Any) -> bytes:
+    return orjson.dumps(obj, default=_default, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _schema(kind: str) -> Any:
@@ -75,106 +90,113 @@ def _schema(kind: str) -> Any:
 
 
 class SegmentLog:
-    """A bounded queue drained by one thread into rotated Arrow IPC stream segments."""
+    """Rotated Arrow IPC stream segments, appended by group commit (see the module docstring)."""
 
     def __init__(
         self,
         folder: Path,
         kind: str,
         *,
-        queue_size: int,
         segment_bytes: int,
         segment_seconds: float,
-        flush_seconds: float,
         on_drop: Callable[[], None] | None = None,
-        on_depth: Callable[[int], None] | None = None,
     ) -> None:
         self.folder = Path(folder) / kind
         self.kind = kind
-        self._max = queue_size
         self._segment_bytes = segment_bytes
         self._segment_seconds = segment_seconds
-        self._flush_seconds = flush_seconds
         self._on_drop = on_drop
-        self.on_depth = on_depth  # told the backlog each time the writer thread wakes
-        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
-        self._wake = threading.Event()
-        self._stop = False
-        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one writer of the segment at a time
+        self._pending: list[Row] = []
+        self._batch: asyncio.Future[None] | None = None
+        self._closed = False
+        self._schema: Any = None
         self._writer: Any = None
         self._sink: Any = None
         self._path: Path | None = None
         self._opened = 0.0
         self._seq = 0
-        self.dropped = 0
+        self.dropped = 0  # records whose write failed (their requests were refused)
         self.written = 0
-        self._last_warning = 0.0
 
     @property
     def depth(self) -> int:
-        return len(self._queue)
+        """Records committed but not yet written (they wait for their batch's write)."""
+        return len(self._pending)
+
+    def start(self) -> None:
+        # Import pyarrow here, in the caller's thread, before any request: a first import
+        # racing with scikit-learn, which looks pyarrow up in sys.modules on every predict,
+        # failed on a half-initialised module (a 500).
+        import pyarrow.ipc  # noqa: F401
+
+        self._schema = _schema(self.kind)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def encode(self, record: tuple[Any, ...]) -> Row:
+        """Serialise one record now, at its request: :class:`InvalidInput` if it cannot be."""
+        try:
+            if self.kind == PREDICTIONS:
+                rid, ns, name, version, endpoint, inputs, outputs, latency_s, rows = record
+                return (
+                    rid, ns // 1000, name, version, endpoint,
+                    _json(inputs), _json(outputs), latency_s * 1000.0, rows,
+                )  # fmt: skip
+            rid, ns, name, version, label = record
+            return (rid, ns // 1000, name, version, _json(label))
+        except (TypeError, orjson.JSONEncodeError) as exc:
+            what = "outputs" if self.kind == PREDICTIONS else "label"
+            raise InvalidInput(f"the {what} cannot be logged as JSON: {exc}", what) from None
+
+    async def commit(self, rows: Sequence[Row]) -> None:
+        """Append ``rows`` (all in one batch) and return once they are written. Raises
+        :class:`LogWriteError` if their batch could not be written."""
+        import asyncio
+
+        if self._closed:
+            raise LogWriteError(f"the {self.kind} log is closed")
+        batch = self._batch
+        if batch is None:
+            loop = asyncio.get_running_loop()
+            batch = self._batch = loop.create_future()
+            loop.call_soon(self._commit_batch)
+        self._pending.extend(rows)
+        # Shielded: a request cancelled while waiting must not cancel its neighbours' batch.
+        await asyncio.shield(batch)
+
+    def _commit_batch(self) -> None:
+        rows, batch = self._pending, self._batch
+        self._pending, self._batch = [], None
+        assert batch is not None
+        try:
+            self._write(rows)
+        except Exception as exc:
+            logger.exception("%s log: writing %d records failed", self.kind, len(rows))
+            batch.set_exception(LogWriteError(f"the {self.kind} log cannot be written: {exc}"))
+        else:
+            batch.set_result(None)
 
     def put(self, record: tuple[Any, ...]) -> bool:
-        """Queue one record; False (and counted, and logged) if the queue is full."""
+        """Serialise and write one record now (no event loop needed)."""
         return self.put_many((record,))
 
     def put_many(self, records: Sequence[tuple[Any, ...]]) -> bool:
-        """Queue all of ``records`` or none (counted and logged as dropped): a client that
-        retries a refused batch must not log its first part twice."""
-        if len(self._queue) + len(records) > self._max:
-            self.dropped += len(records)
-            if self._on_drop is not None:
-                for _ in records:
-                    self._on_drop()
-            now = time.monotonic()
-            if now - self._last_warning > 5.0:
-                self._last_warning = now
-                logger.warning(
-                    "%s log queue full (%d): dropped %d records so far",
-                    self.kind,
-                    self._max,
-                    self.dropped,
-                )
-            return False
-        self._queue.extend(records)
+        """Serialise all of ``records`` (refusing all if one cannot be) and write them now, as
+        one batch; raises :class:`LogWriteError` if the write fails."""
+        rows = [self.encode(r) for r in records]
+        try:
+            self._write(rows)
+        except Exception as exc:
+            raise LogWriteError(f"the {self.kind} log cannot be written: {exc}") from exc
         return True
 
-    def start(self) -> None:
-        # Import pyarrow here, in the caller's thread, before the writer thread exists: a first
-        # import inside the writer thread races with scikit-learn, which looks pyarrow up in
-        # sys.modules on every predict and fails on a half-initialised module (a 500).
-        import pyarrow.ipc  # noqa: F401
-
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._thread = threading.Thread(
-            target=self._run, name=f"modelyard-{self.kind}-log", daemon=True
-        )
-        self._thread.start()
-
     def close(self) -> None:
-        """Drain everything queued, close the segment and stop the thread."""
-        self._stop = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        self._drain()
-        self._close_segment()
-
-    def _run(self) -> None:
-        while not self._stop:
-            self._wake.wait(self._flush_seconds)
-            self._wake.clear()
-            try:
-                if self.on_depth is not None:
-                    self.on_depth(len(self._queue))
-                self._drain()
-                if self._writer is not None and (
-                    time.monotonic() - self._opened > self._segment_seconds
-                ):
-                    self._close_segment()
-            except Exception:  # keep draining: losing the logger would lose every record
-                logger.exception("%s log: writing a segment failed", self.kind)
+        """Write what is pending and close the segment. Idempotent."""
+        self._closed = True
+        if self._batch is not None:
+            self._commit_batch()
+        with self._lock:
+            self._close_segment()
 
     def _open_segment(self) -> None:
         import pyarrow as pa
@@ -187,54 +209,58 @@ class SegmentLog:
         self._path = (
             self.folder / f"{self.kind}-{stamp}-{host}-{os.getpid()}-{self._seq:06d}{PARTIAL}"
         )
-        self._sink = pa.OSFile(str(self._path), "wb")
-        self._writer = ipc.new_stream(self._sink, _schema(self.kind))
+        self._sink = pa.OSFile(str(self._path), "wb")  # unbuffered: each write is a write(2)
+        self._writer = ipc.new_stream(self._sink, self._schema)
         self._opened = time.monotonic()
 
     def _close_segment(self) -> None:
         if self._writer is None or self._path is None:
             return
-        self._writer.close()
-        self._sink.close()
-        self._path.rename(self._path.with_name(self._path.name[: -len(".partial")]))
+        path, writer, sink = self._path, self._writer, self._sink
+        self._writer = self._sink = self._path = None
+        try:
+            writer.close()
+        finally:
+            sink.close()
+            path.rename(path.with_name(path.name[: -len(".partial")]))
+
+    def _abandon_segment(self) -> None:
+        """After a failed write: the segment may end mid-batch, so nothing more is appended to
+        it (its complete batches stay readable); the next write opens a new one."""
+        try:
+            self._close_segment()
+        except Exception:
+            logger.warning("%s log: closing a failed segment failed too", self.kind)
         self._writer = self._sink = self._path = None
 
-    def _drain(self) -> None:
-        records = []
-        while self._queue:
-            records.append(self._queue.popleft())
-        if not records:
+    def _write(self, rows: list[Row]) -> None:
+        if not rows:
             return
-        try:
-            self._write(records)
-        except Exception:
-            # Disk full, an unserialisable output...: the records are gone, so say so in
-            # /metrics (dropped) as well as in the log, never silently.
-            self.dropped += len(records)
-            if self._on_drop is not None:
-                for _ in records:
-                    self._on_drop()
-            raise
-
-    def _write(self, records: list[tuple[Any, ...]]) -> None:
         import pyarrow as pa
 
-        schema = _schema(self.kind)
-        columns: list[list[Any]] = [list(c) for c in zip(*records, strict=True)]
-        columns[1] = [dt.datetime.fromtimestamp(ns / 1e9, dt.UTC) for ns in columns[1]]
-        if self.kind == PREDICTIONS:
-            columns[5] = [_json(v) for v in columns[5]]
-            columns[6] = [_json(v) for v in columns[6]]
-            columns[7] = [v * 1000.0 for v in columns[7]]
-        else:
-            columns[4] = [_json(v) for v in columns[4]]
-        batch = pa.record_batch(columns, schema=schema)
-        if self._writer is None:
-            self._open_segment()
-        self._writer.write_batch(batch)
-        self.written += len(records)
-        if self._sink.tell() >= self._segment_bytes:
-            self._close_segment()
+        if self._schema is None:
+            self.start()
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        with self._lock:
+            try:
+                batch = pa.record_batch(columns, schema=self._schema)
+                if self._writer is not None and (
+                    time.monotonic() - self._opened > self._segment_seconds
+                ):
+                    self._close_segment()
+                if self._writer is None:
+                    self._open_segment()
+                self._writer.write_batch(batch)
+            except Exception:
+                self.dropped += len(rows)
+                if self._on_drop is not None:
+                    for _ in rows:
+                        self._on_drop()
+                self._abandon_segment()
+                raise
+            self.written += len(rows)
+            if self._sink.tell() >= self._segment_bytes:
+                self._close_segment()
 
 
 def _read(folder: Path, kind: str) -> Any:

@@ -5,9 +5,12 @@ Python version, exact package versions, host, user) before user code runs. While
 alive a daemon thread sends a heartbeat; a process killed with SIGKILL cannot mark its run
 failed, so readers call the run ``lost`` once its heartbeat is stale.
 
-Metrics are buffered and written in bulk — one INSERT for up to ``flush_every`` points, plus a
-flush on every heartbeat and at the end — because a training loop logging per batch would
-otherwise spend its time in database round-trips (and, on SQLite, in the write lock).
+Metrics are buffered and written in bulk — one INSERT for up to ``flush_every`` points (1,000),
+and whatever is buffered every ``flush_interval_s`` (0.5 s) and at the end — because a training
+loop logging per batch would otherwise spend its time in database round-trips (and, on SQLite,
+in the write lock). So a SIGKILL loses only points not yet written: those logged in the last
+``flush_interval_s`` (plus the time one write takes), never more than ``flush_every`` of them
+plus one write in flight. ``flush()`` writes at once, for a caller that must not lose any.
 
 Metric values must be finite: NaN and ±inf are rejected when logged with
 :class:`~modelyard.errors.InvalidParameter`. SQLite cannot store NaN (it becomes NULL), so
@@ -20,6 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,7 +105,9 @@ def start_run(
     try:
         base = TrackingSettings.of(ws)
         settings = TrackingSettings(
-            heartbeat_interval_s or base.heartbeat_interval_s, flush_every or base.flush_every
+            heartbeat_interval_s or base.heartbeat_interval_s,
+            flush_every or base.flush_every,
+            base.flush_interval_s,
         )
         if parent_id is not None:
             parent_id = ws.store.runs.resolve_id(parent_id)
@@ -229,7 +235,8 @@ class ActiveRun:
             self.flush()
 
     def flush(self) -> None:
-        """Write buffered metric points now (also done on every heartbeat and at the end)."""
+        """Write buffered metric points now (also done every ``flush_interval_s`` and at the
+        end)."""
         with self._flush_lock:
             with self._buffer_lock:
                 points, self._buffer = self._buffer, []
@@ -345,10 +352,16 @@ class ActiveRun:
         self._thread.start()
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.settings.heartbeat_interval_s):
+        """Flush every ``flush_interval_s``; heartbeat every ``heartbeat_interval_s``."""
+        settings = self.settings
+        last_beat = time.monotonic()
+        while not self._stop.wait(min(settings.flush_interval_s, settings.heartbeat_interval_s)):
+            beat = time.monotonic() - last_beat >= settings.heartbeat_interval_s
             try:
                 self.flush()
-                self.workspace.store.runs.heartbeat(self.id)
+                if beat:
+                    self.workspace.store.runs.heartbeat(self.id)
+                    last_beat = time.monotonic()
             except Exception:  # the store hiccuped: keep beating, the next beat may succeed
                 log.warning("heartbeat of run %s failed", self.id, exc_info=True)
 

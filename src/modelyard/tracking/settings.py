@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 DEFAULT_HEARTBEAT_INTERVAL_S = 10.0
 DEFAULT_FLUSH_EVERY = 1000
+DEFAULT_FLUSH_INTERVAL_S = 0.5
 STALE_AFTER_INTERVALS = 3
 HEARTBEAT_ENV = "MODELYARD_HEARTBEAT_INTERVAL"
 
@@ -27,6 +28,7 @@ HEARTBEAT_ENV = "MODELYARD_HEARTBEAT_INTERVAL"
 class TrackingSettings:
     heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
     flush_every: int = DEFAULT_FLUSH_EVERY
+    flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S
 
     @property
     def stale_after_s(self) -> float:
@@ -46,7 +48,14 @@ class TrackingSettings:
         flush_every = section.get("flush_every", DEFAULT_FLUSH_EVERY)
         if not isinstance(flush_every, int) or isinstance(flush_every, bool) or flush_every < 1:
             raise ConfigError("[tracking] flush_every must be a positive integer")
-        return cls(heartbeat_interval_s=interval, flush_every=flush_every)
+        flush_interval = _positive(
+            section.get("flush_interval", DEFAULT_FLUSH_INTERVAL_S), "[tracking] flush_interval"
+        )
+        return cls(
+            heartbeat_interval_s=interval,
+            flush_every=flush_every,
+            flush_interval_s=flush_interval,
+        )
 
 
 def _positive(value: object, where: str) -> float:
