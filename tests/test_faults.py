@@ -7,6 +7,7 @@ is lost, nothing half-written is visible, the old version keeps serving.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -172,3 +173,205 @@ def test_sigkill_of_a_training_process_keeps_its_written_metrics(
     assert [(m.step, m.value) for m in history] == [(i, 1.0 / (i + 1)) for i in range(100)]
     assert get_run(workspace, run_id, stale_after_s=0.0).status == "lost"
     assert [r.run.id for r in list_runs(workspace, status="lost", stale_after_s=0.0)] == [run_id]
+
+
+# ---- SIGKILL of the team server mid-upload ----------------------------------------------------
+
+
+def _team_server(ws: Workspace, port: int, out: Path) -> subprocess.Popen[bytes]:
+    with out.open("ab") as output:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-c", "from modelyard.cli.main import main; main()",
+                "-C", str(ws.root), "server", "--port", str(port),
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    _wait_ready(proc, f"http://127.0.0.1:{port}/api/health", out)
+    return proc
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_team_server_mid_upload(sqlite_workspace: Workspace, tmp_path: Path) -> None:
+    """Killed while a blob streams in: the blob is not visible, the bytes already received are
+    kept, and the client's retry resumes from them and completes."""
+    import hashlib
+
+    from modelyard.remote import RemoteArtifactStore, RemoteClient
+
+    ws = sqlite_workspace
+    _, token = ws.store.tokens.create("faults", "admin")
+    data = os.urandom(24 << 20)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    source = tmp_path / "blob.bin"
+    source.write_bytes(data)
+    port = free_port()
+    out = tmp_path / "server.out"
+    proc = _team_server(ws, port, out)
+    sent = [0]
+
+    def body() -> Iterator[bytes]:
+        for start in range(0, len(data), 1 << 20):
+            if start == 8 << 20:  # a third in: kill the server, keep sending
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+            sent[0] = start
+            yield data[start : start + (1 << 20)]
+
+    client = RemoteClient(f"http://127.0.0.1:{port}", token)
+    try:
+        with pytest.raises(httpx.TransportError):
+            client.http.put(f"/uploads/{digest}", params={"size": len(data)}, content=body())
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        assert not ws.artifacts.exists(digest)  # nothing half-written is visible
+        proc = _team_server(ws, port, out)
+        status = client.get(f"/uploads/{digest}")
+        assert status["complete"] is False
+        assert 0 < status["offset"] <= 8 << 20  # what arrived before the kill is kept
+        assert RemoteArtifactStore(tmp_path / "cache", client).put_file(source) == digest
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=60)
+    assert ws.artifacts.get_bytes(digest) == data
+    assert list((ws.artifacts.root / "uploads").iterdir()) == []
+
+
+# ---- a full disk ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _tmpfs(mount: Path) -> Iterator[Path]:
+    """A real 2 MiB filesystem (tmpfs) at ``mount``; mounting needs root."""
+    mount.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount a tmpfs: {done.stderr.strip()}")
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    with _tmpfs(tmp_path / "small-disk") as mount:
+        yield mount
+
+
+def _fill(folder: Path) -> Path:
+    """Fill the filesystem of ``folder`` to the last byte."""
+    filler = folder / "filler"
+    with filler.open("wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_artifact_disk_is_a_clear_error_and_stores_nothing(
+    sqlite_workspace: Workspace, tmp_path: Path
+) -> None:
+    from modelyard.errors import ArtifactError
+    from modelyard.tracking import start_run
+
+    store = sqlite_workspace.artifacts
+    big = tmp_path / "weights.bin"
+    big.write_bytes(os.urandom(3 << 20))
+    with (
+        _tmpfs(store.root),
+        start_run("full-disk", workspace=sqlite_workspace) as run,
+    ):
+        blobs = sorted(store.root.glob("sha256/*/*"))  # the run's environment lock
+        with pytest.raises(ArtifactError, match="out of space") as info:
+            run.log_artifact(big)
+        assert "nothing was stored" in str(info.value)
+        assert list((store.root / "tmp").iterdir()) == []  # no half-written temporary file
+        assert sorted(store.root.glob("sha256/*/*")) == blobs
+        small = tmp_path / "notes.txt"
+        small.write_text("fits")
+        digest = run.log_artifact(small)  # the store still works
+    artifacts = sqlite_workspace.store.runs.artifacts(run.id)
+    assert [(a.name, a.digest) for a in artifacts] == [("notes.txt", digest)]
+
+
+def test_a_full_log_disk_refuses_predictions_instead_of_losing_them(
+    model_dir: Path, small_disk: Path
+) -> None:
+    """No space for the prediction log: requests get 503 (none is answered 2xx unlogged); once
+    space is back the server logs and answers again, and every 2xx is in the log."""
+    from _asgi import AppClient
+    from modelyard.serving import ServeConfig, create_app
+
+    config = ServeConfig(log_dir=small_disk / "log")
+    answered = []
+    with AppClient(create_app(model_dir, name="churn", version="1", config=config)) as c:
+
+        def predict() -> int:
+            r = c.post("/invocations", json={"instances": [ROW]})
+            if r.status_code == 200:
+                answered.append(r.headers["x-request-id"])
+            return int(r.status_code)
+
+        assert predict() == 200
+        filler = _fill(small_disk)
+        # The open segment's last page may still take a few records; then every one is refused.
+        statuses = [predict() for _ in range(40)]
+        assert 503 in statuses
+        assert set(statuses[statuses.index(503) :]) == {503}
+        filler.unlink()
+        assert {predict() for _ in range(5)} == {200}
+        assert "modelyard_predlog_dropped_total" in c.get("/metrics").text
+    assert sorted(read_predictions(small_disk / "log").column("request_id").to_pylist()) == sorted(
+        answered
+    )
+
+
+# ---- a crash-looping new version --------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_crash_looping_version_never_interrupts_the_old_one(sqlite_workspace: Workspace) -> None:
+    """A new version whose server dies at every start: the rollout fails after its timeout and
+    the running version answers every request of a load that runs throughout."""
+    pytest.importorskip("gunicorn")
+    from _deploy_helpers import Load, register_broken, register_churn
+    from modelyard import deploy
+    from modelyard.errors import RolloutFailed
+
+    ws = sqlite_workspace
+    (v1,) = register_churn(ws, 1)
+    broken = register_broken(ws)
+    port = free_port()
+    deploy.deploy(deploy.DeploySpec(v1, "churn-api", target="local", port=port), workspace=ws)
+    try:
+        with Load(f"http://127.0.0.1:{port}") as load:
+            deadline = time.monotonic() + 30
+            while load.ok < 20:
+                assert time.monotonic() < deadline, load.failed[:3]
+                time.sleep(0.05)
+            spec = deploy.DeploySpec(broken, "churn-api", port=port, timeout_s=20)
+            with pytest.raises(RolloutFailed, match="never became ready"):
+                deploy.deploy(spec, workspace=ws)
+            before = load.ok
+            while load.ok < before + 20:
+                assert time.monotonic() < deadline + 120, load.failed[:3]
+                time.sleep(0.05)
+        assert load.failed == [], load.failed[:3]
+        assert load.versions == {"1"}
+        dep = ws.store.deployments.get("churn-api")
+        assert dep.current is not None
+        assert dep.current.model_ref == v1
+        assert dep.revisions[-1].status == "failed"
+    finally:
+        deploy.stop("churn-api", workspace=ws)

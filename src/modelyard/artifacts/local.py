@@ -11,6 +11,7 @@ writer records its reference only after storing, so the clock must start at the 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
@@ -64,9 +65,10 @@ class LocalArtifactStore(ArtifactStore):
                 out.flush()
                 os.fsync(out.fileno())
             return self._commit(tmp_name, f"sha256:{h.hexdigest()}")
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
+            self._full(exc, str(path))
             raise
 
     def put_bytes(self, data: bytes) -> str:
@@ -81,9 +83,10 @@ class LocalArtifactStore(ArtifactStore):
                 out.flush()
                 os.fsync(out.fileno())
             return self._commit(tmp_name, digest)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
+            self._full(exc, f"{len(data)} bytes")
             raise
 
     def adopt(self, part: Path, digest: str) -> None:
@@ -91,6 +94,14 @@ class LocalArtifactStore(ArtifactStore):
         (a verified upload the server received)."""
         self._check_writable()
         self._commit(str(part), digest)
+
+    def _full(self, exc: BaseException, what: str) -> None:
+        """A full disk (or quota) as one clear error; the temporary file is already gone."""
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ArtifactError(
+                f"cannot store {what}: the artifact store {self.root} is out of space "
+                f"({exc.strerror}); nothing was stored"
+            ) from exc
 
     def _commit(self, tmp_name: str, digest: str) -> str:
         final = self.path(digest)
