@@ -105,3 +105,13 @@ class Slow:
 
         time.sleep(0.02)  # the model's own cost, not a synchronisation
         return np.asarray(inputs, dtype=np.float64).sum(axis=1)
+
+
+def saved_churn(folder: Any) -> Any:
+    """The churn pipeline saved as a model folder ``folder / "churn"`` (returned)."""
+    from modelyard.flavors import save_model
+
+    model, frame = churn_pipeline()
+    path = folder / "churn"
+    save_model(model, path, input_example=frame[:5])
+    return path

@@ -14,18 +14,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from modelyard.flavors import save_model
 from modelyard.serving import read_predictions
 from modelyard.workspace import Workspace
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _models import churn_pipeline
+from _models import saved_churn
 from conftest_remote import free_port
 
 ROW = {"a": 0.1, "b": 0.2, "c": 0.3, "city": "x"}
@@ -34,10 +33,7 @@ CLIENTS = 8
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model, frame = churn_pipeline()
-    path = tmp_path_factory.mktemp("model") / "churn"
-    save_model(model, path, input_example=frame[:5])
-    return path
+    return Path(saved_churn(tmp_path_factory.mktemp("model")))
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], url: str, out: Path, timeout: float = 60) -> None:
@@ -375,3 +371,114 @@ def test_a_crash_looping_version_never_interrupts_the_old_one(sqlite_workspace: 
         assert dep.revisions[-1].status == "failed"
     finally:
         deploy.stop("churn-api", workspace=ws)
+
+
+# ---- a PostgreSQL restart during writes -------------------------------------------------------
+
+
+@pytest.fixture
+def private_postgres(tmp_path: Path) -> Iterator[tuple[str, Callable[[], None]]]:
+    """A PostgreSQL cluster of this test's own on a free port (the shared one on :5432 is never
+    touched), run as the ``postgres`` user; yields its URL and a function restarting it."""
+    import pwd
+    import shutil
+    import tempfile
+
+    from conftest import require_service
+
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    try:
+        user = pwd.getpwnam("postgres")
+    except KeyError:
+        user = None
+    require_service(
+        bool(bins)
+        and user is not None
+        and os.geteuid() == 0
+        and shutil.which("runuser") is not None,
+        "a private PostgreSQL needs its binaries, the postgres user and root (runuser)",
+    )
+    assert user is not None
+    bindir = bins[-1].parent
+    home = Path(
+        tempfile.mkdtemp(prefix="modelyard-pg-")
+    )  # outside tmp_path: postgres must enter it
+    os.chown(home, user.pw_uid, user.pw_gid)
+    data, port = home / "data", free_port()
+
+    def pg(*args: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *args],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    pg(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+    ctl = [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(home / "log"), "-w"]
+    options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1"
+    pg(*ctl, "-o", options, "start")
+    try:
+        yield (
+            f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres",
+            lambda: pg(*ctl, "-m", "fast", "-o", options, "restart"),
+        )
+    finally:
+        pg(*ctl, "-m", "immediate", "stop")
+        shutil.rmtree(home)
+
+
+@pytest.mark.slow
+def test_a_postgresql_restart_during_writes_loses_nothing_acknowledged(
+    private_postgres: tuple[str, Callable[[], None]], tmp_path: Path
+) -> None:
+    """A run logs metric points one by one, each acknowledged when ``flush()`` returns; the
+    database restarts under it (every connection cut). A failed flush keeps its points, the
+    writer retries, and afterwards the store holds every acknowledged point exactly once."""
+    from modelyard.tracking import start_run
+
+    url, restart = private_postgres
+    ws, _ = Workspace.init(tmp_path / "ws", environ={"MODELYARD_STORE_URL": url})
+    acknowledged: list[int] = []
+    refused: list[str] = []
+    stop = threading.Event()
+    try:
+        run = start_run("pg-restart", workspace=ws)
+
+        def writer() -> None:
+            i = 0
+            while not stop.is_set():
+                run.log_metric("x", float(i), step=i)
+                while True:
+                    try:
+                        run.flush()
+                        break
+                    except Exception as exc:  # the database is restarting: retry
+                        refused.append(type(exc).__name__)
+                        stop.wait(0.05)  # retry pacing, not synchronisation
+                acknowledged.append(i)
+                i += 1
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 60
+            while len(acknowledged) < 50:
+                assert time.monotonic() < deadline
+                assert thread.is_alive()
+                time.sleep(0.02)
+            restart()
+            after = len(acknowledged)
+            while len(acknowledged) < after + 50:
+                assert time.monotonic() < deadline + 60, refused[-3:]
+                assert thread.is_alive()
+                time.sleep(0.02)
+        finally:
+            stop.set()
+            thread.join(60)
+        run.end()
+        steps = [m.step for m in ws.store.runs.metric_history(run.id, "x")]
+    finally:
+        ws.close()
+    assert refused, "the restart was never felt: it did not happen during the writes"
+    assert steps == acknowledged == list(range(len(acknowledged)))

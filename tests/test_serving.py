@@ -16,15 +16,12 @@ from modelyard.serving import ServeConfig, create_app, read_feedback, read_predi
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _asgi import AppClient
-from _models import churn_pipeline
+from _models import saved_churn
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model, frame = churn_pipeline()
-    path = tmp_path_factory.mktemp("model") / "churn"
-    save_model(model, path, input_example=frame[:5])
-    return path
+    return Path(saved_churn(tmp_path_factory.mktemp("model")))
 
 
 @pytest.fixture(scope="module")

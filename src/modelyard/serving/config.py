@@ -46,7 +46,7 @@ class ServeConfig:
     log_segment_bytes: int = 64 * 1024 * 1024
     log_segment_seconds: float = 300.0
     max_label_bytes: int = 64 * 1024
-    label_memory: int = 50_000
+    label_memory: int = 10_000
     workers: int = 1
     allow_nan: bool = False
     allow_pickle: bool = False
