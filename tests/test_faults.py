@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -482,3 +483,89 @@ def test_a_postgresql_restart_during_writes_loses_nothing_acknowledged(
         ws.close()
     assert refused, "the restart was never felt: it did not happen during the writes"
     assert steps == acknowledged == list(range(len(acknowledged)))
+
+
+# ---- a registry that dies mid-push ------------------------------------------------------------
+
+
+@pytest.fixture
+def private_registry(tmp_path: Path) -> Iterator[tuple[str, Path, Callable[[], None]]]:
+    """A ``docker-registry`` of this test's own on a free port; yields its host, its storage
+    folder and a function that SIGKILLs it."""
+    import shutil
+
+    from conftest import require_service
+
+    binary = shutil.which("docker-registry")
+    require_service(binary is not None, "docker-registry is not installed")
+    assert binary is not None
+    port, storage = free_port(), tmp_path / "registry"
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {storage}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    out = tmp_path / "registry.out"
+    with out.open("wb") as output:
+        proc = subprocess.Popen(
+            [binary, "serve", str(config)], stdout=output, stderr=subprocess.STDOUT
+        )
+    host = f"127.0.0.1:{port}"
+
+    def kill() -> None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    try:
+        _wait_ready(proc, f"http://{host}/v2/", out)
+        yield host, storage, kill
+    finally:
+        if proc.poll() is None:
+            kill()
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_a_registry_killed_mid_push_records_nothing(
+    engine: Any,
+    base_image: str,
+    sqlite_workspace: Workspace,
+    private_registry: tuple[str, Path, Callable[[], None]],
+) -> None:
+    """The registry dies while the image's layers stream in: the push fails with one clear
+    RegistryError, no remote digest or tag is recorded, and the push's local tags are gone."""
+    from _deploy_helpers import register_churn
+    from modelyard.errors import RegistryError
+    from modelyard.packaging import build_model_image, push_model_image
+
+    ws = sqlite_workspace
+    (ref,) = register_churn(ws, 1)
+    build_model_image(ref, workspace=ws, base_image=base_image, engine=engine)
+    before = ws.store.models.get_version("churn", 1)
+    host, storage, kill = private_registry
+    uploads = storage / "docker" / "registry" / "v2" / "repositories" / "faults" / "churn"
+    killed = threading.Event()
+
+    def kill_when_layers_arrive() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if any((uploads / "_uploads").glob("*/data")):
+                kill()
+                killed.set()
+                return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_when_layers_arrive)
+    killer.start()
+    try:
+        with pytest.raises(RegistryError, match="nothing was recorded") as info:
+            push_model_image(ref, f"{host}/faults", workspace=ws, engine=engine, attempts=2,
+                             backoff_s=0, sleep=lambda s: None)  # fmt: skip
+    finally:
+        killer.join(330)
+    assert killed.is_set(), "the push ended before any layer reached the registry"
+    assert f"could not push {host}/faults/churn:1" in str(info.value)
+    after = ws.store.models.get_version("churn", 1)
+    assert (after.image_ref, after.image_digest) == (before.image_ref, before.image_digest)
+    assert engine.inspect_image(f"{host}/faults/churn:1") is None
+    assert ws.store.lineage.edges_from("image", before.image_id or "") == []

@@ -499,3 +499,27 @@ def test_a_record_that_cannot_be_serialised_is_refused_at_its_request(tmp_path: 
     log.close()
     log.close()
     assert read_predictions(tmp_path).column("outputs").to_pylist() == ["[1]"]
+
+
+def test_close_writes_a_pending_batch_once(tmp_path: Path) -> None:
+    """A batch still waiting for its write when the log closes is written by close(), once;
+    the write scheduled for it then finds nothing to do, and later commits are refused."""
+    import asyncio
+
+    from modelyard.errors import LogWriteError
+    from modelyard.serving.predlog import FEEDBACK, SegmentLog
+
+    log = SegmentLog(tmp_path, FEEDBACK, segment_bytes=1 << 20, segment_seconds=60)
+    log.start()
+
+    async def scenario() -> None:
+        waiting = asyncio.ensure_future(log.commit([log.encode(("r1", 0, "m", "1", 1))]))
+        await asyncio.sleep(0)  # the commit joined a batch, whose write is scheduled
+        assert log.depth == 1
+        log.close()
+        await waiting
+        with pytest.raises(LogWriteError, match="closed"):
+            await log.commit([log.encode(("r2", 0, "m", "1", 1))])
+
+    asyncio.run(scenario())
+    assert read_feedback(tmp_path).column("request_id").to_pylist() == ["r1"]

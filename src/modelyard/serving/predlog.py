@@ -166,8 +166,9 @@ class SegmentLog:
 
     def _commit_batch(self) -> None:
         rows, batch = self._pending, self._batch
+        if batch is None:  # close() wrote it already
+            return
         self._pending, self._batch = [], None
-        assert batch is not None
         try:
             self._write(rows)
         except Exception as exc:
