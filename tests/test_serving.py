@@ -288,11 +288,13 @@ def test_a_label_that_cannot_be_logged_is_refused_alone(model_dir: Path, tmp_pat
         async def burst() -> list[Any]:
             bodies = [{"request_id": f"r{i}", "label": i % 2} for i in range(100)]
             bodies.insert(50, {"request_id": "bad", "label": deep})
+            bodies.insert(20, {"request_id": "odd", "label": {"y": [[1]]}})
             return await asyncio.gather(*(c._client.post("/v1/feedback", json=b) for b in bodies))
 
         answers = c.loop.run_until_complete(burst())
     statuses = [r.status_code for r in answers]
-    assert statuses.pop(50) == 422
+    assert statuses.pop(51) == 400  # over the JSON depth cap: refused before it is parsed
+    assert statuses.pop(20) == 422  # not one value per row
     assert statuses == [200] * 100
     labels = read_feedback(tmp_path)
     assert sorted(labels.column("request_id").to_pylist()) == sorted(f"r{i}" for i in range(100))
