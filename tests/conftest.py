@@ -219,3 +219,45 @@ def s3_workspace(bucket: str, tmp_path: Path) -> Iterator[Workspace]:
     ws, _ = Workspace.init(tmp_path / "ws", environ=s3_env(bucket))
     yield ws
     ws.close()
+
+
+OPEN_REGISTRY = "127.0.0.1:5000"
+
+
+def registry_up(host: str) -> bool:
+    """An OCI registry answers ``/v2/`` on ``host`` (401 counts: it is there, it wants a login)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{host}/v2/", timeout=2):
+            return True
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return exc.code == 401
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def open_registry() -> str:
+    """The open registry of scripts/registry.sh (a skip without it, a failure under CI)."""
+    require_service(registry_up(OPEN_REGISTRY), f"no registry on {OPEN_REGISTRY}")
+    return OPEN_REGISTRY
+
+
+@pytest.fixture(scope="session")
+def churn_image(
+    engine: Any, base_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Workspace]:
+    """A workspace whose ``churn@1`` (scikit-learn) has its model image built: for tests that
+    run a model image as a platform would. Docker's cache keeps later sessions' builds short."""
+    pytest.importorskip("sklearn")
+    from _deploy_helpers import register_churn
+    from modelyard.packaging import build_model_image
+
+    ws, _ = Workspace.init(tmp_path_factory.mktemp("churn-image") / "ws", environ={})
+    (ref,) = register_churn(ws, 1)
+    build_model_image(ref, workspace=ws, base_image=base_image, engine=engine)
+    yield ws
+    ws.close()

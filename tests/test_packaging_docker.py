@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from _deploy_helpers import register_churn
-from conftest import require_service
+from conftest import OPEN_REGISTRY, registry_up, require_service
 from modelyard.cli.main import cli
 from modelyard.errors import RegistryError
 from modelyard.images import DEFAULT_BASE_TAG, DockerEngine
@@ -29,7 +29,6 @@ from modelyard.workspace import Workspace
 pytest.importorskip("sklearn")
 pytestmark = pytest.mark.docker
 
-OPEN_REGISTRY = "127.0.0.1:5000"
 AUTH_REGISTRY = "127.0.0.1:5001"
 
 
@@ -164,16 +163,6 @@ def test_bad_inputs_fail_before_anything_is_recorded(
 # -- registries ------------------------------------------------------------------------------
 
 
-def _registry_up(host: str) -> bool:
-    try:
-        urllib.request.urlopen(f"http://{host}/v2/", timeout=2)
-        return True
-    except urllib.error.HTTPError as exc:
-        return exc.code == 401
-    except OSError:
-        return False
-
-
 def _tags(host: str, repo: str) -> list[str]:
     with urllib.request.urlopen(f"http://{host}/v2/{repo}/tags/list", timeout=5) as resp:
         return sorted(json.loads(resp.read())["tags"])
@@ -182,7 +171,7 @@ def _tags(host: str, repo: str) -> list[str]:
 def test_push_to_an_open_registry_records_the_remote_digest(
     built: tuple[Workspace, dict[str, float]], engine: DockerEngine
 ) -> None:
-    require_service(_registry_up(OPEN_REGISTRY), f"no registry on {OPEN_REGISTRY}")
+    require_service(registry_up(OPEN_REGISTRY), f"no registry on {OPEN_REGISTRY}")
     ws, _ = built
     result = CliRunner().invoke(
         cli, ["-C", str(ws.root), "push", "churn@1", "--registry", f"{OPEN_REGISTRY}/test"]
@@ -208,7 +197,7 @@ def test_push_to_an_open_registry_records_the_remote_digest(
 def test_push_with_a_password_on_stdin_and_a_wrong_one(
     built: tuple[Workspace, dict[str, float]],
 ) -> None:
-    require_service(_registry_up(AUTH_REGISTRY), f"no registry on {AUTH_REGISTRY}")
+    require_service(registry_up(AUTH_REGISTRY), f"no registry on {AUTH_REGISTRY}")
     ws, _ = built
     password = os.environ.get("REGISTRY_TEST_PASSWORD", "modelyard-test-password")
     args = ["-C", str(ws.root), "push", "churn@2", "--registry", f"{AUTH_REGISTRY}/team",

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelyard import image_contract as contract
 from modelyard.deploy.probe import get_json, require_free_port, serves_version, wait_until
 from modelyard.deploy.proxy import (
     CONFIG_PATH,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 LABEL = "io.modelyard.deployment"
 ROLE = "io.modelyard.role"
-SERVE_PORT = 8080
+SERVE_PORT = contract.PORT
 STOP_GRACE_S = 30
 HOST_GATEWAY_NAME = "host.docker.internal"
 
@@ -164,9 +165,7 @@ def replica_run_args(
     # The prediction and feedback logs go to a host folder, where monitoring reads them.
     extra: list[str] = []
     if log_dir is not None:
-        from modelyard.packaging.dockerfile import PREDICTION_DIR  # where the image logs
-
-        extra += ["-v", f"{log_dir}:{PREDICTION_DIR}"]
+        extra += ["-v", f"{log_dir}:{contract.PREDICTION_LOG_DIR}"]
     if auth_url:
         from urllib.parse import urlsplit
 
@@ -334,4 +333,4 @@ def logs(name: str, lines: int = 50, engine: DockerEngine | None = None) -> str:
 
 
 def ready(url: str) -> bool:
-    return get_json(f"{url}/v2/health/ready") is not None
+    return get_json(f"{url}{contract.READY_PATH}") is not None

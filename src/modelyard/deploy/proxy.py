@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from modelyard import image_contract as contract
 from modelyard.images import validate as v
 
 DEFAULT_PROXY_IMAGE = "modelyard/proxy:haproxy-bookworm"
@@ -20,7 +21,7 @@ CONFIG_PATH = f"{CONFIG_DIR}/modelyard.cfg"
 LISTEN_PORT = 8080
 
 
-def render_haproxy_config(backends: Sequence[str], *, backend_port: int = 8080) -> str:
+def render_haproxy_config(backends: Sequence[str], *, backend_port: int = contract.PORT) -> str:
     """``backends`` are container names on the deployment's network."""
     servers = [
         f"  server r{i} {v.check_image_ref('replica', name)}:{int(backend_port)} "
@@ -48,7 +49,7 @@ def render_haproxy_config(backends: Sequence[str], *, backend_port: int = 8080) 
             "  default_backend replicas",
             "backend replicas",
             "  balance roundrobin",
-            "  option httpchk GET /v2/health/ready",
+            f"  option httpchk GET {contract.READY_PATH}",
             "  http-check expect status 200",
             *servers,
             "",

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from modelyard import image_contract as contract
 from modelyard.deploy.spec import DOCKER, KUBERNETES, LOCAL, DeploySpec
 from modelyard.errors import DeployError, RolloutFailed
 from modelyard.models.trust import check_code_trust
@@ -304,7 +305,7 @@ def redeploy(
         ref,
         name,
         target=dep.target,
-        port=dep.port or 8080,
+        port=dep.port or contract.PORT,
         replicas=dep.replicas,
         timeout_s=timeout_s or 90.0,
         auth_url=auth_url,

@@ -5,15 +5,15 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 
+from modelyard import image_contract as contract
 from modelyard.errors import InvalidParameter
 
 LOCAL = "local"
 DOCKER = "docker"
 KUBERNETES = "kubernetes"
 TARGETS = (LOCAL, DOCKER, KUBERNETES)
-# What every replica's server reads its auth URL from (modelyard.serving.config.ServeConfig);
-# repeated, not imported: the serving package loads the whole runtime. A test keeps them in step.
-AUTH_URL_ENV = "MODELYARD_SERVE_AUTH_URL"
+# What every replica's server reads its auth URL from (modelyard.serving.config.ServeConfig).
+AUTH_URL_ENV = contract.AUTH_URL_ENV
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class DeploySpec:
     ref: str
     name: str
     target: str = LOCAL
-    port: int = 8080
+    port: int = contract.PORT
     replicas: int = 1
     timeout_s: float = 90.0
     auth_url: str | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from modelyard import image_contract as contract
 from modelyard.deploy.probe import get_json, get_text
 
 REQUESTS = "modelyard_requests"
@@ -35,7 +36,7 @@ class TrafficStats:
 
 
 def replica_health(base_url: str, name: str) -> ReplicaHealth:
-    ready = get_json(f"{base_url}/v2/health/ready") is not None
+    ready = get_json(f"{base_url}{contract.READY_PATH}") is not None
     meta = get_json(f"{base_url}/v2/models/{name}") if ready else None
     versions = meta.get("versions") if isinstance(meta, dict) else None
     return ReplicaHealth(base_url, ready, str(versions[0]) if versions else None)

@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from modelyard import image_contract as contract
 from modelyard._version import __version__
 from modelyard.errors import UnsafeDockerfileValue
 from modelyard.images import validate as v
 from modelyard.images.wheelhouse import Wheelhouse, canonical_name
 
 DEFAULT_BASE_IMAGE = "modelyard/base:py3.11-bookworm"
-VENV = "/opt/modelyard/venv"
-APP_DIR = "/opt/modelyard/app"
-USER_UID = 10001
+VENV = contract.VENV
+APP_DIR = contract.APP_DIR
+USER_UID = contract.UID
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class ImageSpec:
     cmd: tuple[str, ...] | None = None
     expose: tuple[int, ...] = ()
     healthcheck: Healthcheck | None = None
-    user: str = "modelyard"
+    user: str = contract.USER
 
     @property
     def needs_network(self) -> bool:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from modelyard import image_contract as contract
+
 # (url, timeout seconds) -> (HTTP status, body). Raises OSError when nothing answers.
 Fetch = Callable[[str, float], tuple[int, bytes]]
 
@@ -190,12 +192,12 @@ def _probe(
     base = url.rstrip("/")
     started = time.perf_counter()
     try:
-        status, _ = fetch(f"{base}/v2/health/ready", timeout)
+        status, _ = fetch(f"{base}{contract.READY_PATH}", timeout)
     except OSError as exc:
         return EndpointStatus(url, False, None, f"unreachable: {exc}", None)
     probe_ms = (time.perf_counter() - started) * 1000.0
     ready = status == 200
-    error = None if ready else f"/v2/health/ready answered {status}"
+    error = None if ready else f"{contract.READY_PATH} answered {status}"
     try:
         m_status, body = fetch(f"{base}/metrics", timeout)
     except OSError as exc:

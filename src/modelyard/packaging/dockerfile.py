@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from modelyard import image_contract as contract
 from modelyard.errors import InvalidParameter
 
 if TYPE_CHECKING:
@@ -25,11 +26,11 @@ if TYPE_CHECKING:
     from modelyard.workspace import Workspace
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
-MODEL_DIR = "/opt/modelyard/app/model"
-SERVE_PORT = 8080
-# The prediction log: in the unprivileged user's home (writable), mount a volume there to keep it.
-PREDICTION_DIR = "/home/modelyard/predictions"
-READY_PATH = "/v2/health/ready"
+# The image contract (modelyard.image_contract), under the names this module always exported.
+MODEL_DIR = contract.MODEL_DIR
+SERVE_PORT = contract.PORT
+PREDICTION_DIR = contract.PREDICTION_LOG_DIR
+READY_PATH = contract.READY_PATH
 # No curl in a minimal base: the health check is one Python expression (no ';', which the
 # Dockerfile validator refuses). urlopen raises on a non-2xx answer, so the exit status is 1.
 HEALTHCHECK = (
@@ -228,7 +229,7 @@ def plan_model_image(
     entrypoint = [
         "python", "-m", "modelyard.serving", "--model-dir", MODEL_DIR,
         "--name", version.name, "--version", str(version.version),
-        "--host", "0.0.0.0", "--port", str(SERVE_PORT), "--log-dir", PREDICTION_DIR,
+        "--host", "0.0.0.0", "--port", str(SERVE_PORT),
     ]  # fmt: skip
     if version.code_trusted:
         entrypoint.append("--allow-pickle")
@@ -242,6 +243,9 @@ def plan_model_image(
         version=str(version.version),
         revision=run.git_commit if run else None,
         source=version.source,
+        # The prediction log's folder is an environment variable, not a flag, so a platform
+        # can move it (a pod with a read-only root points it at an emptyDir).
+        env={contract.LOG_DIR_ENV: contract.PREDICTION_LOG_DIR},
         entrypoint=tuple(entrypoint),
         expose=(SERVE_PORT,),
         healthcheck=Healthcheck(command=HEALTHCHECK, interval_s=5, start_period_s=10),

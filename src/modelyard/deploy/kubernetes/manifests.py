@@ -21,21 +21,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelyard import image_contract as contract
 from modelyard.errors import InvalidName, InvalidParameter
 
-# The image layout modelyard builds (see modelyard.images.context: VENV, USER_UID). Repeated
-# here so rendering manifests does not import the image builder; a test keeps them in step.
-IMAGE_PYTHON = "/opt/modelyard/venv/bin/python"
-IMAGE_UID = 10001
+# The image contract (modelyard.image_contract), under the names this module always exported.
+IMAGE_PYTHON = contract.PYTHON
+IMAGE_UID = contract.UID
+PREDICTION_LOG_DIR = contract.PREDICTION_LOG_DIR
+LOG_DIR_ENV = contract.LOG_DIR_ENV
+READY_PATH = contract.READY_PATH
+LIVE_PATH = contract.LIVE_PATH
+SERVER_GRACE_S = contract.GRACE_S
 
 CONTAINER_NAME = "model"
-PREDICTION_LOG_DIR = "/var/lib/modelyard/predictions"
-LOG_DIR_ENV = "MODELYARD_SERVE_LOG_DIR"
-READY_PATH = "/v2/health/ready"
-LIVE_PATH = "/v2/health/live"
-# The model server stops accepting work and drains in-flight requests for up to this long
-# after SIGTERM (modelyard.serving.config.ServeConfig.graceful_timeout_s).
-SERVER_GRACE_S = 30
 
 LINEAGE_PREFIX = "io.modelyard/"
 MANAGED_BY = "modelyard"
@@ -93,7 +91,7 @@ class KubeSpec:
     min_replicas: int | None = None
     max_replicas: int | None = None
     cpu_target: int = 70
-    port: int = 8080
+    port: int = contract.PORT
     cpu_request: str = "250m"
     cpu_limit: str = "1"
     memory_request: str = "256Mi"
@@ -266,7 +264,7 @@ def container_security_context() -> dict[str, Any]:
     return {
         "runAsNonRoot": True,
         "runAsUser": IMAGE_UID,
-        "runAsGroup": IMAGE_UID,
+        "runAsGroup": contract.GID,
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "privileged": False,
@@ -279,8 +277,8 @@ def pod_security_context() -> dict[str, Any]:
     return {
         "runAsNonRoot": True,
         "runAsUser": IMAGE_UID,
-        "runAsGroup": IMAGE_UID,
-        "fsGroup": IMAGE_UID,
+        "runAsGroup": contract.GID,
+        "fsGroup": contract.GID,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
@@ -326,7 +324,7 @@ def render_deployment(spec: KubeSpec) -> dict[str, Any]:
         },
         "securityContext": container_security_context(),
         "volumeMounts": [
-            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "tmp", "mountPath": contract.SCRATCH_DIRS[0]},
             {"name": "predictions", "mountPath": PREDICTION_LOG_DIR},
         ],
     }
@@ -374,7 +372,7 @@ def render_deployment(spec: KubeSpec) -> dict[str, Any]:
                         **common_annotations(spec),
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(spec.port),
-                        "prometheus.io/path": "/metrics",
+                        "prometheus.io/path": contract.METRICS_PATH,
                     },
                 },
                 "spec": pod_spec,

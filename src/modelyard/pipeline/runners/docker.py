@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelyard import image_contract as contract
 from modelyard.errors import ConfigError
 from modelyard.pipeline.runners.base import WORKER_MODULE, Execution
 
@@ -216,7 +217,7 @@ def build_step_image(
             "io.modelyard.pipeline-file": pipeline_file.name,
         },
         title=f"{workspace_root.name} pipeline steps",
-        env={"PYTHONPATH": "/opt/modelyard/app/project"},
+        env={"PYTHONPATH": f"{contract.APP_DIR}/project"},
         entrypoint=("python", "-m", WORKER_MODULE),
     )
     say(f"building step image {tag}")
