@@ -238,5 +238,5 @@ def test_public_api_is_exported() -> None:
     for name in kube.__all__:
         assert getattr(kube, name) is not None, name
     public = {n for n in dir(kube) if not n.startswith("_")} - {"annotations"}
-    modules = {"apply", "client", "fake", "manifests"}
+    modules = {"apply", "client", "fake", "manifests", "target"}
     assert public - modules == set(kube.__all__)

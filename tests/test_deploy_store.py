@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import socket
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -355,17 +354,19 @@ def test_the_auth_url_is_recorded_and_every_later_rollout_keeps_it(
     local target's test runs it for real)."""
     from _deploy_helpers import register_churn
     from modelyard.deploy import deploy, recorded_auth_url, redeploy, rollback, service
+    from modelyard.deploy.local import LocalTarget
+    from modelyard.deploy.target import Rollout, RolloutRequest
 
     pytest.importorskip("sklearn")
     register_churn(workspace, 2)
     rolled: list[tuple[str, str | None]] = []
 
-    def rollout(ws: Workspace, spec: DeploySpec, version: Any, image: Any, auth: Any) -> Any:
-        rolled.append((version.ref, auth))
-        return {}
+    def rollout(self: LocalTarget, request: RolloutRequest) -> Rollout:
+        rolled.append((request.version.ref, request.auth_url))
+        return Rollout()
 
-    monkeypatch.setattr(service, "_rollout", rollout)
-    monkeypatch.setattr(service, "_precheck_port", lambda spec: None)
+    monkeypatch.setattr(LocalTarget, "rollout", rollout)
+    monkeypatch.setattr(service, "_precheck_port", lambda port: None)
     deploy(DeploySpec("churn@1", "api", port=18933, auth_url=TEAM), workspace=workspace)
     deploy(DeploySpec("churn@2", "api", port=18933), workspace=workspace)
     rollback("api", workspace=workspace)

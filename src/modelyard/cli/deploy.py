@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from modelyard.cli._common import console, pass_workspace
+from modelyard.deploy.registry import TARGETS
 
 if TYPE_CHECKING:
     from modelyard.store.deploy import Deployment
@@ -37,7 +38,7 @@ def deploy() -> None:
 @click.argument("ref")
 @click.option(
     "--target",
-    type=click.Choice(["local", "docker", "kubernetes"]),
+    type=click.Choice(list(TARGETS)),
     default=None,
     help="Where to run it [default: docker when installed, else local].",
 )
@@ -56,7 +57,7 @@ def deploy() -> None:
     help="Require predict tokens of the team server at URL on the prediction routes of every "
     "replica ('' turns that off) [default: what the deployment has, no tokens for a new one].",
 )
-@click.option("--dry-run", is_flag=True, help="Kubernetes: print the manifests, apply nothing.")
+@click.option("--dry-run", is_flag=True, help="Print what would be applied (Kubernetes manifests).")
 @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml")
 @pass_workspace
 def run(
@@ -79,44 +80,38 @@ def run(
     from modelyard import deploy as api
     from modelyard.models import resolve
 
-    target = target or api.default_target()
+    chosen = api.get_target(target or api.default_target())
     service = name or resolve(ref, ws).name
-    out = console()
-    if target == api.KUBERNETES:
-        plan = api.deploy_kubernetes(
-            ref,
-            service,
-            namespace=namespace,
-            replicas=replicas or 2,
-            min_replicas=min_replicas,
-            max_replicas=max_replicas,
-            cpu_target=cpu_target,
-            timeout_s=timeout,
-            auth_url=auth_url,
-            dry_run=dry_run,
-            workspace=ws,
-        )
-        if dry_run:
-            import json
-
-            from modelyard.deploy.kubernetes import to_yaml
-
-            text = to_yaml(plan.manifests) if output == "yaml" else json.dumps(plan.manifests)
-            click.echo(text.rstrip("\n"))
-            return
-        out.print(f"Rolled out {ref} as {namespace}/{service}", markup=False)
-        _print_auth(out, plan.deployment)
-        return
+    # Each target takes the flags that are its options (--namespace, --min… on Kubernetes).
+    flags = {"namespace": namespace, "min_replicas": min_replicas, "max_replicas": max_replicas,
+             "cpu_target": cpu_target}  # fmt: skip
+    spec = api.DeploySpec(
+        ref,
+        service,
+        target=chosen.name,
+        port=port,
+        replicas=replicas or chosen.default_replicas,
+        timeout_s=timeout,
+        auth_url=auth_url,
+        options=chosen.options_type.from_settings(flags),
+    )
     if dry_run:
-        raise click.UsageError("--dry-run applies to --target kubernetes only")
-    spec = api.DeploySpec(ref, service, target=target, port=port, replicas=replicas or 1,
-                          timeout_s=timeout, auth_url=auth_url)  # fmt: skip
+        manifests = api.plan(spec, workspace=ws)
+        if manifests is None:
+            raise click.UsageError(f"--dry-run: the {chosen.name} target applies no manifests")
+        import json
+
+        from modelyard.deploy.kubernetes import to_yaml
+
+        click.echo((to_yaml(manifests) if output == "yaml" else json.dumps(manifests)).rstrip())
+        return
     dep = api.deploy(spec, workspace=ws)
     current = dep.current
     assert current is not None
+    out = console()
     out.print(
-        f"{service} serves {current.model_ref} on http://127.0.0.1:{dep.port} "
-        f"({target}, {dep.replicas} replica(s), revision {current.revision})",
+        f"{service} serves {current.model_ref} on {chosen.address(dep)} "
+        f"({chosen.name}, {dep.replicas} replica(s), revision {current.revision})",
         markup=False,
     )
     _print_auth(out, dep)

@@ -2,9 +2,15 @@
 ``docker`` (replicas behind HAProxy) and ``kubernetes`` (manifests applied and watched).
 
 Every rollout is a recorded revision; a new version that never becomes ready leaves the old
-one serving and the revision marked failed with the replica's last log lines.
+one serving and the revision marked failed with the replica's last log lines. Each target is a
+:class:`DeployTarget` found by name in :mod:`modelyard.deploy.registry`; adding a target is one
+new module plus one registry entry.
 """
 
+from modelyard.deploy.docker import DockerOptions
+from modelyard.deploy.kubernetes.target import KubernetesOptions
+from modelyard.deploy.local import LocalOptions
+from modelyard.deploy.registry import get_target
 from modelyard.deploy.service import (
     DeploymentStatus,
     KubernetesPlan,
@@ -14,6 +20,7 @@ from modelyard.deploy.service import (
     get_deployment,
     list_deployments,
     logs,
+    plan,
     recorded_auth_url,
     redeploy,
     rollback,
@@ -29,6 +36,7 @@ from modelyard.deploy.spec import (
     check_auth_url,
     default_target,
 )
+from modelyard.deploy.target import DeployTarget, TargetOptions
 
 __all__ = [
     "DOCKER",
@@ -36,16 +44,23 @@ __all__ = [
     "LOCAL",
     "TARGETS",
     "DeploySpec",
+    "DeployTarget",
     "DeploymentStatus",
+    "DockerOptions",
+    "KubernetesOptions",
     "KubernetesPlan",
+    "LocalOptions",
+    "TargetOptions",
     "check_auth_url",
     "default_target",
     "deploy",
     "deploy_kubernetes",
     "events",
     "get_deployment",
+    "get_target",
     "list_deployments",
     "logs",
+    "plan",
     "recorded_auth_url",
     "redeploy",
     "rollback",

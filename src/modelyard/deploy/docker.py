@@ -14,8 +14,9 @@ import json
 import secrets
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from modelyard import image_contract as contract
 from modelyard.deploy.probe import get_json, require_free_port, serves_version, wait_until
@@ -27,12 +28,24 @@ from modelyard.deploy.proxy import (
     proxy_command,
     render_haproxy_config,
 )
-from modelyard.deploy.spec import AUTH_URL_ENV
-from modelyard.errors import EngineUnavailable, RolloutFailed
+from modelyard.deploy.target import (
+    REPLACE,
+    ReplicaNetwork,
+    Rollout,
+    RolloutRequest,
+    TargetOptions,
+    options_of,
+    recorded,
+)
+from modelyard.errors import DeployError, EngineUnavailable, RolloutFailed
+from modelyard.image_contract import AUTH_URL_ENV
 
 if TYPE_CHECKING:
+    from modelyard.deploy.traffic import ReplicaHealth
     from modelyard.images import DockerEngine
+    from modelyard.store.deploy import Deployment
     from modelyard.store.models_entities import ModelVersion
+    from modelyard.workspace import Workspace
 
 LABEL = "io.modelyard.deployment"
 ROLE = "io.modelyard.role"
@@ -112,10 +125,7 @@ def ensure_proxy_image(image: str = DEFAULT_PROXY_IMAGE, engine: DockerEngine | 
     """The HAProxy image, made from Debian packages the first time (reused after)."""
     from modelyard.images import build_base_image
 
-    # Tagged only once haproxy runs in it: an interrupted build never leaves a tag behind.
-    build_base_image(
-        image, packages=PROXY_PACKAGES, engine=_engine(engine), checks=[("haproxy", "-v")]
-    )
+    build_base_image(image, packages=PROXY_PACKAGES, engine=_engine(engine))
     return image
 
 
@@ -334,3 +344,87 @@ def logs(name: str, lines: int = 50, engine: DockerEngine | None = None) -> str:
 
 def ready(url: str) -> bool:
     return get_json(f"{url}{contract.READY_PATH}") is not None
+
+
+@dataclass(frozen=True)
+class DockerOptions(TargetOptions):
+    """``proxy_image``: the HAProxy image in front of the replicas (made from Debian packages
+    the first time); ``engine``: the Docker engine to use (default: from the environment)."""
+
+    CLIENTS: ClassVar[tuple[str, ...]] = ("engine",)
+
+    proxy_image: str = DEFAULT_PROXY_IMAGE
+    engine: DockerEngine | None = field(default=None, compare=False)
+
+
+class DockerTarget:
+    """Replicas of the model image behind an HAProxy container on this host's Docker engine."""
+
+    name: str = "docker"
+    options_type: type[TargetOptions] = DockerOptions
+    uses_images: bool = True
+    publishes_port: bool = True
+    default_replicas: int = 1
+    default_timeout_s: float = 90.0
+    strategies: tuple[str, ...] = (REPLACE,)
+    replica_network: ReplicaNetwork | None = ReplicaNetwork(
+        "a replica container's",
+        "containers",
+        f", or http://{HOST_GATEWAY_NAME}:PORT when it runs on this host (listening beyond "
+        "loopback: modelyard server --host 0.0.0.0)",
+    )
+
+    def image_for(self, version: ModelVersion) -> tuple[str | None, str | None]:
+        if version.image_id is None:
+            raise DeployError(
+                f"{version.ref} has no image; build it first: modelyard build {version.ref}"
+            )
+        return version.image_ref or version.image_id, version.image_digest
+
+    def plan(self, request: RolloutRequest) -> list[dict[str, Any]] | None:
+        return None
+
+    def rollout(self, request: RolloutRequest) -> Rollout:
+        spec, ws = request.spec, request.workspace
+        options = options_of(spec, DockerOptions)
+        assert request.image is not None
+        # The replicas' prediction logs land on the host, where monitoring reads them.
+        log_dir = ws.state_dir / "deployments" / spec.name / "predlog"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir.chmod(0o1777)  # the image's non-root user writes here; sticky like /tmp
+        recorded_config = rollout(
+            spec.name,
+            request.version,
+            request.image,
+            port=spec.port,
+            replicas=spec.replicas,
+            timeout=spec.timeout_s,
+            proxy_image=options.proxy_image,
+            engine=options.engine,
+            log_dir=log_dir,
+            auth_url=request.auth_url,
+        )
+        return Rollout({**recorded_config, **options.settings()})
+
+    def is_running(self, ws: Workspace, dep: Deployment) -> bool:
+        return bool(replica_urls(dep.name))
+
+    def replica_urls(self, ws: Workspace, dep: Deployment) -> list[str]:
+        return replica_urls(dep.name)
+
+    def ready_replicas(
+        self, ws: Workspace, dep: Deployment, health: tuple[ReplicaHealth, ...]
+    ) -> int:
+        return sum(1 for r in health if r.ready)
+
+    def stop(self, ws: Workspace, dep: Deployment) -> None:
+        stop(dep.name)
+
+    def logs(self, ws: Workspace, dep: Deployment, lines: int) -> str:
+        return logs(dep.name, lines)
+
+    def recorded_options(self, dep: Deployment, *, client: object | None = None) -> DockerOptions:
+        return recorded(DockerOptions, dep, client)
+
+    def address(self, dep: Deployment) -> str:
+        return f"http://127.0.0.1:{dep.port}"

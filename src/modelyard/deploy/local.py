@@ -17,13 +17,24 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from modelyard.deploy.probe import wait_until
-from modelyard.deploy.spec import AUTH_URL_ENV
+from modelyard.deploy.target import (
+    REPLACE,
+    ReplicaNetwork,
+    Rollout,
+    RolloutRequest,
+    TargetOptions,
+    options_of,
+    recorded,
+)
 from modelyard.errors import DeployError, RolloutFailed
+from modelyard.image_contract import AUTH_URL_ENV
 
 if TYPE_CHECKING:
+    from modelyard.deploy.traffic import ReplicaHealth
+    from modelyard.store.deploy import Deployment
     from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
 
@@ -300,3 +311,69 @@ def logs(ws: Workspace, name: str, lines: int = 50) -> str:
     if not svc.folder.is_dir():
         raise DeployError(f"deployment {name!r} has no local state in {svc.folder}")
     return log_tail(svc.log, lines)
+
+
+@dataclass(frozen=True)
+class LocalOptions(TargetOptions):
+    """The ``local`` target has no settings beyond the spec's port and replicas (workers)."""
+
+
+class LocalTarget:
+    """gunicorn on this host, serving the model folder straight from the artifact store."""
+
+    name: str = "local"
+    options_type: type[TargetOptions] = LocalOptions
+    uses_images: bool = False
+    publishes_port: bool = True
+    default_replicas: int = 1
+    default_timeout_s: float = 90.0
+    strategies: tuple[str, ...] = (REPLACE,)
+    replica_network: ReplicaNetwork | None = None  # the workers share this host's loopback
+
+    def image_for(self, version: ModelVersion) -> tuple[str | None, str | None]:
+        return None, None
+
+    def plan(self, request: RolloutRequest) -> list[dict[str, Any]] | None:
+        return None
+
+    def rollout(self, request: RolloutRequest) -> Rollout:
+        spec, ws = request.spec, request.workspace
+        options_of(spec, LocalOptions)
+        rollout(
+            ws,
+            spec.name,
+            request.version,
+            port=spec.port,
+            replicas=spec.replicas,
+            timeout=spec.timeout_s,
+            auth_url=request.auth_url,
+        )
+        return Rollout({"state_dir": str(service(ws, spec.name).folder)})
+
+    def is_running(self, ws: Workspace, dep: Deployment) -> bool:
+        return service(ws, dep.name).pid() is not None
+
+    def replica_urls(self, ws: Workspace, dep: Deployment) -> list[str]:
+        return endpoints(dep.port) if self.is_running(ws, dep) else []
+
+    def ready_replicas(
+        self, ws: Workspace, dep: Deployment, health: tuple[ReplicaHealth, ...]
+    ) -> int:
+        """Workers that loaded the model: one address serves them all."""
+        if not any(r.ready for r in health):
+            return 0
+        svc = service(ws, dep.name)
+        master = svc.pid()
+        return ready_workers(svc, master) if master is not None else 0
+
+    def stop(self, ws: Workspace, dep: Deployment) -> None:
+        stop(ws, dep.name)
+
+    def logs(self, ws: Workspace, dep: Deployment, lines: int) -> str:
+        return logs(ws, dep.name, lines)
+
+    def recorded_options(self, dep: Deployment, *, client: object | None = None) -> LocalOptions:
+        return recorded(LocalOptions, dep, client)
+
+    def address(self, dep: Deployment) -> str:
+        return f"http://127.0.0.1:{dep.port}"

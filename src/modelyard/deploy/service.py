@@ -1,10 +1,12 @@
 """Deploy, roll back, stop and inspect named services; every rollout is a recorded revision.
 
-The targets (``local``, ``docker``, and ``kubernetes`` through its manifests) only start,
-switch and stop what serves; this module decides what to run, records it, and turns a failed
-rollout into a failed revision with the replica's last log lines while the previous revision
-keeps serving. :func:`redeploy` is the one place that picks a target's rollout for an existing
-deployment (rollbacks and the monitor's retrains both go through it).
+One path for every target: :func:`deploy` resolves the version, takes the deployment's lease,
+records a revision and hands the rollout to the target found in
+:mod:`modelyard.deploy.registry` (a :class:`~modelyard.deploy.target.DeployTarget`), which only
+starts, switches and stops what serves. A failed rollout becomes a failed revision with the
+replicas' last log lines while the previous revision keeps serving. :func:`redeploy` rolls
+another version out the way a deployment is deployed now (rollbacks and the monitor's retrains
+both go through it).
 
 A deployment's ``auth_url`` (predict tokens required by every replica) is part of its record, so
 every later rollout — a new version, a rollback, a retrain — keeps it. modelyard itself never
@@ -17,17 +19,18 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from modelyard import image_contract as contract
-from modelyard.deploy.spec import DOCKER, KUBERNETES, LOCAL, DeploySpec
+from modelyard.deploy.registry import target_of
+from modelyard.deploy.spec import DeploySpec
+from modelyard.deploy.target import Rollout, RolloutRequest
 from modelyard.errors import DeployError, RolloutFailed
 from modelyard.models.trust import check_code_trust
 
 if TYPE_CHECKING:
+    from modelyard.deploy.kubernetes.apply import KubeApi, KubeRolloutResult
     from modelyard.deploy.traffic import ReplicaHealth, TrafficStats
     from modelyard.store.deploy import Deployment, DeploymentEvent
-    from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
 
 
@@ -62,19 +65,38 @@ class DeploymentStatus:
 
 
 def deploy(spec: DeploySpec, *, workspace: Workspace | None = None) -> Deployment:
-    """Roll ``spec.ref`` out as ``spec.name``: create the service, or switch it to the new
-    version without dropping a request. On failure the revision is recorded as failed with the
-    replica's logs, the old version keeps serving, and :class:`RolloutFailed` is raised."""
-    from modelyard.models import resolve
+    """Roll ``spec.ref`` out as ``spec.name`` on ``spec.target``: create the service, or switch
+    it to the new version without dropping a request. On failure the revision is recorded as
+    failed with the replicas' logs, the old version keeps serving, and :class:`RolloutFailed`
+    is raised."""
+    return _deploy(spec, workspace)[0]
+
+
+def plan(spec: DeploySpec, *, workspace: Workspace | None = None) -> list[dict[str, Any]] | None:
+    """What rolling ``spec`` out would apply, without applying or recording anything
+    (Kubernetes: its manifests); ``None`` for a target with nothing to show."""
     from modelyard.workspace import resolve as resolve_workspace
 
     ws = resolve_workspace(workspace)
-    if spec.target == KUBERNETES:
-        raise DeployError("use deploy_kubernetes() for the kubernetes target")
+    return spec.deploy_target.plan(_request(ws, spec, ws.store.deployments.find(spec.name)))
+
+
+def _request(ws: Workspace, spec: DeploySpec, existing: Deployment | None) -> RolloutRequest:
+    from modelyard.models import resolve
+
     version = resolve(spec.ref, ws)
     check_code_trust(version)  # again at deploy time: a revoked trust stops the next rollout
+    image, _ = spec.deploy_target.image_for(version)
+    same = existing if existing is not None and existing.target == spec.target else None
+    return RolloutRequest(ws, spec, version, image, _auth_url(spec.auth_url, same), existing)
+
+
+def _deploy(spec: DeploySpec, workspace: Workspace | None) -> tuple[Deployment, Rollout]:
+    from modelyard.workspace import resolve as resolve_workspace
+
+    ws = resolve_workspace(workspace)
     with _exclusive(ws, spec.name, ttl_s=spec.timeout_s + 300):
-        return _deploy(ws, spec, version)
+        return _record_rollout(ws, spec)
 
 
 @contextlib.contextmanager
@@ -109,7 +131,8 @@ def _auth_url(requested: str | None, existing: Deployment | None) -> str | None:
     return recorded_auth_url(existing) if requested is None else requested or None
 
 
-def _deploy(ws: Workspace, spec: DeploySpec, version: ModelVersion) -> Deployment:
+def _record_rollout(ws: Workspace, spec: DeploySpec) -> tuple[Deployment, Rollout]:
+    target = spec.deploy_target
     repo = ws.store.deployments
     existing = repo.find(spec.name)
     if existing is not None and existing.target != spec.target:
@@ -117,33 +140,40 @@ def _deploy(ws: Workspace, spec: DeploySpec, version: ModelVersion) -> Deploymen
             f"deployment {spec.name!r} runs on {existing.target}, not {spec.target}; "
             "stop it first or choose another name"
         )
-    if existing is not None and existing.port not in (None, spec.port) and _running(ws, existing):
+    port = spec.port if target.publishes_port else None
+    if (
+        existing is not None
+        and existing.port not in (None, port)
+        and target.is_running(ws, existing)
+    ):
         raise DeployError(
             f"deployment {spec.name!r} listens on port {existing.port}; a rollout keeps the "
             "port (stop it first to move it)"
         )
-    image_ref, image_digest = _image_of(version, spec.target)
-    auth_url = _auth_url(spec.auth_url, existing)
+    request = _request(ws, spec, existing)
+    version = request.version
+    settings = (spec.options or target.options_type()).settings()
     if existing is None:
-        _precheck_port(spec)
+        if port is not None:
+            _precheck_port(port)
         repo.create(
             spec.name,
             spec.target,
-            port=spec.port,
+            port=port,
             replicas=spec.replicas,
-            config={"auth_url": auth_url},
+            config={**settings, "auth_url": request.auth_url},
         )
     rev = repo.add_revision(
         spec.name,
         model_name=version.name,
         model_version=version.version,
-        image_ref=image_ref,
-        image_digest=image_digest,
+        image_ref=request.image,
+        image_digest=target.image_for(version)[1],
         replicas=spec.replicas,
     )
     repo.add_event(spec.name, "rollout", f"revision {rev.revision}: {version.ref}")
     try:
-        config = _rollout(ws, spec, version, image_ref, auth_url)
+        done = target.rollout(request)
     except RolloutFailed as exc:
         repo.finish_revision(spec.name, rev.revision, ok=False, detail=exc.logs or str(exc))
         repo.add_event(spec.name, "failed", str(exc))
@@ -154,77 +184,21 @@ def _deploy(ws: Workspace, spec: DeploySpec, version: ModelVersion) -> Deploymen
         raise
     # Merged, not replaced: settings recorded by others (log_dir, registry) outlive a rollout.
     previous = existing.config if existing is not None and existing.config else {}
-    repo.update(spec.name, port=spec.port, config={**previous, **config, "auth_url": auth_url})
-    done = repo.finish_revision(spec.name, rev.revision, ok=True)
+    repo.update(
+        spec.name,
+        port=port,
+        config={**previous, **settings, **done.config, "auth_url": request.auth_url},
+    )
+    finished = repo.finish_revision(spec.name, rev.revision, ok=True)
     repo.add_event(spec.name, "ready", f"revision {rev.revision} serving {version.ref}")
     ws.store.lineage.add("model_version", version.ref, "deployment", spec.name, "deployed_as")
-    return done
+    return finished, done
 
 
-def _precheck_port(spec: DeploySpec) -> None:
+def _precheck_port(port: int) -> None:
     from modelyard.deploy.probe import require_free_port
 
-    require_free_port(spec.port)
-
-
-def _image_of(version: ModelVersion, target: str) -> tuple[str | None, str | None]:
-    if target == LOCAL:
-        return None, None
-    if version.image_id is None:
-        raise DeployError(
-            f"{version.ref} has no image; build it first: modelyard build {version.ref}"
-        )
-    return version.image_ref or version.image_id, version.image_digest
-
-
-def _rollout(
-    ws: Workspace,
-    spec: DeploySpec,
-    version: ModelVersion,
-    image_ref: str | None,
-    auth_url: str | None,
-) -> dict[str, object]:
-    if spec.target == LOCAL:
-        from modelyard.deploy import local
-
-        local.rollout(
-            ws,
-            spec.name,
-            version,
-            port=spec.port,
-            replicas=spec.replicas,
-            timeout=spec.timeout_s,
-            auth_url=auth_url,
-        )
-        return {"state_dir": str(local.service(ws, spec.name).folder)}
-    from modelyard.deploy import docker
-
-    assert image_ref is not None
-    log_dir = ws.state_dir / "deployments" / spec.name / "predlog"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_dir.chmod(0o1777)  # the image's non-root user writes here; sticky like /tmp
-    return docker.rollout(
-        spec.name,
-        version,
-        image_ref,
-        port=spec.port,
-        replicas=spec.replicas,
-        timeout=spec.timeout_s,
-        log_dir=log_dir,
-        auth_url=auth_url,
-    )
-
-
-def _running(ws: Workspace, dep: Deployment) -> bool:
-    if dep.target == LOCAL:
-        from modelyard.deploy import local
-
-        return local.service(ws, dep.name).pid() is not None
-    if dep.target == DOCKER:
-        from modelyard.deploy import docker
-
-        return bool(docker.replica_urls(dep.name))
-    return True
+    require_free_port(port)
 
 
 def rollback(
@@ -236,9 +210,10 @@ def rollback(
 ) -> Deployment:
     """Roll ``name`` back to the version it served before the current one, on whatever target
     it runs: the earlier version is rolled out again through :func:`redeploy`, so the rollback
-    is a revision of its own, checked for readiness like any rollout. ``api`` is the
-    :class:`~modelyard.deploy.kubernetes.KubeApi` a kubernetes deployment is reached through
-    (``FakeKubeApi`` in tests; default: the official client)."""
+    is a revision of its own, checked for readiness like any rollout. ``api`` is the client
+    the target reaches its platform through, as in :func:`redeploy` (e.g. the
+    :class:`~modelyard.deploy.kubernetes.KubeApi` of a kubernetes deployment, ``FakeKubeApi``
+    in tests; default: the official client)."""
     from modelyard.workspace import resolve as resolve_workspace
 
     ws = resolve_workspace(workspace)
@@ -271,50 +246,32 @@ def redeploy(
     api: object | None = None,
 ) -> Deployment:
     """Roll model ``ref`` out as the existing deployment ``name``, the way it is deployed now:
-    same target, port, replicas and auth URL, and on Kubernetes the same namespace and
-    autoscaling.
+    same target, port, replicas, auth URL and target options (on Kubernetes the namespace and
+    autoscaling), read back from its record.
 
-    The one place that picks the rollout path for an existing deployment, so a rollback and the
+    The one place that rolls a version out on an existing deployment, so a rollback and the
     monitor's retrain cannot drift apart from each other or from ``deploy``. ``timeout_s``
     defaults to the target's own (90 s locally and on Docker, 300 s on Kubernetes); ``api`` is
-    used by the kubernetes target only.
+    the client the target reaches its platform through (a ``KubeApi``, a ``DockerEngine``;
+    default: the target's own).
     """
+    from modelyard import image_contract as contract
     from modelyard.workspace import resolve as resolve_workspace
 
     ws = resolve_workspace(workspace)
     dep = ws.store.deployments.get(name)
-    auth_url = recorded_auth_url(dep) or ""  # explicit: this rollout keeps tokens on or off
-    if dep.target == KUBERNETES:
-        config = dep.config or {}
-        plan = deploy_kubernetes(
-            ref,
-            name,
-            namespace=str(config.get("namespace") or "default"),
-            replicas=dep.replicas,
-            min_replicas=_int_or_none(config.get("min_replicas")),
-            max_replicas=_int_or_none(config.get("max_replicas")),
-            cpu_target=_int_or_none(config.get("cpu_target")) or 70,
-            timeout_s=timeout_s or 300,
-            auth_url=auth_url,
-            api=api,
-            workspace=ws,
-        )
-        assert plan.deployment is not None  # not a dry run
-        return plan.deployment
+    target = target_of(dep)
     spec = DeploySpec(
         ref,
         name,
         target=dep.target,
         port=dep.port or contract.PORT,
         replicas=dep.replicas,
-        timeout_s=timeout_s or 90.0,
-        auth_url=auth_url,
+        timeout_s=timeout_s or target.default_timeout_s,
+        auth_url=recorded_auth_url(dep) or "",  # explicit: this rollout keeps tokens on or off
+        options=target.recorded_options(dep, client=api),
     )
     return deploy(spec, workspace=ws)
-
-
-def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def stop(name: str, *, workspace: Workspace | None = None) -> Deployment:
@@ -324,18 +281,7 @@ def stop(name: str, *, workspace: Workspace | None = None) -> Deployment:
 
     ws = resolve_workspace(workspace)
     dep = ws.store.deployments.get(name)
-    if dep.target == LOCAL:
-        from modelyard.deploy import local
-
-        local.stop(ws, name)
-    elif dep.target == DOCKER:
-        from modelyard.deploy import docker
-
-        docker.stop(name)
-    else:
-        raise DeployError(
-            f"deployment {name!r} runs on {dep.target}; scale or delete it with kubectl"
-        )
+    target_of(dep).stop(ws, dep)
     ws.store.deployments.add_event(name, "stopped", "stopped by request")
     return ws.store.deployments.update(name, status=STOPPED)
 
@@ -355,28 +301,17 @@ def status(name: str, *, workspace: Workspace | None = None) -> DeploymentStatus
     uptime = None
     if dep.current is not None:
         uptime = (datetime.now(UTC) - dep.current.created_at).total_seconds()
-    ready = sum(1 for r in health if r.ready)
-    if dep.target == LOCAL and ready:
-        from modelyard.deploy import local
-
-        svc = local.service(ws, name)
-        master = svc.pid()
-        ready = local.ready_workers(svc, master) if master is not None else 0
+    ready = target_of(dep).ready_replicas(ws, dep, health)
     return DeploymentStatus(dep, health, scrape(urls), uptime, ready)
 
 
 def replica_urls(ws: Workspace, dep: Deployment) -> list[str]:
-    if dep.status == "stopped":
+    """Base URLs of ``dep``'s running replicas that this host can reach (none once stopped)."""
+    from modelyard.store.deploy import STOPPED
+
+    if dep.status == STOPPED:
         return []
-    if dep.target == LOCAL:
-        from modelyard.deploy import local
-
-        return local.endpoints(dep.port) if _running(ws, dep) else []
-    if dep.target == DOCKER:
-        from modelyard.deploy import docker
-
-        return docker.replica_urls(dep.name)
-    return []
+    return target_of(dep).replica_urls(ws, dep)
 
 
 def logs(name: str, *, lines: int = 50, workspace: Workspace | None = None) -> str:
@@ -385,15 +320,7 @@ def logs(name: str, *, lines: int = 50, workspace: Workspace | None = None) -> s
 
     ws = resolve_workspace(workspace)
     dep = ws.store.deployments.get(name)
-    if dep.target == LOCAL:
-        from modelyard.deploy import local
-
-        return local.logs(ws, name, lines)
-    if dep.target == DOCKER:
-        from modelyard.deploy import docker
-
-        return docker.logs(name, lines)
-    raise DeployError(f"logs of {dep.target} deployments: use kubectl logs")
+    return target_of(dep).logs(ws, dep, lines)
 
 
 def events(
@@ -421,8 +348,8 @@ def get_deployment(name: str, *, workspace: Workspace | None = None) -> Deployme
 class KubernetesPlan:
     """What ``deploy --target kubernetes`` rendered, and (unless a dry run) how it went."""
 
-    manifests: list[dict[str, object]]
-    result: object | None  # KubeRolloutResult
+    manifests: list[dict[str, Any]]
+    result: KubeRolloutResult | None
     deployment: Deployment | None
 
 
@@ -438,94 +365,30 @@ def deploy_kubernetes(
     timeout_s: float = 300,
     auth_url: str | None = None,
     dry_run: bool = False,
-    api: object | None = None,
+    api: KubeApi | None = None,
     workspace: Workspace | None = None,
 ) -> KubernetesPlan:
-    """Render the manifests for ``ref``'s pushed image and (unless ``dry_run``) apply them
-    with the rollout watched; the outcome is recorded like any other target's. ``auth_url``
-    is as in :class:`DeploySpec`: the pods require that team server's predict tokens, ``None``
-    keeps what the deployment has, ``""`` turns tokens off."""
-    from modelyard.deploy import kubernetes as kube
-    from modelyard.deploy.spec import AUTH_URL_ENV, check_auth_url
-    from modelyard.models import resolve
-    from modelyard.packaging.dockerfile import lineage_labels
-    from modelyard.workspace import resolve as resolve_workspace
+    """:func:`deploy` (or, with ``dry_run``, :func:`plan`) on the ``kubernetes`` target, with
+    its manifests and the watched rollout's result: a shorthand for ``DeploySpec(ref, name,
+    target="kubernetes", options=KubernetesOptions(...))``. ``auth_url`` is as in
+    :class:`DeploySpec`: the pods require that team server's predict tokens, ``None`` keeps what
+    the deployment has, ``""`` turns tokens off."""
+    from modelyard.deploy.kubernetes.apply import KubeRolloutResult
+    from modelyard.deploy.kubernetes.target import KubernetesOptions, KubernetesTarget
 
-    if auth_url:
-        check_auth_url(auth_url, KUBERNETES)
-    ws = resolve_workspace(workspace)
-    found = ws.store.deployments.find(name)
-    auth_url = _auth_url(auth_url, found if found and found.target == KUBERNETES else None)
-    version = resolve(ref, ws)
-    check_code_trust(version)
-    if version.image_ref is None or version.image_digest is None:
-        raise DeployError(
-            f"{version.ref} has no pushed image; a cluster pulls from a registry: "
-            f"modelyard build {version.ref} && modelyard push {version.ref} --registry HOST/PATH"
-        )
-    spec = kube.KubeSpec(
-        name=name,
-        namespace=namespace,
-        image=version.image_ref,
-        model=version.name,
-        version=str(version.version),
+    options = KubernetesOptions(namespace, min_replicas, max_replicas, cpu_target, api=api)
+    spec = DeploySpec(
+        ref,
+        name,
+        target=KubernetesTarget.name,
         replicas=replicas,
-        min_replicas=min_replicas,
-        max_replicas=max_replicas,
-        cpu_target=cpu_target,
-        labels=lineage_labels(ws, version),
-        env={AUTH_URL_ENV: auth_url} if auth_url else {},
+        timeout_s=timeout_s,
+        auth_url=auth_url,
+        options=options,
     )
-    manifests = kube.render_manifests(spec)
+    manifests = plan(spec, workspace=workspace) or []
     if dry_run:
         return KubernetesPlan(manifests, None, None)
-    # What redeploy() needs to roll another version out the same way (a rollback, a retrain).
-    settings: dict[str, object] = {
-        "namespace": namespace,
-        "min_replicas": min_replicas,
-        "max_replicas": max_replicas,
-        "cpu_target": cpu_target,
-        "auth_url": auth_url,
-    }
-    repo = ws.store.deployments
-    with _exclusive(ws, name, ttl_s=timeout_s + 300):
-        existing = repo.find(name)
-        if existing is None:
-            repo.create(name, KUBERNETES, port=None, replicas=replicas, config=settings)
-        elif existing.target != KUBERNETES:
-            raise DeployError(f"deployment {name!r} runs on {existing.target}, not kubernetes")
-        rev = repo.add_revision(
-            name,
-            model_name=version.name,
-            model_version=version.version,
-            image_ref=version.image_ref,
-            image_digest=version.image_digest,
-            replicas=replicas,
-        )
-        repo.add_event(name, "rollout", f"revision {rev.revision}: {version.ref}")
-        try:
-            result = kube.deploy(
-                manifests,
-                namespace=namespace,
-                timeout_s=timeout_s,
-                api=api,  # type: ignore[arg-type]
-                on_event=lambda msg: repo.add_event(name, "kubernetes", msg),
-            )
-        except BaseException as exc:  # the cluster refused a request: no rollout happened
-            repo.finish_revision(name, rev.revision, ok=False, detail=str(exc))
-            repo.add_event(name, "failed", str(exc))
-            raise
-        if not result.ok:
-            reasons = "; ".join(result.reasons) or result.outcome
-            repo.finish_revision(name, rev.revision, ok=False, detail=reasons)
-            message = (
-                f"{version.ref} did not roll out in {namespace}/{name} ({result.outcome}): "
-                f"{reasons}"
-            )
-            repo.add_event(name, "failed", message)
-            raise RolloutFailed(message, reasons)
-        repo.update(name, config=settings)
-        done = repo.finish_revision(name, rev.revision, ok=True)
-        repo.add_event(name, "ready", f"revision {rev.revision} serving {version.ref}")
-    ws.store.lineage.add("model_version", version.ref, "deployment", name, "deployed_as")
+    done, rollout = _deploy(spec, workspace)
+    result = rollout.report if isinstance(rollout.report, KubeRolloutResult) else None
     return KubernetesPlan(manifests, result, done)

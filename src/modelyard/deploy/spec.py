@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 
 from modelyard import image_contract as contract
+from modelyard.deploy import registry
+from modelyard.deploy.docker import DockerTarget
+from modelyard.deploy.kubernetes.target import KubernetesTarget
+from modelyard.deploy.local import LocalTarget
+from modelyard.deploy.target import REPLACE, DeployTarget, TargetOptions
 from modelyard.errors import InvalidParameter
 
-LOCAL = "local"
-DOCKER = "docker"
-KUBERNETES = "kubernetes"
-TARGETS = (LOCAL, DOCKER, KUBERNETES)
+# The names of the built-in targets, and of every registered one.
+LOCAL = LocalTarget.name
+DOCKER = DockerTarget.name
+KUBERNETES = KubernetesTarget.name
+TARGETS = tuple(registry.TARGETS)
 # What every replica's server reads its auth URL from (modelyard.serving.config.ServeConfig).
 AUTH_URL_ENV = contract.AUTH_URL_ENV
 
@@ -19,6 +24,13 @@ AUTH_URL_ENV = contract.AUTH_URL_ENV
 @dataclass(frozen=True)
 class DeploySpec:
     """A rollout of model ``ref`` as service ``name`` on ``target``.
+
+    ``port`` is the host port of targets that publish one (``local``, ``docker``); ``options``
+    are the target's own settings (:class:`~modelyard.deploy.local.LocalOptions`,
+    :class:`~modelyard.deploy.docker.DockerOptions`,
+    :class:`~modelyard.deploy.kubernetes.KubernetesOptions`; ``None``: that target's defaults).
+    ``strategy`` is how the new version takes over: ``replace`` (the only one so far; shadow
+    and canary rollouts will be others, see :mod:`modelyard.deploy.target`).
 
     ``auth_url``: the team server whose predict tokens every replica requires on its prediction
     routes (see :mod:`modelyard.serving.auth`). ``None`` keeps what the deployment has (a new
@@ -33,14 +45,23 @@ class DeploySpec:
     replicas: int = 1
     timeout_s: float = 90.0
     auth_url: str | None = None
+    options: TargetOptions | None = None
+    strategy: str = REPLACE
 
     def __post_init__(self) -> None:
         from modelyard.refs import validate_name
 
         validate_name(self.name, "deployment name")
-        if self.target not in TARGETS:
+        target = self.deploy_target
+        if self.options is not None and not isinstance(self.options, target.options_type):
             raise InvalidParameter(
-                f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}"
+                f"the {self.target} target takes {target.options_type.__name__}, "
+                f"not {type(self.options).__name__}"
+            )
+        if self.strategy not in target.strategies:
+            raise InvalidParameter(
+                f"the {self.target} target cannot roll out with strategy {self.strategy!r}; "
+                f"it can: {', '.join(target.strategies)}"
             )
         if not 0 < self.port < 65536:
             raise InvalidParameter(f"port {self.port} is not a port number")
@@ -50,6 +71,11 @@ class DeploySpec:
             raise InvalidParameter("the readiness timeout must be positive")
         if self.auth_url:
             check_auth_url(self.auth_url, self.target)
+
+    @property
+    def deploy_target(self) -> DeployTarget:
+        """The target this spec rolls out on (from :mod:`modelyard.deploy.registry`)."""
+        return registry.get_target(self.target)
 
 
 def check_auth_url(url: str, target: str) -> str:
@@ -65,21 +91,13 @@ def check_auth_url(url: str, target: str) -> str:
         host = check_serving(url, f"auth URL {url!r}")
     except ConfigError as exc:
         raise InvalidParameter(exc.message) from None
-    if target != LOCAL and _is_loopback(host):
-        where, who, hint = (
-            (
-                "a replica container's",
-                "containers",
-                ", or http://host.docker.internal:PORT when "
-                "it runs on this host (listening beyond loopback: modelyard server --host 0.0.0.0)",
-            )
-            if target == DOCKER
-            else ("a pod's", "pods", "")
-        )
+    network = registry.get_target(target).replica_network
+    if network is not None and _is_loopback(host):
         raise InvalidParameter(
-            f"auth URL {url!r} is a loopback address, and {where} loopback is itself: no "
-            "replica could reach the team server, so every prediction would get 503. Give an "
-            f"address the {who} can reach: the team server's DNS name or network address{hint}"
+            f"auth URL {url!r} is a loopback address, and {network.where} loopback is itself: "
+            "no replica could reach the team server, so every prediction would get 503. Give "
+            f"an address the {network.who} can reach: the team server's DNS name or network "
+            f"address{network.hint}"
         )
     return url
 
@@ -100,6 +118,4 @@ def _is_loopback(host: str) -> bool:
     return address.is_loopback or address.is_unspecified
 
 
-def default_target() -> str:
-    """``docker`` when a docker command line is installed, else ``local``."""
-    return DOCKER if shutil.which("docker") else LOCAL
+default_target = registry.default_target

@@ -324,7 +324,9 @@ class _Retrain:
     def build_image(self, version: ModelVersion) -> ModelVersion:
         """Container targets serve images: build one (the packaging stage records it and its
         lineage arrow) and push it when the deployment names a registry."""
-        if self.dep.target == "local":
+        from modelyard.deploy.registry import target_of
+
+        if not target_of(self.dep).uses_images:
             return version
         from modelyard.packaging import build_model_image, push_model_image
 

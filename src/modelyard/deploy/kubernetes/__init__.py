@@ -1,9 +1,11 @@
 """Deploying a model image to Kubernetes: manifests, server-side apply, a watched rollout and
 modelyard's own rollback.
 
-``render_manifests`` and ``to_yaml`` need nothing but PyYAML; ``deploy`` and ``rollback`` use
-the official client (``pip install 'modelyard[kubernetes]'``) unless handed a :class:`KubeApi`
-such as :class:`FakeKubeApi`. The client is imported only when a cluster is first contacted.
+:class:`KubernetesTarget` is the deploy stage's ``kubernetes`` target (options:
+:class:`KubernetesOptions`). ``render_manifests`` and ``to_yaml`` need nothing but PyYAML;
+``deploy`` and ``rollback`` use the official client (``pip install 'modelyard[kubernetes]'``)
+unless handed a :class:`KubeApi` such as :class:`FakeKubeApi`. The client is imported only when
+a cluster is first contacted.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from modelyard.deploy.kubernetes.manifests import (
     render_manifests,
     to_yaml,
 )
+from modelyard.deploy.kubernetes.target import KubernetesOptions, KubernetesTarget
 
 __all__ = [
     "FIELD_MANAGER",
@@ -35,6 +38,8 @@ __all__ = [
     "KubeApi",
     "KubeRolloutResult",
     "KubeSpec",
+    "KubernetesOptions",
+    "KubernetesTarget",
     "OfficialKubeApi",
     "check_name",
     "check_namespace",

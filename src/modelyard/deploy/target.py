@@ -1,0 +1,180 @@
+"""The seam between the deploy stage and the platforms it deploys to.
+
+:mod:`modelyard.deploy.service` decides *what* to run and records it (revisions, events,
+lineage, the one-rollout-at-a-time lease); a :class:`DeployTarget` only starts, switches,
+inspects and stops what serves on one platform. Every target is found by name in
+:mod:`modelyard.deploy.registry`; nothing else in modelyard compares target names.
+
+Adding a target is one new module plus one registry entry: a class implementing
+:class:`DeployTarget` with a frozen ``…Options`` dataclass of its settings (a subclass of
+:class:`TargetOptions`), and its instance added to :data:`modelyard.deploy.registry.TARGETS`.
+
+Rollback is not a target method: every target rolls back by rolling the earlier version out
+again through :meth:`DeployTarget.rollout`, so a rollback is checked for readiness and recorded
+as a revision like any rollout, with the settings :meth:`DeployTarget.recorded_options` reads
+back from the deployment's record.
+
+Strategies: a rollout replaces what serves (``replace``, the only strategy today). Shadow and
+canary rollouts with traffic weights will be further values of ``DeploySpec.strategy``; a
+target lists the ones it can do in :attr:`DeployTarget.strategies`, and ``deploy`` refuses the
+others before anything starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+
+from modelyard.errors import InvalidParameter
+
+if TYPE_CHECKING:
+    from modelyard.deploy.spec import DeploySpec
+    from modelyard.deploy.traffic import ReplicaHealth
+    from modelyard.store.deploy import Deployment
+    from modelyard.store.models_entities import ModelVersion
+    from modelyard.workspace import Workspace
+
+REPLACE = "replace"
+STRATEGIES = (REPLACE,)
+
+_O = TypeVar("_O", bound="TargetOptions")
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """A target's own settings (subclassed once per target).
+
+    Fields listed in ``CLIENTS`` are handles to the platform (a Docker engine, a Kubernetes API
+    client) given for one call: never recorded. Every other field is recorded with the
+    deployment, so a rollback or a retrain rolls out again with the same settings.
+    """
+
+    CLIENTS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_settings(cls: type[_O], settings: Mapping[str, Any] | None, **clients: Any) -> _O:
+        """The options named in ``settings`` (a deployment's recorded config, or the CLI's
+        flags; other keys and ``None`` values are ignored, so defaults apply) plus ``clients``."""
+        given = {
+            f.name: settings[f.name]
+            for f in fields(cls)
+            if settings and f.name not in cls.CLIENTS and settings.get(f.name) is not None
+        }
+        given.update({k: v for k, v in clients.items() if k in cls.CLIENTS and v is not None})
+        return cls(**given)
+
+    def settings(self) -> dict[str, Any]:
+        """What is recorded with the deployment (everything but the clients)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.CLIENTS}
+
+
+def recorded(kind: type[_O], dep: Deployment, client: object | None = None) -> _O:
+    """``kind`` read back from ``dep``'s recorded config, with ``client`` as its client field
+    (the usual :meth:`DeployTarget.recorded_options`)."""
+    return kind.from_settings(dep.config, **{name: client for name in kind.CLIENTS})
+
+
+def options_of(spec: DeploySpec, kind: type[_O]) -> _O:
+    """``spec.options`` as ``kind`` (its defaults when none were given)."""
+    if spec.options is None:
+        return kind()
+    if not isinstance(spec.options, kind):
+        raise InvalidParameter(
+            f"the {spec.target} target takes {kind.__name__}, not {type(spec.options).__name__}"
+        )
+    return spec.options
+
+
+@dataclass(frozen=True)
+class ReplicaNetwork:
+    """Where a target's replicas run when it is not this host: a loopback address there is the
+    replica itself, so auth URLs on loopback are refused with these words."""
+
+    where: str  # "a replica container's"
+    who: str  # "containers"
+    hint: str = ""  # how to reach this host from there, if there is a way
+
+
+@dataclass(frozen=True)
+class RolloutRequest:
+    """One rollout as the deploy stage hands it to a target: ``version`` of ``spec.ref``,
+    checked and recorded as a new revision, to be served as ``spec.name``.
+
+    ``image`` is what replicas run (``None`` for a target that needs none); ``auth_url`` is the
+    effective team server for predict tokens (the spec's, or the one the deployment has);
+    ``existing`` is the deployment's record before this rollout (``None``: a new one)."""
+
+    workspace: Workspace
+    spec: DeploySpec
+    version: ModelVersion
+    image: str | None
+    auth_url: str | None
+    existing: Deployment | None = None
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """What a rollout did: ``config`` is merged into the deployment's record (where replicas
+    log, the platform's object names…); ``report`` is the target's own account of it (e.g.
+    :class:`~modelyard.deploy.kubernetes.KubeRolloutResult`)."""
+
+    config: Mapping[str, Any] = field(default_factory=dict)
+    report: object | None = None
+
+
+class DeployTarget(Protocol):
+    """One platform models are served on (``local``, ``docker``, ``kubernetes``…).
+
+    A rollout that fails raises :class:`~modelyard.errors.RolloutFailed` with the replicas'
+    last log lines and leaves what served before serving; the deploy stage records it.
+    """
+
+    name: str
+    options_type: type[TargetOptions]
+    #: Replicas run the model image (the registry's built or pushed image), not the host's venv.
+    uses_images: bool
+    #: The service listens on a port of this host (``DeploySpec.port``).
+    publishes_port: bool
+    default_replicas: int
+    default_timeout_s: float
+    strategies: tuple[str, ...]
+    #: ``None``: replicas share this host's loopback; else why a loopback auth URL is refused.
+    replica_network: ReplicaNetwork | None
+
+    def image_for(self, version: ModelVersion) -> tuple[str | None, str | None]:
+        """``(image reference, digest)`` the replicas run; raises
+        :class:`~modelyard.errors.DeployError` saying how to make one when there is none."""
+        ...
+
+    def plan(self, request: RolloutRequest) -> list[dict[str, Any]] | None:
+        """What a rollout would apply, for review (Kubernetes: the manifests); ``None`` when
+        the target has nothing to show."""
+        ...
+
+    def rollout(self, request: RolloutRequest) -> Rollout:
+        """Serve ``request.version``: start the service, or switch it without a lost request."""
+        ...
+
+    def is_running(self, ws: Workspace, dep: Deployment) -> bool: ...
+
+    def replica_urls(self, ws: Workspace, dep: Deployment) -> list[str]:
+        """Base URLs modelyard can probe and scrape, one per replica (empty: none reachable)."""
+        ...
+
+    def ready_replicas(
+        self, ws: Workspace, dep: Deployment, health: tuple[ReplicaHealth, ...]
+    ) -> int: ...
+
+    def stop(self, ws: Workspace, dep: Deployment) -> None: ...
+
+    def logs(self, ws: Workspace, dep: Deployment, lines: int) -> str: ...
+
+    def recorded_options(self, dep: Deployment, *, client: object | None = None) -> TargetOptions:
+        """The options ``dep`` was rolled out with (read back from its record), for a rollback
+        or a retrain to roll out the same way; ``client`` reaches the platform if given."""
+        ...
+
+    def address(self, dep: Deployment) -> str:
+        """Where the service answers, for people (``http://127.0.0.1:8080``, ``ml/churn``)."""
+        ...
