@@ -278,5 +278,14 @@ def test_base_build_cli_without_engine_fails_naming_socket(
 
 def test_public_api_is_exported() -> None:
     exported = {name for name in dir(images) if not name.startswith("_")}
-    modules = {"base", "build", "context", "engine", "validate", "wheelhouse", "annotations"}
+    modules = {
+        "base",
+        "build",
+        "context",
+        "engine",
+        "validate",
+        "verify",
+        "wheelhouse",
+        "annotations",
+    }
     assert exported - modules == set(images.__all__)

@@ -29,19 +29,17 @@ from modelyard.deploy.proxy import (
     render_haproxy_config,
 )
 from modelyard.deploy.target import (
-    REPLACE,
     ReplicaNetwork,
     Rollout,
     RolloutRequest,
+    TargetDefaults,
     TargetOptions,
     options_of,
-    recorded,
 )
 from modelyard.errors import DeployError, EngineUnavailable, RolloutFailed
 from modelyard.image_contract import AUTH_URL_ENV
 
 if TYPE_CHECKING:
-    from modelyard.deploy.traffic import ReplicaHealth
     from modelyard.images import DockerEngine
     from modelyard.store.deploy import Deployment
     from modelyard.store.models_entities import ModelVersion
@@ -357,7 +355,7 @@ class DockerOptions(TargetOptions):
     engine: DockerEngine | None = field(default=None, compare=False)
 
 
-class DockerTarget:
+class DockerTarget(TargetDefaults):
     """Replicas of the model image behind an HAProxy container on this host's Docker engine."""
 
     name: str = "docker"
@@ -366,7 +364,6 @@ class DockerTarget:
     publishes_port: bool = True
     default_replicas: int = 1
     default_timeout_s: float = 90.0
-    strategies: tuple[str, ...] = (REPLACE,)
     replica_network: ReplicaNetwork | None = ReplicaNetwork(
         "a replica container's",
         "containers",
@@ -380,9 +377,6 @@ class DockerTarget:
                 f"{version.ref} has no image; build it first: modelyard build {version.ref}"
             )
         return version.image_ref or version.image_id, version.image_digest
-
-    def plan(self, request: RolloutRequest) -> list[dict[str, Any]] | None:
-        return None
 
     def rollout(self, request: RolloutRequest) -> Rollout:
         spec, ws = request.spec, request.workspace
@@ -412,19 +406,8 @@ class DockerTarget:
     def replica_urls(self, ws: Workspace, dep: Deployment) -> list[str]:
         return replica_urls(dep.name)
 
-    def ready_replicas(
-        self, ws: Workspace, dep: Deployment, health: tuple[ReplicaHealth, ...]
-    ) -> int:
-        return sum(1 for r in health if r.ready)
-
     def stop(self, ws: Workspace, dep: Deployment) -> None:
         stop(dep.name)
 
     def logs(self, ws: Workspace, dep: Deployment, lines: int) -> str:
         return logs(dep.name, lines)
-
-    def recorded_options(self, dep: Deployment, *, client: object | None = None) -> DockerOptions:
-        return recorded(DockerOptions, dep, client)
-
-    def address(self, dep: Deployment) -> str:
-        return f"http://127.0.0.1:{dep.port}"

@@ -17,17 +17,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from modelyard.deploy.probe import wait_until
 from modelyard.deploy.target import (
-    REPLACE,
     ReplicaNetwork,
     Rollout,
     RolloutRequest,
+    TargetDefaults,
     TargetOptions,
     options_of,
-    recorded,
 )
 from modelyard.errors import DeployError, RolloutFailed
 from modelyard.image_contract import AUTH_URL_ENV
@@ -318,7 +317,7 @@ class LocalOptions(TargetOptions):
     """The ``local`` target has no settings beyond the spec's port and replicas (workers)."""
 
 
-class LocalTarget:
+class LocalTarget(TargetDefaults):
     """gunicorn on this host, serving the model folder straight from the artifact store."""
 
     name: str = "local"
@@ -327,14 +326,10 @@ class LocalTarget:
     publishes_port: bool = True
     default_replicas: int = 1
     default_timeout_s: float = 90.0
-    strategies: tuple[str, ...] = (REPLACE,)
     replica_network: ReplicaNetwork | None = None  # the workers share this host's loopback
 
     def image_for(self, version: ModelVersion) -> tuple[str | None, str | None]:
         return None, None
-
-    def plan(self, request: RolloutRequest) -> list[dict[str, Any]] | None:
-        return None
 
     def rollout(self, request: RolloutRequest) -> Rollout:
         spec, ws = request.spec, request.workspace
@@ -371,9 +366,3 @@ class LocalTarget:
 
     def logs(self, ws: Workspace, dep: Deployment, lines: int) -> str:
         return logs(ws, dep.name, lines)
-
-    def recorded_options(self, dep: Deployment, *, client: object | None = None) -> LocalOptions:
-        return recorded(LocalOptions, dep, client)
-
-    def address(self, dep: Deployment) -> str:
-        return f"http://127.0.0.1:{dep.port}"

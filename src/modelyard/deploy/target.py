@@ -178,3 +178,27 @@ class DeployTarget(Protocol):
     def address(self, dep: Deployment) -> str:
         """Where the service answers, for people (``http://127.0.0.1:8080``, ``ml/churn``)."""
         ...
+
+
+class TargetDefaults:
+    """What most targets do the same way, for a target class to inherit (the type checker holds
+    it to :class:`DeployTarget` all the same): the ``replace`` strategy only, nothing to show
+    for a dry run, ready replicas counted from their health, options read back from the record,
+    and a service on a port of this host."""
+
+    options_type: type[TargetOptions]
+    strategies: tuple[str, ...] = (REPLACE,)
+
+    def plan(self, request: RolloutRequest) -> list[dict[str, Any]] | None:
+        return None
+
+    def ready_replicas(
+        self, ws: Workspace, dep: Deployment, health: tuple[ReplicaHealth, ...]
+    ) -> int:
+        return sum(1 for r in health if r.ready)
+
+    def recorded_options(self, dep: Deployment, *, client: object | None = None) -> TargetOptions:
+        return recorded(self.options_type, dep, client)
+
+    def address(self, dep: Deployment) -> str:
+        return f"http://127.0.0.1:{dep.port}"

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from modelyard.deploy.target import (
-    REPLACE,
     ReplicaNetwork,
     Rollout,
     RolloutRequest,
+    TargetDefaults,
     TargetOptions,
     options_of,
     recorded,
@@ -20,7 +20,6 @@ from modelyard.image_contract import AUTH_URL_ENV
 
 if TYPE_CHECKING:
     from modelyard.deploy.kubernetes.apply import KubeApi
-    from modelyard.deploy.traffic import ReplicaHealth
     from modelyard.store.deploy import Deployment
     from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
@@ -43,7 +42,7 @@ class KubernetesOptions(TargetOptions):
     api: KubeApi | None = field(default=None, compare=False)
 
 
-class KubernetesTarget:
+class KubernetesTarget(TargetDefaults):
     """Pods on a cluster; modelyard reaches them only through the API server (``kubectl`` for
     their logs, scaling and deletion)."""
 
@@ -53,7 +52,6 @@ class KubernetesTarget:
     publishes_port: bool = False  # a Service in the cluster; exposing it is the cluster's business
     default_replicas: int = 2
     default_timeout_s: float = 300.0
-    strategies: tuple[str, ...] = (REPLACE,)
     replica_network: ReplicaNetwork | None = ReplicaNetwork("a pod's", "pods")
 
     def image_for(self, version: ModelVersion) -> tuple[str | None, str | None]:
@@ -115,11 +113,6 @@ class KubernetesTarget:
     def replica_urls(self, ws: Workspace, dep: Deployment) -> list[str]:
         return []  # pod addresses are inside the cluster
 
-    def ready_replicas(
-        self, ws: Workspace, dep: Deployment, health: tuple[ReplicaHealth, ...]
-    ) -> int:
-        return sum(1 for r in health if r.ready)
-
     def stop(self, ws: Workspace, dep: Deployment) -> None:
         raise DeployError(
             f"deployment {dep.name!r} runs on {self.name}; scale or delete it with kubectl"
@@ -128,10 +121,5 @@ class KubernetesTarget:
     def logs(self, ws: Workspace, dep: Deployment, lines: int) -> str:
         raise DeployError(f"logs of {self.name} deployments: use kubectl logs")
 
-    def recorded_options(
-        self, dep: Deployment, *, client: object | None = None
-    ) -> KubernetesOptions:
-        return recorded(KubernetesOptions, dep, client)
-
     def address(self, dep: Deployment) -> str:
-        return f"{self.recorded_options(dep).namespace}/{dep.name}"
+        return f"{recorded(KubernetesOptions, dep).namespace}/{dep.name}"
