@@ -170,6 +170,22 @@ def test_kubernetes_rollout_is_recorded_with_lineage(sqlite_workspace: Workspace
     }
 
 
+def test_kubernetes_settings_are_checked_before_anything_is_recorded(
+    sqlite_workspace: Workspace,
+) -> None:
+    from modelyard.deploy import KubernetesOptions, deploy
+    from modelyard.errors import InvalidName
+
+    ref = _pushed_version(sqlite_workspace)
+    with pytest.raises(InvalidName, match="not a valid Kubernetes namespace"):
+        KubernetesOptions(namespace="ML_team")
+    options = KubernetesOptions(namespace="ml", min_replicas=5, max_replicas=2)
+    with pytest.raises(InvalidParameter, match="min_replicas 5 is larger than max_replicas 2"):
+        deploy(DeploySpec(ref, "churn-api", target="kubernetes", options=options),
+               workspace=sqlite_workspace)  # fmt: skip
+    assert sqlite_workspace.store.deployments.find("churn-api") is None
+
+
 def test_kubernetes_needs_a_pushed_image(sqlite_workspace: Workspace) -> None:
     from _deploy_helpers import register_churn
 

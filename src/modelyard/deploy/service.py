@@ -151,6 +151,7 @@ def _record_rollout(ws: Workspace, spec: DeploySpec) -> tuple[Deployment, Rollou
             "port (stop it first to move it)"
         )
     request = _request(ws, spec, existing)
+    target.plan(request)  # renders what it would apply: a bad setting fails before any record
     version = request.version
     settings = (spec.options or target.options_type()).settings()
     if existing is None:

@@ -41,6 +41,11 @@ class KubernetesOptions(TargetOptions):
     cpu_target: int = 70
     api: KubeApi | None = field(default=None, compare=False)
 
+    def __post_init__(self) -> None:
+        from modelyard.deploy.kubernetes.manifests import check_namespace
+
+        check_namespace(self.namespace)
+
 
 class KubernetesTarget(TargetDefaults):
     """Pods on a cluster; modelyard reaches them only through the API server (``kubectl`` for
