@@ -580,6 +580,18 @@ def test_invocations_errors_as_mlflow_answers_them(
         assert r.json()["error_code"] == body
 
 
+def test_refusals_before_the_handlers_keep_each_protocols_shape(churn: Served) -> None:
+    """The Host allow-list answers before any handler: still MLflow's shape on /invocations."""
+    wrong_host = {"host": "elsewhere.example", "content-type": "application/json"}
+    r = httpx.post(f"{churn.url}/invocations", content=b"{}", headers=wrong_host)
+    assert r.status_code == 400, r.text
+    assert r.json()["error_code"] == "BAD_REQUEST"
+    assert "Host" in r.json()["message"]
+    r = httpx.post(f"{churn.url}/v2/models/churn/infer", content=b"{}", headers=wrong_host)
+    assert r.status_code == 400
+    assert "Host" in r.json()["error"]
+
+
 def test_mlflow_health_and_version_routes(churn: Served) -> None:
     import modelyard
 

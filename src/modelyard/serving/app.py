@@ -26,7 +26,7 @@ from modelyard.flavors.meta import INPUT_EXAMPLE_FILE
 from modelyard.httpguard import BodyPolicy, Guard, allowed_hosts_for_bind
 from modelyard.serving.config import ServeConfig
 from modelyard.serving.decode import Batch, Decoder
-from modelyard.serving.handlers import HTTPError, handle
+from modelyard.serving.handlers import HTTPError, handle, mlflow_error
 from modelyard.serving.labels import RecentRows
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ logger = logging.getLogger("modelyard.serving")
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _SLOW_PREDICT_S = 0.001  # predict calls slower than this run in a thread
 
@@ -246,11 +247,12 @@ class ModelServer:
         await self._http(scope, receive, send)
 
 
-def _guard(server: ModelServer, config: ServeConfig) -> Guard:
+def _guard(server: ModelServer, config: ServeConfig) -> ASGIApp:
     """Host allow-list, an announced body over the cap, and (for feedback, read whole) JSON
     depth before the handlers run. Nothing wraps the other requests: the handlers enforce the
     cap as they read, and the connection keeps the head and body deadlines
-    (:func:`modelyard.httpguard.header_deadline_protocol`, installed by the runner)."""
+    (:func:`modelyard.httpguard.header_deadline_protocol`, installed by the runner). Its
+    refusals on ``/invocations`` have MLflow's error shape, as the handlers' do."""
     hosts = allowed_hosts_for_bind(config.bind_host, config.allowed_hosts)
     streamed = BodyPolicy(config.max_body_bytes, buffered=False)
     buffered = BodyPolicy(config.max_body_bytes, buffered=True)
@@ -258,14 +260,23 @@ def _guard(server: ModelServer, config: ServeConfig) -> Guard:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await handle(server, scope, receive, send)
 
-    return Guard(
-        app,
-        allowed_hosts=hosts,
-        policy=lambda path: buffered if path == "/v1/feedback" else streamed,
-        body_timeout_s=None,
-        max_json_depth=config.max_json_depth,
-        render=lambda status, message: orjson.dumps({"error": message}),
-    )
+    def guard(render: Callable[[int, str], bytes]) -> Guard:
+        return Guard(
+            app,
+            allowed_hosts=hosts,
+            policy=lambda path: buffered if path == "/v1/feedback" else streamed,
+            body_timeout_s=None,
+            max_json_depth=config.max_json_depth,
+            render=render,
+        )
+
+    v2 = guard(lambda status, message: orjson.dumps({"error": message}))
+    mlflow = guard(mlflow_error)
+
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
+        await (mlflow if scope["path"] == "/invocations" else v2)(scope, receive, send)
+
+    return route
 
 
 def create_app(

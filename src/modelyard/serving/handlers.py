@@ -261,6 +261,12 @@ _MLFLOW_CODES = {
 _INVALID_VALUE = "INVALID_PARAMETER_VALUE"
 
 
+def mlflow_error(status: int, message: str, code: str | None = None) -> bytes:
+    """The body of an error ``/invocations`` answers: MLflow's ``{"error_code", "message"}``."""
+    code = code or _MLFLOW_CODES.get(status, "INTERNAL_ERROR")
+    return orjson.dumps({"error_code": code, "message": message})
+
+
 async def _error(
     send: Send,
     path: str,
@@ -276,8 +282,7 @@ async def _error(
     elif status == 415:  # MLflow's scoring server answers a content type it refuses in text
         body, content_type = message.encode(), b"text/plain; charset=utf-8"
     else:
-        code = code or _MLFLOW_CODES.get(status, "INTERNAL_ERROR")
-        body = orjson.dumps({"error_code": code, "message": message})
+        body = mlflow_error(status, message, code)
     await _send(send, status, body, request_id, content_type, close=status == 413, extra=headers)
 
 
