@@ -170,15 +170,20 @@ def run(root: Path, size_mb: int, bucket: dict[str, str]) -> None:
             capture_output=True,
             text=True,
             env=client_env,
-            check=True,
         )
+        if done.returncode != 0:
+            raise SystemExit(f"the client failed:\n{done.stderr[-3000:]}")
         import json
 
         result = json.loads(done.stdout)
         server_peak = _hwm_mib(server.pid)
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
     back = root / "client" / "back.bin"
     assert back.stat().st_size == blob.stat().st_size, "the download is incomplete"
     where = f"bucket on {bucket['AWS_ENDPOINT_URL']}" if bucket else "the server's folder"

@@ -137,7 +137,7 @@ class S3ArtifactStore(CachedArtifactStore):
             )
             config = Config(
                 connect_timeout=5,
-                read_timeout=60,
+                read_timeout=600,  # completing or copying a large object can take minutes
                 retries={"max_attempts": 3, "mode": "standard"},
                 signature_version="s3v4",
                 s3={"addressing_style": "path"} if self.endpoint else {},

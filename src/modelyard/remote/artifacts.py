@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from modelyard.artifacts.cached import CachedArtifactStore
 from modelyard.errors import ArtifactError, CorruptArtifact, NotFound
 from modelyard.hashing import CHUNK_SIZE, digest_file, hex_of
+from modelyard.remote.client import DEFAULT_TIMEOUT_S
 
 if TYPE_CHECKING:
     import httpx
@@ -91,9 +92,10 @@ class RemoteArtifactStore(CachedArtifactStore):
                 f.seek((number - 1) * part_size)
                 etag = self._put_part(bucket, str(url), f.read(part_size))
                 parts.append({"number": number, "etag": etag})
-        self.client.post(
+        self.client.post(  # the server reads the upload back to hash it: allow 10 MB/s
             f"/uploads/{digest}/direct/complete",
             {"session": plan["session"], "upload_id": plan["upload_id"], "parts": parts},
+            timeout=DEFAULT_TIMEOUT_S + size / 10e6,
         )
         return True
 
@@ -190,8 +192,6 @@ class RemoteArtifactStore(CachedArtifactStore):
 def _bucket_http() -> httpx.Client:
     """A plain client for presigned bucket URLs: the server's token is never sent there."""
     import httpx
-
-    from modelyard.remote.client import DEFAULT_TIMEOUT_S
 
     return httpx.Client(timeout=httpx.Timeout(DEFAULT_TIMEOUT_S, connect=10.0))
 

@@ -53,8 +53,11 @@ class RemoteClient:
     def close(self) -> None:
         self.http.close()
 
-    def post(self, path: str, body: dict[str, Any]) -> Any:
-        response = self._send("POST", path, json=body)
+    def post(self, path: str, body: dict[str, Any], *, timeout: float | None = None) -> Any:
+        """``timeout`` (seconds to wait for the answer) for a request the server needs long
+        for, like verifying a large direct upload."""
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        response = self._send("POST", path, json=body, **extra)
         return response.json()
 
     def get(self, path: str, **params: Any) -> Any:
