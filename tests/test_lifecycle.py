@@ -54,3 +54,19 @@ def test_the_demo_closes_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         # the retrain's pipeline run ended with its predict step over the newest batch
         tree = build_lineage(ws, "maintenance-scores@1", direction="up", depth=2)
         assert ("model_version", "maintenance@1") in {(n.node_type, n.node_id) for n in tree.walk()}
+
+    # The commands the demo prints at the end work as printed (on a machine with Docker too).
+    from click.testing import CliRunner
+
+    from modelyard import deploy
+    from modelyard.cli.main import cli
+
+    runner = CliRunner()
+    try:
+        for hint in summary["hints"]:
+            result = runner.invoke(cli, ["-C", str(tmp_path / "demo-workspace"), *hint])
+            assert result.exit_code == 0, (hint, result.output)
+    finally:
+        with Workspace.at(tmp_path / "demo-workspace", environ={}) as ws:
+            if ws.store.deployments.get("maintenance").status == "running":
+                deploy.stop("maintenance", workspace=ws)

@@ -337,6 +337,7 @@ def test_public_api_is_complete() -> None:
         "resolve",
         "serve",
         "trust",
+        "provenance",
         "TYPE_CHECKING",
         "Any",
     }

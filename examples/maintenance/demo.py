@@ -18,6 +18,7 @@ import argparse
 import http.client
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -299,16 +300,22 @@ def run_demo(root: Path, *, docker: bool = False) -> dict[str, Any]:
     deploy.stop(DEPLOYMENT, workspace=ws)
     ws.close()
     rel = os.path.relpath(root, Path(os.environ.get("PWD", root)))
+    # Each hint runs as printed (the lifecycle test runs them): the deploy names the target
+    # and port the demo used, since the CLI's default target is Docker where an engine answers.
+    hints = [
+        ["lineage", f"dataset:{scored.output.ref}", "--up"],
+        ["models", "list"],
+        ["lineage", f"model:{production.ref}"],
+        ["monitor", "report", DEPLOYMENT, "-o", "report.html"],
+        ["deploy", f"{MODEL}@production", "--name", DEPLOYMENT, "--target", target,
+         "--port", str(port)],
+        ["monitor", "check", DEPLOYMENT],
+    ]  # fmt: skip
     out.print(
         "\n".join(
             [
                 f"Workspace: {root}  (the service was stopped; redeploy with the command below)",
-                f"  modelyard -C {rel} lineage {scored.output.ref} --up",
-                f"  modelyard -C {rel} models list",
-                f"  modelyard -C {rel} lineage {production.ref}",
-                f"  modelyard -C {rel} monitor report {DEPLOYMENT} -o report.html",
-                f"  modelyard -C {rel} deploy {MODEL}@production --name {DEPLOYMENT}",
-                f"  modelyard -C {rel} monitor check {DEPLOYMENT}",
+                *(f"  modelyard -C {shlex.quote(rel)} {shlex.join(hint)}" for hint in hints),
                 f"Done in {time.monotonic() - started:.0f} s.",
             ]
         )
@@ -327,6 +334,7 @@ def run_demo(root: Path, *, docker: bool = False) -> dict[str, Any]:
         "failed": client.failed,
         "report": report_path,
         "scored": scored,
+        "hints": hints,
     }
 
 

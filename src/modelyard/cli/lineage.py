@@ -27,7 +27,14 @@ _ARROW = {"up": "←", "down": "→"}
 @pass_workspace
 def lineage(ws: Workspace, thing: str, up: bool, down: bool, depth: int) -> None:
     """Show the lineage of THING: a run id (or unique prefix), a dataset version such as
-    sensors@4, or an artifact digest. Prefix with TYPE: to disambiguate (run:1a2b).
+    sensors@4, a model version (churn@2, churn@production), an artifact or image digest, a
+    monitor report number or a deployment name.
+
+    \b
+    A name that fits two kinds of thing is an error listing the choices; prefix it with its
+    type to pick one:
+      run:1a2b   dataset:sensors@4   model:churn@2   artifact:sha256:…
+      image:sha256:…   report:12   deployment:churn-api
 
     Without --up or --down both directions are shown.
     """

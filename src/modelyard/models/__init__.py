@@ -38,6 +38,7 @@ from modelyard.models.manage import (
     trust_pickle,
     unarchive,
 )
+from modelyard.models.provenance import Provenance, provenance
 from modelyard.models.register import register
 from modelyard.models.resolve import resolve
 from modelyard.models.serve import (
@@ -72,6 +73,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Provenance",
     "AliasMove",
     "Approval",
     "Check",
@@ -101,6 +103,7 @@ __all__ = [
     "parse_check",
     "plan_serving",
     "promote",
+    "provenance",
     "register",
     "remove_alias",
     "remove_tags",

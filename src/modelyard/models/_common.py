@@ -11,6 +11,8 @@ from modelyard.errors import ArtifactError
 from modelyard.refs import Ref
 
 MODEL_FILE = "modelyard-model.json"
+MODEL_ACTIVE = "active"  # the same values as modelyard.store.models_entities, kept here
+MODEL_ARCHIVED = "archived"  # so importing the verbs does not import the store
 """The metadata file every saved model folder carries (written by ``modelyard.flavors``)."""
 
 _MAX_FLAVOR = 64

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from modelyard.errors import NotFound
-
 if TYPE_CHECKING:
     from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
@@ -48,18 +46,12 @@ def _changes(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Change]:
 
 
 def _run_parts(ws: Workspace, version: ModelVersion) -> tuple[dict[str, Any], ...]:
-    if version.run_id is None:
-        return {}, {}, {}
-    try:
-        run = ws.store.runs.get(version.run_id)
-    except NotFound:
-        return {}, {}, {}
-    datasets: dict[str, Any] = {}
-    for edge in ws.store.lineage.edges_to("run", run.id):
-        if edge.source_type == "dataset_version":
-            dname, _, _ = edge.source_id.partition("@")
-            datasets[dname] = edge.source_id
-    return dict(run.params), dict(run.latest_metrics), datasets
+    """Parameters, metrics and datasets of the runs upstream of the version's run: for a
+    pipeline-made version, the steps that prepared its data and trained it."""
+    from modelyard.models.provenance import provenance
+
+    found = provenance(ws, version)
+    return dict(found.params), dict(found.metrics), dict(found.datasets)
 
 
 def _signature_parts(signature: dict[str, Any] | None) -> dict[str, Any]:

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from modelyard.models._common import actor, parse_version_ref
+from modelyard.models._common import MODEL_ACTIVE, MODEL_ARCHIVED, actor, parse_version_ref
 from modelyard.models.register import check_tags
 from modelyard.refs import validate_name
-
-MODEL_ACTIVE = "active"  # the same values as modelyard.store.models_entities, kept here
-MODEL_ARCHIVED = "archived"  # so importing the verbs does not import the store
 
 if TYPE_CHECKING:
     from modelyard.store.models_entities import ModelVersion, RegisteredModel

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelyard.errors import InvalidParameter, NotFound
-from modelyard.models._common import MODEL_FILE, actor, parse_model_meta
+from modelyard.models._common import MODEL_ACTIVE, MODEL_FILE, actor, parse_model_meta
 from modelyard.models.log import logged_models, read_stored_meta
 from modelyard.refs import validate_name
 
@@ -19,6 +19,7 @@ NODE_RUN = "run"
 NODE_ARTIFACT = "artifact"
 REL_OUTPUT = "output"  # the relation tracked runs use for everything they produce
 REL_REGISTERED_AS = "registered_as"
+REL_CONTAINS = "contains"  # a pipeline run and its step runs
 
 _MAX_TAG_KEY = 256
 
@@ -37,10 +38,14 @@ def register(
     """Register ``source`` as the next version of model ``name``.
 
     ``source`` is a run id (or a unique prefix of one) whose logged model ``artifact`` is
-    taken, or the path of a saved model folder. A folder can be linked to the run that made it
-    with ``run``. The version records the run, so lineage reaches the run's datasets, code and
-    environment. ``trust_pickle`` marks the version as one whose pickled parts may be loaded;
-    who did that is recorded.
+    taken — a pipeline run stands for the one step run that logged it — or the path of a saved
+    model folder. A folder can be linked to the run that made it with ``run``. The version
+    records the run, so lineage reaches the run's datasets, code and environment.
+    ``trust_pickle`` records an admin's trust in the version's own code (see
+    :mod:`modelyard.models.trust`).
+
+    Registering the same content from the same run again returns the version it already made
+    (a retried retrain, a re-run pipeline): one artifact, one version.
     """
     from modelyard.workspace import resolve as resolve_workspace
 
@@ -58,10 +63,12 @@ def register(
             raise InvalidParameter(
                 "'run' links a model folder to a run; a run source is already one"
             )
-        run_id = _run_id(ws, str(source))
-        digest = _logged_model(ws, run_id, artifact)
+        run_id, digest = _logged_model(ws, _run_id(ws, str(source)), artifact)
         meta = read_stored_meta(ws, digest, f"artifact {artifact!r} of run {run_id}")
         origin = f"run:{run_id}/{artifact}"
+    same = _same_registration(ws, name, digest, run_id)
+    if same is not None and (same.trusted_pickle or not trust_pickle):
+        return same
     who = actor()
     version = ws.store.models.add_version(
         name,
@@ -118,11 +125,45 @@ def _run_id(ws: Workspace, text: str) -> str:
         raise NotFound(f"{text!r} is neither a model folder nor a run id") from None
 
 
-def _logged_model(ws: Workspace, run_id: str, artifact: str) -> str:
+def _same_registration(
+    ws: Workspace, name: str, digest: str, run_id: str | None
+) -> ModelVersion | None:
+    """The active version of ``name`` already made from this content by this run, if any."""
+    if run_id is None:
+        return None
+    try:
+        found = ws.store.models.get_version(name, digest=digest)
+    except NotFound:
+        return None
+    return found if found.run_id == run_id and found.status == MODEL_ACTIVE else None
+
+
+def _logged_model(ws: Workspace, run_id: str, artifact: str) -> tuple[str, str]:
+    """``(run id, digest)`` of the model ``artifact`` that ``run_id`` logged; for a pipeline
+    run, that of the one step run (this pipeline's, or a cached one it reused) that did."""
     models = logged_models(ws, run_id)
     for found in models:
         if found.name == artifact:
-            return found.digest
+            return run_id, found.digest
+    steps = [
+        e.target_id
+        for e in ws.store.lineage.edges_from(NODE_RUN, run_id)
+        if e.relation == REL_CONTAINS and e.target_type == NODE_RUN
+    ]
+    holders = [
+        (step, found.digest)
+        for step in steps
+        for found in logged_models(ws, step)
+        if found.name == artifact
+    ]
+    if len(holders) == 1:
+        return holders[0]
+    if holders:
+        runs = ", ".join(step for step, _ in holders)
+        raise InvalidParameter(
+            f"several steps of pipeline run {run_id} logged a model {artifact!r} (runs {runs}); "
+            "register one of those step runs"
+        )
     if not models:
         raise NotFound(
             f"run {run_id} has no logged model; log one with run.log_model(model, {artifact!r})"

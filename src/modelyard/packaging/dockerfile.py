@@ -160,16 +160,12 @@ def signature_digest(version: ModelVersion) -> str:
 
 
 def lineage_labels(ws: Workspace, version: ModelVersion) -> dict[str, str]:
-    """``io.modelyard.*``: the model, its version, run, input datasets and digests."""
-    datasets: list[str] = []
-    if version.run_id is not None:
-        datasets = sorted(
-            {
-                e.source_id
-                for e in ws.store.lineage.edges_to("run", version.run_id)
-                if e.source_type == "dataset_version"
-            }
-        )
+    """``io.modelyard.*``: the model, its version, run, input datasets and digests. The
+    datasets are those upstream of the version's run, so a pipeline-made version names the
+    dataset its first step read (:mod:`modelyard.models.provenance`)."""
+    from modelyard.models.provenance import provenance
+
+    datasets = sorted(provenance(ws, version).datasets.values())
     return {
         "io.modelyard.model": version.name,
         "io.modelyard.version": str(version.version),

@@ -24,6 +24,13 @@ DOWN = "down"
 BOTH = "both"
 DIRECTIONS = (BOTH, UP, DOWN)
 
+# The documented ``TYPE:`` prefixes of ``modelyard lineage`` (each full type name works too).
+SHORT_TYPES = {
+    "dataset": "dataset_version",
+    "model": "model_version",
+    "report": "monitor_report",
+}
+
 Labeller = Callable[["Workspace", str], str]
 Resolver = Callable[["Workspace", str], "str | None"]
 
@@ -64,6 +71,11 @@ class NodeTypes:
     def names(self) -> list[str]:
         return list(self._types)
 
+    @staticmethod
+    def prefix(name: str) -> str:
+        """The short ``TYPE:`` prefix of a node type (``dataset`` for ``dataset_version``)."""
+        return next((short for short, full in SHORT_TYPES.items() if full == name), name)
+
     def label(self, ws: Workspace, node_type: str, node_id: str) -> str:
         known = self._types.get(node_type)
         if known is None:
@@ -72,19 +84,27 @@ class NodeTypes:
 
     def resolve(self, ws: Workspace, thing: str) -> tuple[str, str]:
         """``(node_type, node_id)`` for a user string. ``TYPE:ID`` (``run:1a2b``,
-        ``dataset_version:sensors@4``) picks the type when a string could name two things."""
+        ``dataset:sensors@4``, ``model:churn@2``; the full type names work too) picks the type.
+        Without one, a string that names things of two types (a dataset and a model both called
+        ``cancer``) is an error listing the typed choices — never a silent pick."""
         text = thing.strip()
         prefix, sep, rest = text.partition(":")
-        explicit = self._types.get(prefix) if sep else None
+        explicit = self._types.get(SHORT_TYPES.get(prefix, prefix)) if sep else None
         if explicit is not None:
             node_id = explicit.resolve(ws, rest)
             if node_id is None:
                 raise NotFound(f"no {explicit.title} {rest!r}")
             return explicit.name, node_id
-        for node_type in self._types.values():
-            node_id = node_type.resolve(ws, text)
-            if node_id is not None:
-                return node_type.name, node_id
+        matches = [
+            (node_type, node_id)
+            for node_type in self._types.values()
+            if (node_id := node_type.resolve(ws, text)) is not None
+        ]
+        if len(matches) == 1:
+            return matches[0][0].name, matches[0][1]
+        if matches:
+            choices = ", ".join(f"{self.prefix(t.name)}:{text} ({t.title})" for t, _ in matches)
+            raise InvalidReference(f"{thing!r} names {len(matches)} things; say which: {choices}")
         titles = [t.title for t in self._types.values()]
         kinds = ", ".join(titles[:-1]) + f" or {titles[-1]}" if len(titles) > 1 else "".join(titles)
         raise NotFound(f"{thing!r} matches no {kinds}")
