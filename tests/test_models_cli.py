@@ -61,7 +61,12 @@ def test_register_list_show_versions(workspace: Workspace, trained: tuple[Any, A
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("Registered churn@1 (sklearn")
     assert f"from run {run_id[:12]}" in result.stdout
-    assert invoke("models", "register", run_id, "--name", "churn").exit_code == 0
+    again = invoke("models", "register", run_id, "--name", "churn")
+    assert again.stdout.startswith("Already registered as churn@1")  # same run, same model
+    assert (
+        invoke("models", "register", train(workspace, trained, f1=0.9), "--name", "churn").exit_code
+        == 0
+    )
 
     listing = invoke("models", "list")
     assert listing.exit_code == 0

@@ -119,11 +119,13 @@ def test_register_refuses_bad_sources(
 
 
 def test_aliases_move_with_history_and_resolve(
-    workspace: Workspace, trained: tuple[Any, np.ndarray]
+    workspace: Workspace, trained: tuple[Any, np.ndarray], tmp_path: Path
 ) -> None:
     run_id = train_run(workspace, trained, f1=0.9)
     v1 = models.register(run_id, "churn", workspace=workspace)
-    v2 = models.register(run_id, "churn", workspace=workspace)
+    # The same content again, as a folder (a second registration from the run is v1 itself).
+    workspace.artifacts.export_dir(v1.digest, tmp_path / "copy")
+    v2 = models.register(tmp_path / "copy", "churn", workspace=workspace)
     models.promote("churn@1", "production", reason="first", workspace=workspace)
     models.promote("churn@2", "production", reason="better", workspace=workspace)
     models.promote("churn@1", "staging", workspace=workspace)

@@ -69,9 +69,18 @@ def register(
     tags: tuple[str, ...],
     trust_pickle: bool,
 ) -> None:
-    """Register SOURCE (a run id or prefix, or a saved model folder) as the next version."""
+    """Register SOURCE (a run id or prefix, or a saved model folder) as the next version.
+
+    A pipeline run stands for the step run that logged the model. The same model from the same
+    run again is the version it already made, not a new one.
+    """
+    from modelyard.errors import NotFound
     from modelyard.models import register as register_version
 
+    try:
+        latest_before = ws.store.models.get_version(name).version
+    except NotFound:
+        latest_before = 0
     version = register_version(
         source,
         name,
@@ -83,6 +92,9 @@ def register(
         workspace=ws,
     )
     run = f" from run {version.run_id[:12]}" if version.run_id else ""
+    if version.version <= latest_before:
+        console().print(f"Already registered as {version.ref} ({_short(version.digest)}){run}")
+        return
     console().print(f"Registered {version.ref} ({version.flavor}, {_short(version.digest)}){run}")
 
 
