@@ -109,7 +109,7 @@ def child_bare(root: Path, kind: str, path: Path) -> dict[str, Any]:
     estimator = sklearn_flavor.load(folder)  # the same estimator, called bare
     started = time.perf_counter()
     rows = 0
-    with pq.ParquetFile(path) as pf:
+    with pq.ParquetFile(path, pre_buffer=False) as pf:  # as modelyard reads it
         for batch in pf.iter_batches(batch_size=CHUNK):
             estimator.predict(batch.to_pandas())
             rows += batch.num_rows
@@ -147,8 +147,17 @@ def child(args: argparse.Namespace) -> None:
         out = child_bare(root, args.kind, Path(args.path))
     else:
         out = child_job(root, args.kind, args.dataset, args.child)
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(out), flush=True)
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM). Not getrusage's ru_maxrss: that survives exec, so
+    a child would report the parent's peak at the time it was forked."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(root: Path, what: str, kind: str, **extra: str) -> dict[str, Any]:

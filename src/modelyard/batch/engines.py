@@ -49,7 +49,7 @@ def input_chunks(job: ScoringJob) -> Iterator[pa.RecordBatch]:
     from modelyard.data.formats import stream
     from modelyard.serving.batch import rechunk
 
-    return rechunk(stream(job.sources, job.schema), job.batch_rows)
+    return rechunk(stream(job.sources, job.schema, job.batch_rows), job.batch_rows)
 
 
 def score_local(job: ScoringJob) -> Iterator[pa.RecordBatch]:

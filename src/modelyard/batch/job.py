@@ -229,12 +229,14 @@ class _Job:
 def _write(batches: Any, target: Path, total: int, progress: BatchProgress | None) -> int:
     import pyarrow.parquet as pq
 
+    from modelyard.serving.batch import writer_options
+
     writer = None
     rows = 0
     try:
         for batch in batches:
             if writer is None:
-                writer = pq.ParquetWriter(target, batch.schema)
+                writer = pq.ParquetWriter(target, batch.schema, **writer_options(batch.schema))
             writer.write_batch(batch)
             rows += batch.num_rows
             if progress is not None:

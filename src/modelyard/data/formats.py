@@ -167,7 +167,10 @@ def _open_csv(src: TableSource, raw: BinaryIO, schema: pa.Schema | None) -> Any:
 
 
 def _iter_file(
-    src: TableSource, schema: pa.Schema | None, progress: ByteProgress | None
+    src: TableSource,
+    schema: pa.Schema | None,
+    progress: ByteProgress | None,
+    batch_rows: int = _PARQUET_BATCH_ROWS,
 ) -> Iterator[pa.RecordBatch]:
     import pyarrow as pa
 
@@ -175,10 +178,12 @@ def _iter_file(
         if src.format == FORMAT_PARQUET:
             import pyarrow.parquet as pq
 
-            with pq.ParquetFile(src.path) as pf:
+            # pre_buffer (pyarrow's default) reads every column chunk of the file ahead:
+            # the whole file in memory. Without it a read holds about one batch.
+            with pq.ParquetFile(src.path, pre_buffer=False) as pf:
                 total_rows = max(pf.metadata.num_rows, 1)
                 size = src.path.stat().st_size
-                for batch in pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS):
+                for batch in pf.iter_batches(batch_size=batch_rows):
                     if progress is not None:
                         progress(size * batch.num_rows // total_rows)
                     yield _conform(batch, schema)
@@ -272,14 +277,17 @@ def scan(
 
 
 def stream(
-    sources: Sequence[TableSource], schema: pa.Schema | None = None
+    sources: Sequence[TableSource],
+    schema: pa.Schema | None = None,
+    batch_rows: int = _PARQUET_BATCH_ROWS,
 ) -> Iterator[pa.RecordBatch]:
-    """Every batch of ``sources`` in order, pulled one at a time. Give the ``schema`` a profile
-    settled on (:func:`recorded_schema`): a CSV column that needs widening half-way through
-    cannot restart a consumer that already used the earlier batches."""
+    """Every batch of ``sources`` in order, pulled one at a time (Parquet in batches of
+    ``batch_rows``; CSV in blocks). Give the ``schema`` a profile settled on
+    (:func:`recorded_schema`): a CSV column that needs widening half-way through cannot
+    restart a consumer that already used the earlier batches."""
     for src in sources:
         try:
-            yield from _iter_file(src, schema, None)
+            yield from _iter_file(src, schema, None, batch_rows)
         except _NeedsWidening as need:
             raise DataError(
                 f"{src.label}: column #{need.column} holds {need.value!r}, which its recorded "
