@@ -510,6 +510,28 @@ def test_grpc_requests_share_the_micro_batcher(tmp_path: Path) -> None:
     assert float(count.group(1)) < 12
 
 
+@pytest.mark.slow
+def test_grpc_with_several_workers_shares_the_port(
+    churn: Served, folder: Path, tmp_path: Path
+) -> None:
+    """Each worker serves gRPC on the one port (SO_REUSEPORT); /metrics counts them all."""
+    import tritonclient.grpc as tg
+
+    model, frame = churn_pipeline()
+    served = start(folder / "churn-model", "churn", tmp_path, "--workers", "2")  # churn's model
+    inputs = {c: frame[c].to_numpy()[:1] for c in ("a", "b", "c")}
+    inputs["city"] = frame["city"].to_numpy(dtype=object)[:1]
+    try:
+        for _ in range(12):  # a new connection each time: the kernel spreads them
+            with tg.InferenceServerClient(served.grpc) as client:
+                result = client.infer("churn", triton_grpc_inputs(inputs))
+            np.testing.assert_array_equal(result.as_numpy("predict"), model.predict(frame[:1]))
+        metrics = httpx.get(f"{served.url}/metrics").text
+    finally:
+        stop(served)
+    assert 'modelyard_requests_total{route="grpc:ModelInfer",status="200"} 12.0' in metrics
+
+
 def test_grpc_and_http_share_the_prediction_log(churn: Served) -> None:
     import tritonclient.grpc as tg
 
