@@ -32,7 +32,7 @@ QUERIES = {
 
 def seed(ws: Workspace, n: int) -> None:
     """Bulk insert through the store's database: runs, 3 params and 3 metrics each."""
-    from modelyard.store.schema import RunMetricRow, RunParamRow, RunRow
+    from modelyard.store.tracking_schema import RunMetricRow, RunParamRow, RunRow
 
     start = datetime.now(UTC) - timedelta(days=30)
     runs, params, metrics = [], [], []

@@ -22,7 +22,7 @@ from modelyard.deploy.target import (
     TargetOptions,
 )
 from modelyard.errors import InvalidParameter
-from modelyard.store.deploy import Deployment
+from modelyard.store.deploy_entities import Deployment
 from modelyard.store.models_entities import ModelVersion
 from modelyard.workspace import Workspace
 

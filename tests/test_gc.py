@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from modelyard import data
-from modelyard.artifacts.gc import DEFAULT_GRACE_S, GCResult, collect_garbage
 from modelyard.cli.main import cli
 from modelyard.errors import DataError, InvalidParameter, UsageError
+from modelyard.garbage import DEFAULT_GRACE_S, GCResult, collect_garbage
 from modelyard.units import format_size
 from modelyard.workspace import Workspace
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from modelyard import models
-from modelyard.tracking.lineage import build_lineage
+from modelyard.lineage import build_lineage
 from modelyard.workspace import Workspace
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "maintenance"

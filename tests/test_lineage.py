@@ -9,14 +9,8 @@ from click.testing import CliRunner
 
 from modelyard.cli.main import cli
 from modelyard.errors import InvalidParameter, NotFound
-from modelyard.tracking import (
-    LineageNode,
-    NodeType,
-    build_lineage,
-    default_node_types,
-    register_node_type,
-    start_run,
-)
+from modelyard.lineage import build_lineage, default_node_types
+from modelyard.tracking import LineageNode, NodeType, register_node_type, start_run
 from modelyard.workspace import Workspace
 
 pytestmark = pytest.mark.remote  # the same tests against a team server too

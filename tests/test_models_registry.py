@@ -298,7 +298,7 @@ def test_missing_metric_and_no_run_fail_the_check(
 def test_tags_descriptions_diff_and_lineage(
     workspace: Workspace, trained: tuple[Any, np.ndarray]
 ) -> None:
-    from modelyard.tracking import build_lineage
+    from modelyard.lineage import build_lineage
 
     models.register(train_run(workspace, trained, f1=0.8), "churn", workspace=workspace)
     models.register(

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from modelyard import models
+from modelyard.lineage import build_lineage
 from modelyard.monitor.check import Observation, check_deployment
 from modelyard.monitor.policy import load_config
 from modelyard.monitor.retrain import RetrainPlan
-from modelyard.tracking.lineage import build_lineage
 from modelyard.workspace import Workspace
 
 pytest.importorskip("sklearn")

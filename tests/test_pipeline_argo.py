@@ -28,7 +28,7 @@ from modelyard.cli.main import cli
 from modelyard.errors import ConfigError, PipelineDefinitionError, RunError
 from modelyard.pipeline.argo import compile_argo
 from modelyard.pipeline.argo_run import _failed_nodes, _messages_by_template, pipeline_run_id
-from modelyard.store.pipeline import PipelineRun
+from modelyard.store.pipeline_entities import PipelineRun
 from modelyard.workspace import Workspace
 
 SOURCE = """

@@ -20,10 +20,10 @@ from click.testing import CliRunner
 from conftest_remote import free_port
 from conftest_s3 import AWS, empty_bucket, keys, s3_client, s3_env
 from modelyard import data
-from modelyard.artifacts.gc import collect_garbage
 from modelyard.artifacts.s3 import S3ArtifactStore, S3Location
 from modelyard.cli.main import cli
 from modelyard.errors import ArtifactUnavailable, ConfigError, CorruptArtifact, NotFound
+from modelyard.garbage import collect_garbage
 from modelyard.workspace import Workspace
 
 MiB = 1 << 20

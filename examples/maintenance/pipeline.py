@@ -17,7 +17,7 @@ import pandas as pd
 
 from modelyard.batch import predict_step
 from modelyard.pipeline import Pipeline, current_run, step
-from modelyard.store.entities import DatasetVersion
+from modelyard.store.data_entities import DatasetVersion
 
 FEATURES = [
     "operating_hours",

@@ -10,14 +10,16 @@ code raises these and knows nothing of HTTP or terminals.
     │   ├── InvalidReference                      not NAME, NAME@VERSION, NAME@ALIAS, NAME@sha256:…
     │   ├── InvalidParameter                      a parameter name or value that does not fit
     │   │   ├── UnsafeDockerfileValue             a value that could inject into a Dockerfile
-    │   │   └── PayloadTooLarge                   a request or upload over a configured cap
+    │   │   ├── PayloadTooLarge                   a request or upload over a configured cap
+    │   │   └── InvalidValue                      a value outside its domain (also a ValueError)
     │   ├── InvalidInput                          a prediction request not fitting the signature
     │   └── InvalidRequest                        a prediction request breaking its protocol
     ├── NotFound                                  an unknown name, version, run or digest
     ├── AlreadyExists
     ├── AuthError                                 the team server refused the caller
     │   ├── Unauthorized                          no valid token (missing, expired, revoked)
-    │   └── Forbidden                             the token's role lacks the permission
+    │   ├── Forbidden                             the token's role lacks the permission
+    │   └── AuthUnavailable                       the team server gave a model server no verdict
     ├── ConfigError                               a workspace that is missing or misconfigured
     │   ├── WorkspaceNotFound
     │   └── ServerSideOnly                        a store method only the server runs, called
@@ -31,6 +33,7 @@ code raises these and knows nothing of HTTP or terminals.
     │   └── ArtifactUnavailable                   the artifact bucket does not answer
     ├── DataError                                 a dataset that cannot be read or profiled
     ├── GateFailed                                a promotion refused by its gate's checks
+    │   └── PromotionRefused                      ... with the gate's whole report attached
     ├── RunError                                  tracked-run misuse (logging to a finished run)
     ├── LogWriteError                             a prediction or feedback record not written
     ├── FlavorError                               a model that cannot be saved, loaded or run
@@ -40,6 +43,9 @@ code raises these and knows nothing of HTTP or terminals.
     │   ├── ImageBuildFailed                      a build failed (the build log is attached)
     │   ├── WheelhouseError                       a locked package has no wheel to install
     │   └── RegistryError                         a container registry refused or did not answer
+    ├── RetrainStopped                            a retrain stopped between two steps (SIGTERM,
+    │                                             or its lease was lost)
+    ├── HTTPError                                 a model server's error answer (status, headers)
     ├── PipelineError                             a pipeline run that could not complete
     │   ├── PipelineDefinitionError               the static graph is wrong (cycle, missing input)
     │   └── StepFailed                            a step raised, was killed or timed out
@@ -48,6 +54,8 @@ code raises these and knows nothing of HTTP or terminals.
 """
 
 from __future__ import annotations
+
+from typing import Any, Protocol
 
 
 class ModelyardError(Exception):
@@ -77,6 +85,11 @@ class InvalidReference(UsageError):
 
 class InvalidParameter(UsageError):
     pass
+
+
+class InvalidValue(InvalidParameter, ValueError):
+    """A value of the right type outside its domain (a negative size, a malformed digest). Also
+    a :class:`ValueError`, so callers that caught that before keep working."""
 
 
 class UnsafeDockerfileValue(InvalidParameter):
@@ -119,6 +132,15 @@ class Unauthorized(AuthError):
 
 class Forbidden(AuthError):
     pass
+
+
+class AuthUnavailable(AuthError):
+    """The team server gave a model server no verdict on a token; ``reason`` is for the log
+    (it never holds a token)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class ConfigError(ModelyardError):
@@ -188,6 +210,56 @@ class GateFailed(ModelyardError):
         self.failed_checks = failed_checks
 
 
+class GateReportLike(Protocol):
+    """What :class:`PromotionRefused` needs of a gate report
+    (:class:`modelyard.models.gates.GateReport`)."""
+
+    @property
+    def ref(self) -> str: ...
+
+    @property
+    def alias(self) -> str: ...
+
+    def failed_texts(self) -> list[str]: ...
+
+
+class PromotionRefused(GateFailed):
+    """The gate refused; ``report`` (a :class:`modelyard.models.gates.GateReport`) has every
+    check, passed and failed, for display."""
+
+    def __init__(self, report: GateReportLike) -> None:
+        failed = report.failed_texts()
+        super().__init__(
+            f"{report.ref} cannot become {report.alias!r}: {len(failed)} gate check(s) failed "
+            "(use --force to override; the override is recorded)",
+            failed,
+        )
+        self.report: Any = report
+
+
+class RetrainStopped(ModelyardError):
+    """Stopped between two steps of a retrain: asked to (SIGTERM), or its lease was lost."""
+
+
+class HTTPError(ModelyardError):
+    """A model server's answer with an error ``status``; ``headers`` are extra response headers
+    (WWW-Authenticate, Retry-After); ``code`` is the MLflow error code ``/invocations`` reports
+    when the status alone does not say it. Raised and answered inside :mod:`modelyard.serving`
+    only."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers
+        self.code = code
+
+
 class PipelineError(ModelyardError):
     pass
 
@@ -228,47 +300,6 @@ class UnsafeModel(FlavorError):
     pass
 
 
-__all__ = [
-    "AlreadyExists",
-    "ArtifactError",
-    "ArtifactUnavailable",
-    "AuthError",
-    "ConfigError",
-    "CorruptArtifact",
-    "DataError",
-    "EngineUnavailable",
-    "FlavorError",
-    "Forbidden",
-    "GateFailed",
-    "ImageBuildFailed",
-    "ImageError",
-    "InsufficientStorage",
-    "InvalidInput",
-    "InvalidName",
-    "InvalidParameter",
-    "InvalidReference",
-    "InvalidRequest",
-    "LogWriteError",
-    "ModelyardError",
-    "NotFound",
-    "PayloadTooLarge",
-    "PipelineDefinitionError",
-    "PipelineError",
-    "RunError",
-    "ServerSideOnly",
-    "StepFailed",
-    "StoreError",
-    "StoreUnavailable",
-    "StoreVersionError",
-    "UnsafeDockerfileValue",
-    "Unauthorized",
-    "UnsafeModel",
-    "UsageError",
-    "WheelhouseError",
-    "WorkspaceNotFound",
-]
-
-
 class RegistryError(ImageError):
     """A push or pull a container registry refused (credentials) or never answered."""
 
@@ -285,3 +316,53 @@ class RolloutFailed(DeployError):
     def __init__(self, message: str, logs: str = "") -> None:
         super().__init__(message)
         self.logs = logs
+
+
+__all__ = [
+    "AlreadyExists",
+    "ArtifactError",
+    "ArtifactUnavailable",
+    "AuthError",
+    "AuthUnavailable",
+    "ConfigError",
+    "CorruptArtifact",
+    "DataError",
+    "DeployError",
+    "EngineUnavailable",
+    "FlavorError",
+    "Forbidden",
+    "GateFailed",
+    "GateReportLike",
+    "HTTPError",
+    "ImageBuildFailed",
+    "ImageError",
+    "InsufficientStorage",
+    "InvalidInput",
+    "InvalidName",
+    "InvalidParameter",
+    "InvalidReference",
+    "InvalidRequest",
+    "InvalidValue",
+    "LogWriteError",
+    "ModelyardError",
+    "NotFound",
+    "PayloadTooLarge",
+    "PipelineDefinitionError",
+    "PipelineError",
+    "PromotionRefused",
+    "RegistryError",
+    "RetrainStopped",
+    "RolloutFailed",
+    "RunError",
+    "ServerSideOnly",
+    "StepFailed",
+    "StoreError",
+    "StoreUnavailable",
+    "StoreVersionError",
+    "Unauthorized",
+    "UnsafeDockerfileValue",
+    "UnsafeModel",
+    "UsageError",
+    "WheelhouseError",
+    "WorkspaceNotFound",
+]

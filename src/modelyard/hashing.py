@@ -10,6 +10,8 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from modelyard.errors import InvalidValue
+
 ALGORITHM = "sha256"
 CHUNK_SIZE = 1 << 20
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
@@ -20,9 +22,9 @@ def is_digest(value: str) -> bool:
 
 
 def hex_of(digest: str) -> str:
-    """The hex part of a digest; raises ValueError on anything that is not a full digest."""
+    """The hex part of a digest; raises InvalidValue (a ValueError) on anything else."""
     if not is_digest(digest):
-        raise ValueError(f"not a sha256 digest: {digest!r}")
+        raise InvalidValue(f"not a sha256 digest: {digest!r}")
     return digest.split(":", 1)[1]
 
 

@@ -7,13 +7,15 @@ them, so an image size here matches what Docker says about the same image.
 
 from __future__ import annotations
 
+from modelyard.errors import InvalidValue
+
 _UNITS = ("kB", "MB", "GB", "TB", "PB")
 
 
 def format_size(size: int | float) -> str:
     """``"512 B"``, ``"1.2 MB"``: whole bytes below 1 kB, one decimal above, never ``1000.0``."""
     if size < 0:
-        raise ValueError(f"a size cannot be negative (got {size!r})")
+        raise InvalidValue(f"a size cannot be negative (got {size!r})")
     if size < 1000:
         return f"{int(size)} B"
     value = float(size)

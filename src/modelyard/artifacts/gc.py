@@ -1,4 +1,6 @@
-"""``gc``: remove the blobs of the local artifact folder that no record refers to.
+"""The artifact store's collector: remove the blobs (of the local folder or a bucket) that no
+record refers to. :mod:`modelyard.garbage` runs it over a workspace, ``modelyard gc`` from the
+command line.
 
 Blobs become unreferenced when a write fails after storing its bytes (a dataset that cannot be
 profiled, a run that crashed before ``log_artifact`` recorded anything). A blob is kept when:
@@ -15,8 +17,8 @@ an upload within that time. The team server also removes them when it starts.
 
 A blob to remove is first renamed out of the way and its age checked again, so a writer that
 stored the same content between the look and the removal keeps it (or finds it gone and writes
-it again). The artifacts of a team server belong to the server's workspace: a client refuses to
-collect them.
+it again). The collector sees only the store and a callable listing the roots; it imports
+neither the metadata store nor the workspace.
 
 In a bucket (:mod:`modelyard.artifacts.s3`) an object's age is its ``LastModified`` (storing
 content again renews it), looked up once more just before the delete. The collector also aborts
@@ -31,20 +33,17 @@ import dataclasses
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modelyard.artifacts.local import LocalArtifactStore
-from modelyard.errors import ArtifactError, InvalidParameter, UsageError
+from modelyard.errors import InvalidParameter
 from modelyard.processes import pid_alive
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
+    from modelyard.artifacts.local import LocalArtifactStore
     from modelyard.artifacts.s3 import S3ArtifactStore
-    from modelyard.workspace import Workspace
 
 DEFAULT_GRACE_S = 3600.0
 DEFAULT_UPLOAD_GRACE_S = 86400.0
@@ -73,36 +72,38 @@ class GCResult:
         return dataclasses.replace(self, parts_removed=count, parts_removed_bytes=size)
 
 
-def collect_garbage(
-    workspace: Workspace | None = None,
+Roots = Callable[[], Iterable[str]]
+"""Lists the digests the metadata records name (the collector's roots), called once per pass."""
+
+
+def collect(
+    artifacts: LocalArtifactStore | S3ArtifactStore,
+    roots: Roots,
     *,
     grace_s: float = DEFAULT_GRACE_S,
     dry_run: bool = False,
     upload_grace_s: float = DEFAULT_UPLOAD_GRACE_S,
 ) -> GCResult:
-    """Remove the unreferenced blobs older than ``grace_s`` seconds from the workspace's
-    artifact folder, and upload parts untouched for ``upload_grace_s`` (with ``dry_run``, only
-    count them)."""
-    from modelyard.workspace import resolve
-
+    """Remove the blobs of ``artifacts`` that ``roots`` does not reach (through manifests) and
+    that are older than ``grace_s`` seconds, and upload parts untouched for ``upload_grace_s``
+    (with ``dry_run``, only count them). For a whole workspace use
+    :func:`modelyard.garbage.collect_garbage`."""
     if grace_s < 0 or upload_grace_s < 0:
         raise InvalidParameter(
             f"a grace period cannot be negative (got {min(grace_s, upload_grace_s)})"
         )
     from modelyard.artifacts.s3 import S3ArtifactStore
 
-    ws = resolve(workspace)
-    artifacts = _local_artifacts(ws)
     parts, parts_bytes = collect_stale_parts(artifacts.root, upload_grace_s, dry_run=dry_run)
     cutoff = time.time() - grace_s
     if isinstance(artifacts, S3ArtifactStore):
         bucket_parts, bucket_bytes = _stale_bucket_uploads(artifacts, upload_grace_s, dry_run)
-        return _collect_bucket(ws, artifacts, grace_s, cutoff, dry_run).with_parts(
+        return _collect_bucket(roots, artifacts, grace_s, cutoff, dry_run).with_parts(
             parts + bucket_parts, parts_bytes + bucket_bytes
         )
     if not dry_run:
         _restore_aside(artifacts)
-    live = _live(ws, lambda d: _named_in(artifacts.path(d)))
+    live = _live(roots, lambda d: _named_in(artifacts.path(d)))
     # (before listing: a reference recorded later is covered by grace)
     kept = kept_bytes = recent = recent_bytes = removed = removed_bytes = 0
     for digest, path in _blobs(artifacts):
@@ -158,10 +159,10 @@ def collect_stale_parts(
 
 
 def _collect_bucket(
-    ws: Workspace, artifacts: S3ArtifactStore, grace_s: float, cutoff: float, dry_run: bool
+    roots: Roots, artifacts: S3ArtifactStore, grace_s: float, cutoff: float, dry_run: bool
 ) -> GCResult:
-    """:func:`collect_garbage` over a bucket: the same rules, ages from ``LastModified``."""
-    live = _live(ws, lambda d: _named_in_bucket(artifacts, d))
+    """:func:`collect` over a bucket: the same rules, ages from ``LastModified``."""
+    live = _live(roots, lambda d: _named_in_bucket(artifacts, d))
     counts = dict.fromkeys(("kept", "kept_bytes", "recent", "recent_bytes", "removed"), 0)
     counts["removed_bytes"] = 0
     for key, size, modified in artifacts.objects():
@@ -196,54 +197,32 @@ def _stale_bucket_uploads(
     return count, size
 
 
-def discard_unreferenced(ws: Workspace, digests: Iterable[str], *, stored_at: float) -> int:
-    """Remove those of ``digests`` (blobs a failed write just stored) that nothing references
-    and no writer has stored again since ``stored_at``; returns how many were removed. Not in
-    a team server's client: the server keeps what was uploaded, and its own gc collects it.
-    Not in a bucket either: an object's age has whole seconds, too coarse to tell this writer
-    from another one a moment later, so ``modelyard gc`` collects them after the grace period."""
+def discard(
+    artifacts: LocalArtifactStore | S3ArtifactStore,
+    digests: Iterable[str],
+    roots: Roots,
+    *,
+    stored_at: float,
+) -> int:
+    """Remove those of ``digests`` that ``roots`` does not reach and no writer has stored again
+    since ``stored_at``; returns how many were removed. Not in a bucket: an object's age has
+    whole seconds, too coarse to tell this writer from another one a moment later, so
+    ``modelyard gc`` collects them after the grace period."""
     from modelyard.artifacts.s3 import S3ArtifactStore
 
-    if ws.settings.server_url:
-        return 0
-    artifacts = _local_artifacts(ws)
     candidates = set(digests)
     if not candidates or isinstance(artifacts, S3ArtifactStore):
         return 0
-    live = _live(ws, lambda d: _named_in(artifacts.path(d)))
+    live = _live(roots, lambda d: _named_in(artifacts.path(d)))
     return sum(
         1 for d in sorted(candidates - live) if _remove(artifacts, artifacts.path(d), stored_at)
     )
 
 
-def _local_artifacts(ws: Workspace) -> LocalArtifactStore | S3ArtifactStore:
-    if ws.settings.server_url:
-        raise UsageError(
-            f"this workspace is a client of the team server {ws.settings.server_url}; its "
-            "artifacts belong to the server's workspace: run 'modelyard gc' there"
-        )
-    artifacts = ws.artifacts
-    from modelyard.artifacts.s3 import S3ArtifactStore
-
-    if not isinstance(artifacts, LocalArtifactStore | S3ArtifactStore):
-        raise UsageError(
-            f"{artifacts!r} is neither a local folder nor a bucket: 'modelyard gc' collects those"
-        )
-    if artifacts.read_only:
-        raise ArtifactError(f"artifact store {artifacts.root} is read-only")
-    return artifacts
-
-
-def _live(ws: Workspace, named_in: Callable[[str], set[str]]) -> set[str]:
+def _live(roots: Roots, named_in: Callable[[str], set[str]]) -> set[str]:
     """The referenced digests and, transitively, every digest their manifests name."""
-    from modelyard.store.core import Store
-    from modelyard.store.references import referenced_digests
-
-    store = ws.store
-    if not isinstance(store, Store):  # pragma: no cover - remote workspaces are refused above
-        raise UsageError("garbage collection needs the metadata store itself")
     live: set[str] = set()
-    todo = list(referenced_digests(store))
+    todo = list(roots())
     while todo:
         digest = todo.pop()
         if digest in live:
@@ -337,7 +316,8 @@ __all__ = [
     "DEFAULT_GRACE_S",
     "DEFAULT_UPLOAD_GRACE_S",
     "GCResult",
-    "collect_garbage",
+    "Roots",
+    "collect",
     "collect_stale_parts",
-    "discard_unreferenced",
+    "discard",
 ]

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from modelyard.monitor.drift import DriftReport
     from modelyard.monitor.policy import MonitorConfig
     from modelyard.store import DatasetVersion
-    from modelyard.store.deploy import Deployment
+    from modelyard.store.deploy_entities import Deployment
     from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
 

@@ -10,7 +10,7 @@ from modelyard.cli._common import console, pass_workspace
 from modelyard.deploy.registry import TARGETS
 
 if TYPE_CHECKING:
-    from modelyard.store.deploy import Deployment
+    from modelyard.store.deploy_entities import Deployment
     from modelyard.workspace import Workspace
 
 

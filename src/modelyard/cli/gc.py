@@ -1,5 +1,5 @@
 """``modelyard gc``: remove the artifact blobs no record refers to (thin over
-:mod:`modelyard.artifacts.gc`)."""
+:mod:`modelyard.garbage`)."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def gc(ws: Workspace, dry_run: bool, grace: float, upload_grace: float) -> None:
 
     Run it where the artifacts live: in a team server's own workspace, not in a client of it.
     """
-    from modelyard.artifacts.gc import collect_garbage
+    from modelyard.garbage import collect_garbage
 
     result = collect_garbage(ws, grace_s=grace, dry_run=dry_run, upload_grace_s=upload_grace)
     removed = _blobs(result.removed, result.removed_bytes)

@@ -38,7 +38,7 @@ def lineage(ws: Workspace, thing: str, up: bool, down: bool, depth: int) -> None
 
     Without --up or --down both directions are shown.
     """
-    from modelyard.tracking import build_lineage
+    from modelyard.lineage import build_lineage
 
     direction = "up" if up and not down else "down" if down and not up else "both"
     root = build_lineage(ws, thing, direction=direction, depth=depth)

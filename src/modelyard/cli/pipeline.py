@@ -16,7 +16,7 @@ from modelyard.workspace import Workspace
 if TYPE_CHECKING:
     from modelyard.pipeline.run import StepEvent
     from modelyard.pipeline.runners.base import Runner
-    from modelyard.store.pipeline import PipelineRun
+    from modelyard.store.pipeline_entities import PipelineRun
 
 _STYLE = {
     "finished": "green",

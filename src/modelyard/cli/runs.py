@@ -67,7 +67,8 @@ def list_(ws: Workspace, limit: int, status: str | None, pipeline: str | None) -
 def show(ws: Workspace, run_id: str) -> None:
     """Everything recorded about RUN (a run id or a unique prefix of it)."""
     from modelyard.hashing import short
-    from modelyard.tracking import default_node_types, get_run
+    from modelyard.lineage import default_node_types
+    from modelyard.tracking import get_run
 
     details = get_run(ws, run_id)
     run = details.run

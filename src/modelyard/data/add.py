@@ -161,7 +161,7 @@ def _add(
     try:
         schema, profile = _profile(sources, artifacts, progress, fmt=fmt)
     except DataError:
-        from modelyard.artifacts.gc import discard_unreferenced
+        from modelyard.garbage import discard_unreferenced
 
         # No orphan left behind; if even that fails, the error to report is still the data's
         # (and 'modelyard gc' collects the blobs later).

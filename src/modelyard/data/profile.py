@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from modelyard.data.formats import ByteProgress, TableSource, scan
+from modelyard.errors import InvalidValue
 
 if TYPE_CHECKING:
     import numpy as np
@@ -408,7 +409,7 @@ def float64_view(array: pa.Array) -> np.ndarray:
     import numpy as np
 
     if array.null_count:
-        raise ValueError("float64_view needs an array without nulls")
+        raise InvalidValue("float64_view needs an array without nulls")
     data = array.buffers()[1]
     if data is None:
         return np.empty(0, dtype=np.float64)

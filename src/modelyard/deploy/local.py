@@ -33,7 +33,7 @@ from modelyard.image_contract import AUTH_URL_ENV
 
 if TYPE_CHECKING:
     from modelyard.deploy.traffic import ReplicaHealth
-    from modelyard.store.deploy import Deployment
+    from modelyard.store.deploy_entities import Deployment
     from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
 

@@ -18,7 +18,7 @@ from modelyard.errors import InvalidParameter
 
 if TYPE_CHECKING:
     from modelyard.deploy.target import DeployTarget
-    from modelyard.store.deploy import Deployment
+    from modelyard.store.deploy_entities import Deployment
 
 TARGETS: dict[str, DeployTarget] = {
     target.name: target for target in (LocalTarget(), DockerTarget(), KubernetesTarget())

@@ -30,7 +30,7 @@ from modelyard.models.trust import check_code_trust
 if TYPE_CHECKING:
     from modelyard.deploy.kubernetes.apply import KubeApi, KubeRolloutResult
     from modelyard.deploy.traffic import ReplicaHealth, TrafficStats
-    from modelyard.store.deploy import Deployment, DeploymentEvent
+    from modelyard.store.deploy_entities import Deployment, DeploymentEvent
     from modelyard.workspace import Workspace
 
 
@@ -277,7 +277,7 @@ def redeploy(
 
 def stop(name: str, *, workspace: Workspace | None = None) -> Deployment:
     """Stop every replica (and the proxy) of ``name``; the record and history stay."""
-    from modelyard.store.deploy import STOPPED
+    from modelyard.store.deploy_entities import STOPPED
     from modelyard.workspace import resolve as resolve_workspace
 
     ws = resolve_workspace(workspace)
@@ -308,7 +308,7 @@ def status(name: str, *, workspace: Workspace | None = None) -> DeploymentStatus
 
 def replica_urls(ws: Workspace, dep: Deployment) -> list[str]:
     """Base URLs of ``dep``'s running replicas that this host can reach (none once stopped)."""
-    from modelyard.store.deploy import STOPPED
+    from modelyard.store.deploy_entities import STOPPED
 
     if dep.status == STOPPED:
         return []

@@ -31,7 +31,7 @@ from modelyard.errors import InvalidParameter
 if TYPE_CHECKING:
     from modelyard.deploy.spec import DeploySpec
     from modelyard.deploy.traffic import ReplicaHealth
-    from modelyard.store.deploy import Deployment
+    from modelyard.store.deploy_entities import Deployment
     from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
 

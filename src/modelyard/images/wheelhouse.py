@@ -268,9 +268,7 @@ def build_modelyard_wheel(dest_dir: Path | None = None) -> Path:
     the same file and the image's runtime layer stays cached."""
     import importlib.metadata as md
 
-    import modelyard
-
-    package_dir = Path(modelyard.__file__).resolve().parent
+    package_dir = Path(__file__).resolve().parents[1]  # the modelyard package: images/..
     dist = md.distribution("modelyard")
     version = dist.version
     metadata = (

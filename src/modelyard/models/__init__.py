@@ -8,9 +8,9 @@ accepts the same references as the CLI: ``churn@3``, ``churn@production``, ``chu
 
 from typing import TYPE_CHECKING, Any
 
+from modelyard.errors import PromotionRefused
 from modelyard.models.aliases import (
     Promotion,
-    PromotionRefused,
     alias_history,
     approve,
     check_promotion,
@@ -26,7 +26,7 @@ from modelyard.models.gates import (
     parse_check,
     set_gate,
 )
-from modelyard.models.log import LoggedModel, log_model
+from modelyard.models.log import log_model
 from modelyard.models.manage import (
     archive,
     describe,
@@ -50,6 +50,7 @@ from modelyard.models.serve import (
     serve_plan,
 )
 from modelyard.models.trust import check_code_trust
+from modelyard.tracking.model_folder import LoggedModel
 
 if TYPE_CHECKING:
     from modelyard.store.models_entities import (

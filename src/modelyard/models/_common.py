@@ -1,21 +1,22 @@
-"""Small helpers shared by the registry verbs: who is acting, and how a model folder's
-metadata file is read without importing any flavor library."""
+"""Small helpers shared by the registry verbs: who is acting, and how they parse references.
+A model folder's metadata file is read by :mod:`modelyard.tracking.model_folder`."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from typing import Any
-
-from modelyard.errors import ArtifactError
 from modelyard.refs import Ref
+from modelyard.tracking.model_folder import MODEL_FILE
 
-MODEL_FILE = "modelyard-model.json"
 MODEL_ACTIVE = "active"  # the same values as modelyard.store.models_entities, kept here
 MODEL_ARCHIVED = "archived"  # so importing the verbs does not import the store
-"""The metadata file every saved model folder carries (written by ``modelyard.flavors``)."""
 
-_MAX_FLAVOR = 64
+__all__ = [
+    "MODEL_ACTIVE",
+    "MODEL_ARCHIVED",
+    "MODEL_FILE",
+    "actor",
+    "parse_model_ref",
+    "parse_version_ref",
+]
 
 
 def actor() -> str:
@@ -38,38 +39,3 @@ def parse_version_ref(text: str) -> tuple[str, int]:
 
         raise InvalidReference(f"{text!r} must name one version as NAME@NUMBER (e.g. {ref.name}@3)")
     return ref.name, ref.version
-
-
-@dataclass(frozen=True)
-class FolderMeta:
-    """What the registry keeps from a model folder's ``modelyard-model.json``."""
-
-    flavor: str
-    signature: dict[str, Any] | None
-    requirements: dict[str, str] | None
-    raw: dict[str, Any]
-
-
-def parse_model_meta(data: bytes, where: str) -> FolderMeta:
-    """Check the metadata file's shape; the registry stores these fields as they are."""
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{where}: {MODEL_FILE} is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ArtifactError(f"{where}: {MODEL_FILE} must hold a JSON object")
-    flavor = doc.get("flavor")
-    if not isinstance(flavor, str) or not flavor or len(flavor) > _MAX_FLAVOR:
-        raise ArtifactError(f"{where}: {MODEL_FILE} has no valid 'flavor'")
-    signature = doc.get("signature")
-    if signature is not None and not isinstance(signature, dict):
-        raise ArtifactError(f"{where}: 'signature' in {MODEL_FILE} must be an object")
-    requirements = doc.get("requirements")
-    if requirements is not None and not (
-        isinstance(requirements, dict)
-        and all(isinstance(k, str) and isinstance(v, str) for k, v in requirements.items())
-    ):
-        raise ArtifactError(
-            f"{where}: 'requirements' in {MODEL_FILE} must map package names to versions"
-        )
-    return FolderMeta(flavor, signature, requirements, doc)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from modelyard.errors import GateFailed
+from modelyard.errors import PromotionRefused
 from modelyard.models._common import actor, parse_model_ref, parse_version_ref
 from modelyard.models.gates import GateReport, evaluate
 from modelyard.refs import validate_alias, validate_name
@@ -14,19 +14,6 @@ from modelyard.refs import validate_alias, validate_name
 if TYPE_CHECKING:
     from modelyard.store.models_entities import AliasMove, Approval, ModelVersion
     from modelyard.workspace import Workspace
-
-
-class PromotionRefused(GateFailed):
-    """The gate refused; ``report`` has every check, passed and failed, for display."""
-
-    def __init__(self, report: GateReport) -> None:
-        failed = report.failed_texts()
-        super().__init__(
-            f"{report.ref} cannot become {report.alias!r}: {len(failed)} gate check(s) failed "
-            "(use --force to override; the override is recorded)",
-            failed,
-        )
-        self.report = report
 
 
 @dataclass(frozen=True)

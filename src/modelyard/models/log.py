@@ -1,31 +1,17 @@
-"""``run.log_model``: save a model with its flavor and keep the folder as a run artifact."""
+"""Saved model folders among a run's artifacts: ``log_model`` (the same as ``run.log_model``),
+finding them, and reading their metadata from the artifact store."""
 
 from __future__ import annotations
 
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelyard.errors import NotFound
-from modelyard.models._common import MODEL_FILE, FolderMeta, parse_model_meta
+from modelyard.tracking.model_folder import MODEL_FILE, FolderMeta, LoggedModel, parse_model_meta
 
 if TYPE_CHECKING:
-    from modelyard.store.entities import RunArtifact
+    from modelyard.store.tracking_entities import RunArtifact
     from modelyard.tracking import ActiveRun
     from modelyard.workspace import Workspace
-
-
-@dataclass(frozen=True)
-class LoggedModel:
-    """A model folder stored as an artifact of a run, ready to be registered."""
-
-    run_id: str
-    artifact: str  # the run artifact's name ("model")
-    digest: str  # manifest digest of the folder
-    flavor: str
-    signature: dict[str, Any] | None
-    requirements: dict[str, str] | None
 
 
 def log_model(
@@ -38,27 +24,15 @@ def log_model(
     trusted_pickle: bool = False,
 ) -> LoggedModel:
     """Save ``model`` with :func:`modelyard.flavors.save_model` and log the folder as the
-    run artifact ``name``: content-addressed, recorded on the run, with a lineage arrow.
-
-    The folder is written to a temporary place first, so nothing half-saved is ever logged.
-    """
-    from modelyard.flavors import save_model
-
-    ws = run.workspace
-    tmp_root = ws.state_dir / "tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=tmp_root, prefix="log-model-") as tmp:
-        folder = Path(tmp) / "model"
-        save_model(
-            model,
-            folder,
-            input_example=input_example,
-            signature=signature,
-            trusted_pickle=trusted_pickle,
-        )
-        meta = parse_model_meta((folder / MODEL_FILE).read_bytes(), f"model {name!r}")
-        digest = run.log_artifact(folder, name)
-    return LoggedModel(run.id, name, digest, meta.flavor, meta.signature, meta.requirements)
+    run artifact ``name``: content-addressed, recorded on the run, with a lineage arrow (the
+    same as ``run.log_model``; nothing half-saved is ever logged)."""
+    return run.log_model(
+        model,
+        name,
+        input_example=input_example,
+        signature=signature,
+        trusted_pickle=trusted_pickle,
+    )
 
 
 def logged_models(ws: Workspace, run_id: str) -> list[RunArtifact]:

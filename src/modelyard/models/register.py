@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelyard.errors import InvalidParameter, NotFound
-from modelyard.models._common import MODEL_ACTIVE, MODEL_FILE, actor, parse_model_meta
+from modelyard.models._common import MODEL_ACTIVE, actor
 from modelyard.models.log import logged_models, read_stored_meta
 from modelyard.refs import validate_name
+from modelyard.tracking.model_folder import MODEL_FILE, parse_model_meta
 
 if TYPE_CHECKING:
     from modelyard.store.models_entities import ModelVersion

@@ -22,15 +22,15 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelyard.monitor.policy import ALERT, MonitorConfig, Policy, load_config
+from modelyard.monitor.windows import prediction_log_dir
 
 if TYPE_CHECKING:
     from modelyard.monitor.retrain import RetrainPlan
-    from modelyard.store.deploy import Deployment
-    from modelyard.store.monitor import MonitorReport
+    from modelyard.store.deploy_entities import Deployment
+    from modelyard.store.monitor_entities import MonitorReport
     from modelyard.workspace import Workspace
 
 logger = logging.getLogger("modelyard.monitor")
@@ -255,23 +255,6 @@ def gather_reports(ws: Workspace, dep: Deployment, config: MonitorConfig) -> Obs
         },
         objects=objects,
     )
-
-
-def prediction_log_dir(ws: Workspace, dep: Deployment, model_name: str) -> Path:
-    """Where ``dep``'s servers log predictions: the folder its deployment recorded
-    (``config["log_dir"]``), else the workspace's ``.modelyard/predictions/<model>`` that
-    ``modelyard serve`` uses, else the ``predlog`` folder a local server without a configured
-    log folder writes beside itself."""
-    from modelyard.models.serve import PREDICTIONS_DIR
-
-    recorded = (dep.config or {}).get("log_dir")
-    if recorded:
-        return Path(str(recorded))
-    standard = ws.state_dir / PREDICTIONS_DIR / model_name
-    beside = ws.state_dir / "deployments" / dep.name / "predlog"
-    if not standard.is_dir() and beside.is_dir():
-        return beside
-    return standard
 
 
 def _recent_windows(log_dir: Any, size: int, keep: int, version: str) -> list[Any]:

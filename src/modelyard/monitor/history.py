@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from modelyard.errors import NotFound
 
 if TYPE_CHECKING:
-    from modelyard.store.monitor import MonitorAction, MonitorReport
+    from modelyard.store.monitor_entities import MonitorAction, MonitorReport
     from modelyard.workspace import Workspace
 
 

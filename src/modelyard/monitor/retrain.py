@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelyard.errors import ModelyardError, NotFound
+from modelyard.errors import ModelyardError, NotFound, RetrainStopped
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from modelyard.flavors import LoadedModel
     from modelyard.monitor.policy import MonitorConfig, Policy
-    from modelyard.store.deploy import Deployment
+    from modelyard.store.deploy_entities import Deployment
     from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
 
@@ -54,10 +54,6 @@ LabelledData = tuple["pd.DataFrame", "np.ndarray[Any, Any]"]
 EvaluationSource = Callable[["Workspace", "Deployment", "ModelVersion"], "LabelledData | None"]
 # (workspace, deployment, new version) -> rolls the version out, raising on failure
 Rollout = Callable[["Workspace", "Deployment", "ModelVersion"], None]
-
-
-class RetrainStopped(ModelyardError):
-    """Stopped between two steps of a retrain: asked to (SIGTERM), or its lease was lost."""
 
 
 @dataclass(frozen=True)
@@ -374,8 +370,13 @@ def recent_labelled(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from modelyard.monitor.check import prediction_log_dir
-    from modelyard.monitor.windows import FEEDBACK, PREDICTIONS, Window, iter_batches
+    from modelyard.monitor.windows import (
+        FEEDBACK,
+        PREDICTIONS,
+        Window,
+        iter_batches,
+        prediction_log_dir,
+    )
 
     log_dir = prediction_log_dir(ws, dep, champion.name)
     labels: dict[str, Any] = {}

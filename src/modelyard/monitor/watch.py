@@ -85,7 +85,7 @@ def watch(
 
 def _served(ws: Workspace) -> tuple[str, ...]:
     """Deployments serving a version now (a stopped one is not down, it is off)."""
-    from modelyard.store.deploy import STOPPED
+    from modelyard.store.deploy_entities import STOPPED
 
     return tuple(
         d.name for d in ws.store.deployments.all() if d.current is not None and d.status != STOPPED

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
+    from modelyard.store.deploy_entities import Deployment
+    from modelyard.workspace import Workspace
+
 PREDICTIONS = "predictions"
 FEEDBACK = "feedback"
 
@@ -294,3 +297,20 @@ def read_labels(log_dir: Path, request_ids: Collection[str]) -> dict[str, Any]:
         ):
             labels[str(rid)] = _decode(raw)
     return labels
+
+
+def prediction_log_dir(ws: Workspace, dep: Deployment, model_name: str) -> Path:
+    """Where ``dep``'s servers log predictions: the folder its deployment recorded
+    (``config["log_dir"]``), else the workspace's ``.modelyard/predictions/<model>`` that
+    ``modelyard serve`` uses, else the ``predlog`` folder a local server without a configured
+    log folder writes beside itself."""
+    from modelyard.models.serve import PREDICTIONS_DIR
+
+    recorded = (dep.config or {}).get("log_dir")
+    if recorded:
+        return Path(str(recorded))
+    standard = ws.state_dir / PREDICTIONS_DIR / model_name
+    beside = ws.state_dir / "deployments" / dep.name / "predlog"
+    if not standard.is_dir() and beside.is_dir():
+        return beside
+    return standard

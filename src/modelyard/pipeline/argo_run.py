@@ -26,8 +26,7 @@ from modelyard.pipeline.argo import step_template_name
 from modelyard.pipeline.graph import Graph, build_graph
 from modelyard.pipeline.loader import load_pipeline
 from modelyard.pipeline.params import parse_assignments, resolve_params
-from modelyard.store.entities import RUN_RUNNING
-from modelyard.store.pipeline import (
+from modelyard.store.pipeline_entities import (
     STEP_DONE,
     STEP_FAILED,
     STEP_FINISHED,
@@ -35,6 +34,7 @@ from modelyard.store.pipeline import (
     STEP_RUNNING,
     STEP_SKIPPED,
 )
+from modelyard.store.tracking_entities import RUN_RUNNING
 
 if TYPE_CHECKING:
     from modelyard.workspace import Workspace
@@ -192,9 +192,9 @@ class _ArgoStep:
     ) -> tuple[dict[str, Any] | None, str]:
         import tempfile
 
+        from modelyard.pipeline.execute import execute_task
         from modelyard.pipeline.run import record_step_input, record_step_outputs
         from modelyard.pipeline.serializers import StoredValue, dump
-        from modelyard.pipeline.worker import execute_task
         from modelyard.tracking import resolve_dataset_version, start_run
 
         ws, node = self.ws, self.graph.nodes[self.step]

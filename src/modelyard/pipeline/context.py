@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from modelyard.store.entities import DatasetVersion
+    from modelyard.store.data_entities import DatasetVersion
     from modelyard.tracking.run import ActiveRun
     from modelyard.workspace import Workspace
 

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from modelyard.errors import InvalidParameter, ModelyardError
 from modelyard.pipeline.cache import cache_key, code_digest, environment_digest
+from modelyard.pipeline.execute import TASK_FORMAT
 from modelyard.pipeline.graph import Graph, build_graph
 from modelyard.pipeline.loader import load_pipeline
 from modelyard.pipeline.params import resolve_params
 from modelyard.pipeline.runners.base import Execution, Runner
 from modelyard.pipeline.serializers import StoredValue, dump
-from modelyard.pipeline.worker import TASK_FORMAT
-from modelyard.store.pipeline import (
+from modelyard.store.pipeline_entities import (
     STEP_CACHED,
     STEP_DONE,
     STEP_FAILED,

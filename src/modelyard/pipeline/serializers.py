@@ -58,7 +58,7 @@ class StoredValue:
 
 def choose(value: Any, *, allow_pickle: bool) -> str | None:
     """The serializer for ``value`` or None when no safe one fits (and pickle is not allowed)."""
-    if _is_instance(value, "modelyard.store.entities", "DatasetVersion"):
+    if _is_instance(value, "modelyard.store.data_entities", "DatasetVersion"):
         return "dataset"
     if _is_instance(value, "pandas", "DataFrame"):
         return "parquet"

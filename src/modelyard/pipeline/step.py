@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
+from modelyard.errors import InvalidValue
 from modelyard.refs import Ref, validate_name
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -113,9 +114,9 @@ def step(
     outputs that no safe serializer handles be pickled: only for values you produce and trust.
     """
     if retries < 0:
-        raise ValueError("retries must be >= 0")
+        raise InvalidValue("retries must be >= 0")
     if timeout is not None and timeout <= 0:
-        raise ValueError("timeout must be a positive number of seconds")
+        raise InvalidValue("timeout must be a positive number of seconds")
 
     def decorate(f: F) -> F:
         step_name = validate_name(name or f.__name__, "step name")
@@ -127,7 +128,7 @@ def step(
             outs = tuple(outputs)
         for out in outs:
             if not out.isidentifier():
-                raise ValueError(f"step {step_name!r}: output name {out!r} is not an identifier")
+                raise InvalidValue(f"step {step_name!r}: output name {out!r} is not an identifier")
         spec = StepSpec(
             name=step_name,
             fn=f,

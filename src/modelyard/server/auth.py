@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from starlette.requests import Request
 
+from modelyard.errors import InvalidValue
+
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from modelyard.store.server import ApiToken
+    from modelyard.store.server_entities import ApiToken
 
 Permission = Literal["read", "write", "admin", "predict"]
 Role = Literal["read", "write", "admin", "predict"]
@@ -99,7 +101,7 @@ def require(permission: Permission) -> Any:
     from fastapi import Depends
 
     if permission not in PERMISSIONS:
-        raise ValueError(f"unknown permission {permission!r}")
+        raise InvalidValue(f"unknown permission {permission!r}")
     return Depends(_Check(permission))
 
 

@@ -20,7 +20,7 @@ from modelyard.errors import InvalidParameter, NotFound
 from modelyard.server.auth import require
 
 if TYPE_CHECKING:
-    from modelyard.store.entities import Run
+    from modelyard.store.tracking_entities import Run
     from modelyard.workspace import Workspace
 
 router = APIRouter(prefix="/ui", tags=["dashboard"], dependencies=[require("read")])
@@ -451,7 +451,7 @@ def lineage(
     """The graph around one node: everything upstream of it (what it came from) and
     downstream (what came of it), each walked ``depth`` arrows far, as nodes and edges ready
     to lay out. Siblings are not pulled in, so the graph stays about this node."""
-    from modelyard.tracking.lineage import default_node_types
+    from modelyard.lineage import default_node_types
 
     ws = _ws(request)
     types = default_node_types()

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from modelyard.errors import FlavorError, InvalidInput
+from modelyard.errors import FlavorError, HTTPError, InvalidInput
 from modelyard.flavors.meta import INPUT_EXAMPLE_FILE
 from modelyard.httpguard import BodyPolicy, Guard, allowed_hosts_for_bind
 from modelyard.serving.config import ServeConfig
 from modelyard.serving.decode import Batch, Decoder
-from modelyard.serving.handlers import HTTPError, handle, mlflow_error
+from modelyard.serving.handlers import handle, mlflow_error
 from modelyard.serving.labels import RecentRows
 
 if TYPE_CHECKING:

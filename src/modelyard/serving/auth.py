@@ -35,7 +35,7 @@ from typing import Any, Final
 
 import orjson
 
-from modelyard.serving.handlers import HTTPError
+from modelyard.errors import AuthUnavailable, HTTPError
 
 logger = logging.getLogger("modelyard.serving")
 
@@ -60,14 +60,6 @@ class Verdict:
     status: int
     message: str
     ttl_s: float
-
-
-class AuthUnavailable(Exception):
-    """The team server gave no verdict; ``reason`` is for the log (it never holds a token)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class TokenVerifier:

@@ -24,10 +24,10 @@ import numpy as np
 from google.protobuf.message import Message
 
 from modelyard._version import __version__
-from modelyard.errors import ConfigError, InvalidInput, InvalidRequest, LogWriteError
+from modelyard.errors import ConfigError, HTTPError, InvalidInput, InvalidRequest, LogWriteError
 from modelyard.serving import v2
 from modelyard.serving._proto import grpc_predict_v2_pb2 as pb
-from modelyard.serving.handlers import HTTPError, log_prediction, make_request_id
+from modelyard.serving.handlers import log_prediction, make_request_id
 
 if TYPE_CHECKING:
     from modelyard.serving.app import ModelServer

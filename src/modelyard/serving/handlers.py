@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 
 from modelyard._version import __version__
-from modelyard.errors import InvalidInput, InvalidRequest, LogWriteError
+from modelyard.errors import HTTPError, InvalidInput, InvalidRequest, LogWriteError
 from modelyard.serving.labels import check_label
 
 if TYPE_CHECKING:
@@ -30,24 +30,6 @@ def _jsonable(arr: np.ndarray[Any, Any]) -> Any:
     if arr.dtype.kind in "biuf" and arr.dtype.name != "float16":
         return np.ascontiguousarray(arr)
     return arr.tolist()
-
-
-class HTTPError(Exception):
-    """An answer other than 200. ``code``: the MLflow error code ``/invocations`` reports, when
-    the status alone does not say it (see :data:`_MLFLOW_CODES`)."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        headers: tuple[tuple[bytes, bytes], ...] = (),
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers  # extra response headers (WWW-Authenticate, Retry-After)
-        self.code = code
 
 
 class _Disconnected(Exception):

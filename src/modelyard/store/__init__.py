@@ -1,13 +1,16 @@
-"""The metadata store. Only plain values (:mod:`modelyard.store.entities`) leave this package."""
+"""The metadata store, one prefix per stage: ``<stage>.py`` is the repository,
+``<stage>_schema.py`` its tables and ``<stage>_entities.py`` the frozen dataclasses it returns
+(stages: data, tracking, pipeline, models, deploy, monitor, server). Only those plain values
+leave this package; :mod:`~modelyard.store.core` holds the :class:`Store` over them all."""
 
-from modelyard.store.core import Database, Store
-from modelyard.store.entities import (
+from modelyard.store.core import Store
+from modelyard.store.data_entities import Dataset, DatasetVersion
+from modelyard.store.database import Database
+from modelyard.store.tracking_entities import (
     RUN_FAILED,
     RUN_FINISHED,
     RUN_LOST,
     RUN_RUNNING,
-    Dataset,
-    DatasetVersion,
     Edge,
     Metric,
     Run,

@@ -9,9 +9,10 @@ from sqlalchemy.orm import Session
 
 from modelyard import validation
 from modelyard.errors import NotFound
-from modelyard.store.core import Database
-from modelyard.store.entities import Dataset, DatasetVersion
-from modelyard.store.schema import DatasetRow, DatasetVersionRow, utcnow
+from modelyard.store.data_entities import Dataset, DatasetVersion
+from modelyard.store.data_schema import DatasetRow, DatasetVersionRow
+from modelyard.store.database import Database
+from modelyard.store.schema import utcnow
 
 
 def _version(row: DatasetVersionRow, name: str) -> DatasetVersion:

@@ -6,8 +6,6 @@ a crash mid-rollout leaves a record saying so; ``current`` moves only when a rol
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -15,64 +13,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from modelyard.errors import AlreadyExists, NotFound
-from modelyard.store.core import Database
+from modelyard.store.database import Database
+from modelyard.store.deploy_entities import (
+    DEPLOYING,
+    FAILED,
+    REV_ACTIVE,
+    REV_FAILED,
+    REV_PENDING,
+    REV_SUPERSEDED,
+    RUNNING,
+    Deployment,
+    DeploymentEvent,
+    DeploymentRevision,
+)
 from modelyard.store.deploy_schema import DeploymentEventRow, DeploymentRevisionRow, DeploymentRow
 from modelyard.store.schema import utcnow
-
-# Deployment statuses: what the service as a whole is doing now.
-DEPLOYING = "deploying"
-RUNNING = "running"
-FAILED = "failed"  # the last rollout failed; the previous revision (if any) still serves
-STOPPED = "stopped"
-# Revision statuses.
-REV_PENDING = "pending"
-REV_ACTIVE = "active"
-REV_FAILED = "failed"
-REV_SUPERSEDED = "superseded"
-
-
-@dataclass(frozen=True)
-class DeploymentRevision:
-    revision: int
-    model_name: str
-    model_version: int
-    image_ref: str | None
-    image_digest: str | None
-    replicas: int
-    status: str
-    detail: str | None
-    created_at: datetime
-
-    @property
-    def model_ref(self) -> str:
-        return f"{self.model_name}@{self.model_version}"
-
-
-@dataclass(frozen=True)
-class DeploymentEvent:
-    at: datetime
-    kind: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Deployment:
-    id: int
-    name: str
-    target: str
-    status: str
-    revision: int | None
-    port: int | None
-    replicas: int
-    config: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-    revisions: tuple[DeploymentRevision, ...] = field(default_factory=tuple)
-
-    @property
-    def current(self) -> DeploymentRevision | None:
-        """The revision serving now (None before the first successful rollout)."""
-        return next((r for r in self.revisions if r.revision == self.revision), None)
 
 
 def _revision(row: DeploymentRevisionRow) -> DeploymentRevision:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from modelyard import validation
 from modelyard.errors import InvalidParameter, NotFound
-from modelyard.store.core import Database
+from modelyard.store.database import Database
 from modelyard.store.models_entities import (
     MODEL_ACTIVE,
     MODEL_STATUSES,

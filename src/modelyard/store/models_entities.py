@@ -1,4 +1,4 @@
-"""Plain values of the model registry that leave the store (frozen, like ``entities.py``)."""
+"""Values of the models stage (the registry) that leave the store: frozen dataclasses."""
 
 from __future__ import annotations
 

@@ -10,51 +10,16 @@ a monitor killed while holding a lease blocks the model only until the expiry.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
 
 from modelyard.errors import NotFound
-from modelyard.store.core import Database
+from modelyard.store.database import Database
+from modelyard.store.monitor_entities import Lease, MonitorAction, MonitorReport
 from modelyard.store.monitor_schema import MonitorActionRow, MonitorLeaseRow, MonitorReportRow
 from modelyard.store.schema import utcnow
-
-
-@dataclass(frozen=True)
-class MonitorReport:
-    id: int
-    deployment: str
-    model_name: str | None
-    model_version: int | None
-    window_end: datetime | None
-    metrics: dict[str, Any]
-    details: dict[str, Any]
-    fired: list[dict[str, Any]]
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class MonitorAction:
-    id: int
-    report_id: int | None
-    deployment: str
-    policy: str
-    action: str
-    status: str
-    reason: str | None
-    detail: dict[str, Any]
-    started_at: datetime
-    ended_at: datetime | None
-
-
-@dataclass(frozen=True)
-class Lease:
-    name: str
-    holder: str
-    acquired_at: datetime
-    expires_at: datetime
 
 
 def _report(row: MonitorReportRow) -> MonitorReport:

@@ -3,66 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
 
-from modelyard.errors import InvalidReference, NotFound
-from modelyard.store.core import Database
+from modelyard.errors import InvalidReference, InvalidValue, NotFound
+from modelyard.store.database import Database
+from modelyard.store.pipeline_entities import STEP_PENDING, STEP_RUNNING, PipelineRun, PipelineStep
 from modelyard.store.pipeline_schema import PipelineCacheRow, PipelineRunRow, PipelineStepRow
 from modelyard.store.schema import utcnow
-
-STEP_PENDING = "pending"
-STEP_RUNNING = "running"
-STEP_FINISHED = "finished"
-STEP_CACHED = "cached"
-STEP_REUSED = "reused"  # taken over from the run being resumed
-STEP_FAILED = "failed"
-STEP_SKIPPED = "skipped"  # an upstream step failed
-STEP_DONE = frozenset({STEP_FINISHED, STEP_CACHED, STEP_REUSED})
-
-
-@dataclass(frozen=True)
-class PipelineStep:
-    step: str
-    position: int
-    status: str
-    run_id: str | None
-    cache_key: str | None
-    attempts: int
-    outputs: dict[str, dict[str, str]] | None
-    error: str | None
-    started_at: datetime | None
-    ended_at: datetime | None
-
-    @property
-    def duration_s(self) -> float | None:
-        if self.started_at is None or self.ended_at is None:
-            return None
-        return (self.ended_at - self.started_at).total_seconds()
-
-
-@dataclass(frozen=True)
-class PipelineRun:
-    id: str
-    pipeline: str
-    pipeline_file: str
-    params: dict[str, Any]
-    status: str
-    runner: str
-    resumed_from: str | None
-    created_at: datetime
-    ended_at: datetime | None
-    error: str | None
-    steps: tuple[PipelineStep, ...] = ()
-
-    def step(self, name: str) -> PipelineStep:
-        for s in self.steps:
-            if s.step == name:
-                return s
-        raise NotFound(f"pipeline run {self.id} has no step {name!r}")
 
 
 def _step(row: PipelineStepRow) -> PipelineStep:
@@ -151,7 +100,7 @@ class PipelineRepository:
         }
         unknown = set(values) - allowed
         if unknown:
-            raise ValueError(f"unknown step fields {sorted(unknown)}")
+            raise InvalidValue(f"unknown step fields {sorted(unknown)}")
         if not values:
             return  # nothing to change; an empty SET is not valid SQL
         with self._db.session() as s:

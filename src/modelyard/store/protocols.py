@@ -20,13 +20,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from modelyard.store.deploy import Deployment, DeploymentEvent, DeploymentRevision
-from modelyard.store.entities import Dataset, DatasetVersion, Edge, Metric, Run, RunArtifact
+from modelyard.store.data_entities import Dataset, DatasetVersion
+from modelyard.store.deploy_entities import Deployment, DeploymentEvent, DeploymentRevision
 from modelyard.store.models_entities import AliasMove, Approval, ModelVersion, RegisteredModel
-from modelyard.store.monitor import Lease, MonitorAction, MonitorReport
-from modelyard.store.pipeline import PipelineRun
-from modelyard.store.server import ApiToken
+from modelyard.store.monitor_entities import Lease, MonitorAction, MonitorReport
+from modelyard.store.pipeline_entities import PipelineRun
+from modelyard.store.server_entities import ApiToken
 from modelyard.store.tracking import MetricPoint
+from modelyard.store.tracking_entities import Edge, Metric, Run, RunArtifact
 
 
 class DatasetStore(Protocol):

@@ -35,11 +35,11 @@ def referenced_digests(store: Store) -> set[str]:
     the blobs, see :mod:`modelyard.artifacts.gc`)."""
     from sqlalchemy import JSON, ColumnElement, String, Text, cast, select
 
-    from modelyard.store.schema import Base
+    from modelyard.store.tables import metadata
 
     found: set[str] = set()
     with store.db.engine.connect() as conn:
-        for table in Base.metadata.sorted_tables:
+        for table in metadata.sorted_tables:
             if table.name in _SKIPPED:
                 continue
             for column in table.columns:

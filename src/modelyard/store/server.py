@@ -8,42 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 
 from modelyard.errors import InvalidParameter, NotFound
-from modelyard.store.core import Database
+from modelyard.store.database import Database
 from modelyard.store.schema import utcnow
+from modelyard.store.server_entities import TOKEN_ROLES, ApiToken
 from modelyard.store.server_schema import ApiTokenRow
 
 TOKEN_PREFIX = "myd_"
-TOKEN_ROLES = ("read", "write", "admin", "predict")
 # Touching last_used_at on every request would turn each read into a write; once a minute is
 # enough to tell live tokens from forgotten ones.
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
-
-
-@dataclass(frozen=True)
-class ApiToken:
-    """A token's metadata; never its secret."""
-
-    id: str
-    name: str
-    role: str
-    created_at: datetime
-    created_by: str | None
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    last_used_at: datetime | None
-
-    def state(self, now: datetime) -> str:
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at is not None and self.expires_at <= now:
-            return "expired"
-        return "active"
 
 
 def hash_token(secret: str) -> str:

@@ -8,16 +8,16 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 
 from modelyard import validation
-from modelyard.errors import InvalidReference, NotFound, RunError
-from modelyard.store.core import Database
-from modelyard.store.entities import RUN_RUNNING, Metric, Run, RunArtifact
-from modelyard.store.schema import (
+from modelyard.errors import InvalidReference, InvalidValue, NotFound, RunError
+from modelyard.store.database import Database
+from modelyard.store.schema import utcnow
+from modelyard.store.tracking_entities import RUN_RUNNING, Metric, Run, RunArtifact
+from modelyard.store.tracking_schema import (
     RunArtifactRow,
     RunMetricRow,
     RunParamRow,
     RunRow,
     RunTagRow,
-    utcnow,
 )
 
 MetricPoint = tuple[str, float, int, datetime]
@@ -167,7 +167,7 @@ class RunRepository:
                 with raw.cursor() as cur, cur.copy(_METRIC_COPY) as copy:
                     for point in points:
                         if point[3].tzinfo is None:  # COPY bypasses UTCDateTime's check
-                            raise ValueError("naive datetime passed to the store")
+                            raise InvalidValue("naive datetime passed to the store")
                         copy.write_row((run_id, *point))
             else:
                 rows = [

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from sqlalchemy import or_, select
 
-from modelyard.store.core import Database
-from modelyard.store.entities import Edge
-from modelyard.store.schema import LineageEdgeRow, utcnow
+from modelyard.store.database import Database
+from modelyard.store.schema import utcnow
+from modelyard.store.tracking_entities import Edge
+from modelyard.store.tracking_schema import LineageEdgeRow
 
 
 class LineageRepository:

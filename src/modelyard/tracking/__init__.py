@@ -12,9 +12,8 @@ from modelyard.tracking.lineage import (
     LineageNode,
     NodeType,
     NodeTypes,
-    build_lineage,
-    default_node_types,
     register_node_type,
+    walk_lineage,
 )
 from modelyard.tracking.query import (
     Comparison,
@@ -38,11 +37,9 @@ __all__ = [
     "RunDetails",
     "RunSummary",
     "TrackingSettings",
-    "build_lineage",
     "capture_code_version",
     "compare_runs",
     "current_environment",
-    "default_node_types",
     "get_run",
     "list_runs",
     "load_environment",
@@ -50,4 +47,5 @@ __all__ = [
     "resolve_dataset_version",
     "save_environment",
     "start_run",
+    "walk_lineage",
 ]

@@ -2,10 +2,12 @@
 of it), into a tree ready to print.
 
 Every stage records arrows in ``store.lineage`` with its own node types. How a node is labelled,
-and which user strings name it, is described by a :class:`NodeType`; :func:`default_node_types`
-is the one explicit list of them (each stage adds its own there, imported lazily), and callers
-can pass a registry of their own to :func:`build_lineage`. Nothing registers at import time.
-A node whose type is not registered still appears, labelled ``type id``.
+and which user strings name it, is described by a :class:`NodeType`; tracking's own are
+:data:`RUN_NODE`, :data:`DATASET_VERSION_NODE` and :data:`ARTIFACT_NODE`, each later stage
+describes its own in its ``lineage.py``, and :mod:`modelyard.lineage` (above the stages) is the
+one explicit list of them all. Tracking imports none of the stages: :func:`walk_lineage` walks
+over whatever registry it is given. A node whose type is not registered still appears,
+labelled ``type id``.
 """
 
 from __future__ import annotations
@@ -115,27 +117,6 @@ def register_node_type(registry: NodeTypes, node_type: NodeType) -> None:
     registry.register(node_type)
 
 
-def default_node_types() -> NodeTypes:
-    """The node types modelyard knows, in resolution order. Each stage adds its own here,
-    imported inside this function so that nothing is imported or registered at import time."""
-    from modelyard.deploy.lineage import deployment_node
-    from modelyard.models.lineage import model_version_node
-    from modelyard.monitor.lineage import monitor_report_node
-    from modelyard.packaging.lineage import image_node
-
-    return NodeTypes(
-        [
-            RUN_NODE,
-            DATASET_VERSION_NODE,
-            ARTIFACT_NODE,
-            model_version_node(),
-            monitor_report_node(),
-            image_node(),
-            deployment_node(),
-        ]
-    )
-
-
 @dataclass(frozen=True)
 class LineageNode:
     """One node of the printed tree. ``relation`` and ``direction`` describe the arrow between
@@ -158,15 +139,17 @@ class LineageNode:
             yield from child.walk()
 
 
-def build_lineage(
+def walk_lineage(
     workspace: Workspace,
     thing: str,
+    types: NodeTypes,
     *,
     direction: str = BOTH,
     depth: int = 10,
-    node_types: NodeTypes | None = None,
 ) -> LineageNode:
-    """The lineage tree around ``thing`` (a run id or prefix, ``dataset@3``, a digest…).
+    """The lineage tree around ``thing`` (a run id or prefix, ``dataset@3``, a digest…), whose
+    node types ``types`` resolves and labels (:func:`modelyard.lineage.build_lineage` passes
+    every stage's).
 
     Each direction is walked breadth of arrows, ``depth`` levels deep; a node reached twice is
     shown once more as ``repeated`` and not expanded, so diamond-shaped graphs stay small.
@@ -177,7 +160,6 @@ def build_lineage(
         )
     if depth < 1:
         raise InvalidParameter(f"depth must be at least 1, not {depth}")
-    types = node_types if node_types is not None else default_node_types()
     root_type, root_id = types.resolve(workspace, thing)
     children: list[LineageNode] = []
     for way in (UP, DOWN):

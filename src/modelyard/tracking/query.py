@@ -12,7 +12,7 @@ from modelyard.errors import InvalidParameter
 from modelyard.tracking.settings import TrackingSettings
 
 if TYPE_CHECKING:
-    from modelyard.store.entities import Edge, Run, RunArtifact
+    from modelyard.store.tracking_entities import Edge, Run, RunArtifact
     from modelyard.workspace import Workspace
 
 STATUSES = ("running", "finished", "failed", "lost")

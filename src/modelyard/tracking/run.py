@@ -37,8 +37,9 @@ from modelyard.refs import validate_name
 from modelyard.tracking.settings import TrackingSettings
 
 if TYPE_CHECKING:
-    from modelyard.models.log import LoggedModel
-    from modelyard.store.entities import DatasetVersion, Run
+    from modelyard.store.data_entities import DatasetVersion
+    from modelyard.store.tracking_entities import Run
+    from modelyard.tracking.model_folder import LoggedModel
     from modelyard.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -287,13 +288,39 @@ class ActiveRun:
         _check_text(node_id, "node id")
         self.workspace.store.lineage.add(NODE_RUN, self.id, node_type, node_id, REL_OUTPUT)
 
-    def log_model(self, model: Any, name: str = "model", **kw: Any) -> LoggedModel:
-        """Save ``model`` with its flavor and signature and log the folder as artifact
-        ``name`` (see :func:`modelyard.models.log_model`)."""
-        from modelyard.models.log import log_model
+    def log_model(
+        self,
+        model: Any,
+        name: str = "model",
+        *,
+        input_example: Any = None,
+        signature: Any = None,
+        trusted_pickle: bool = False,
+    ) -> LoggedModel:
+        """Save ``model`` with :func:`modelyard.flavors.save_model` (its flavor, signature and
+        requirements) and log the folder as the run artifact ``name``: content-addressed,
+        recorded on the run, with a lineage arrow. The folder is written to a temporary place
+        first, so nothing half-saved is ever logged."""
+        import tempfile
+
+        from modelyard.flavors import save_model
+        from modelyard.tracking.model_folder import MODEL_FILE, LoggedModel, parse_model_meta
 
         self._check_live()
-        return log_model(self, model, name, **kw)
+        tmp_root = self.workspace.state_dir / "tmp"
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=tmp_root, prefix="log-model-") as tmp:
+            folder = Path(tmp) / "model"
+            save_model(
+                model,
+                folder,
+                input_example=input_example,
+                signature=signature,
+                trusted_pickle=trusted_pickle,
+            )
+            meta = parse_model_meta((folder / MODEL_FILE).read_bytes(), f"model {name!r}")
+            digest = self.log_artifact(folder, name)
+        return LoggedModel(self.id, name, digest, meta.flavor, meta.signature, meta.requirements)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def end(self, status: str = RUN_FINISHED, error: str | None = None) -> None:

@@ -62,7 +62,7 @@ class InProcessRunner:
         return None
 
     def execute(self, task_path: Path, *, timeout: float | None, log_path: Path) -> Execution:
-        from modelyard.pipeline.worker import execute_task, read_task, write_result
+        from modelyard.pipeline.execute import execute_task, read_task, write_result
 
         started = time.monotonic()
         task = read_task(task_path)
