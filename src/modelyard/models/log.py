@@ -10,29 +10,14 @@ from modelyard.tracking.model_folder import MODEL_FILE, FolderMeta, LoggedModel,
 
 if TYPE_CHECKING:
     from modelyard.store.tracking_entities import RunArtifact
-    from modelyard.tracking import ActiveRun
+    from modelyard.tracking.run import ActiveRun
     from modelyard.workspace import Workspace
 
 
-def log_model(
-    run: ActiveRun,
-    model: Any,
-    name: str = "model",
-    *,
-    input_example: Any = None,
-    signature: Any = None,
-    trusted_pickle: bool = False,
-) -> LoggedModel:
-    """Save ``model`` with :func:`modelyard.flavors.save_model` and log the folder as the
-    run artifact ``name``: content-addressed, recorded on the run, with a lineage arrow (the
-    same as ``run.log_model``; nothing half-saved is ever logged)."""
-    return run.log_model(
-        model,
-        name,
-        input_example=input_example,
-        signature=signature,
-        trusted_pickle=trusted_pickle,
-    )
+def log_model(run: ActiveRun, model: Any, name: str = "model", **options: Any) -> LoggedModel:
+    """The same as ``run.log_model(model, name, ...)`` (:meth:`ActiveRun.log_model`), whose
+    keyword ``options`` are ``input_example``, ``signature`` and ``trusted_pickle``."""
+    return run.log_model(model, name, **options)
 
 
 def logged_models(ws: Workspace, run_id: str) -> list[RunArtifact]:
