@@ -25,7 +25,7 @@ import modelyard
 from modelyard import data, models
 from modelyard.cli.main import cli
 from modelyard.errors import DataError, InvalidInput, NotFound
-from modelyard.tracking.lineage import build_lineage
+from modelyard.lineage import build_lineage
 from modelyard.workspace import Workspace
 
 FEATURES = ["a", "b", "city"]
