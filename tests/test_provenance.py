@@ -21,15 +21,16 @@ import modelyard.data
 import modelyard.models as models
 from modelyard.cli.main import cli
 from modelyard.errors import InvalidReference
+from modelyard.lineage import build_lineage
 from modelyard.packaging.dockerfile import lineage_labels
 from modelyard.pipeline.run import run_pipeline
 from modelyard.pipeline.runners.local import InProcessRunner
-from modelyard.tracking import build_lineage, start_run
+from modelyard.tracking import start_run
 from modelyard.workspace import Workspace
 
 PIPELINE = """
 import numpy as np
-from modelyard.store.entities import DatasetVersion
+from modelyard.store.data_entities import DatasetVersion
 from modelyard.pipeline import Pipeline, current_run, step
 
 @step(cache=False)

@@ -10,7 +10,7 @@ exposed over HTTP with a permission, or marked local-only (it needs the database
 runs on the server only); a test fails for a method that is neither.
 
 Arguments and results are plain values (``str``, numbers, ``dict``/``list`` of them, and the
-frozen dataclasses of :mod:`modelyard.store.entities` and the stage modules), so the remote
+frozen dataclasses of each stage's ``<stage>_entities`` module), so the remote
 client can send them as JSON and rebuild them exactly.
 """
 
