@@ -271,7 +271,8 @@ def _simulator(
         + f'\n[pipeline.argo]\nworkdir = "{workspace.root}"\nstore_secret = "{SECRET}"\n'
     )
     compiling = Workspace.at(workspace.root, {"MODELYARD_STORE_URL": workspace.settings.store_url})
-    manifest = compile_argo(pipeline_file, workspace=compiling)
+    # The simulated pods share the host's artifact folder, as one node would.
+    manifest = compile_argo(pipeline_file, workspace=compiling, allow_local_state=True)
     compiling.close()
     return ArgoSimulator(
         manifest,

@@ -212,6 +212,7 @@ def test_compile_to_argo_gives_a_valid_workflow(pipeline_file: Path, tmp_path: P
             "registry.local/clidemo:1",
             "-p",
             "rate=0.25",
+            "--allow-local-state",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -282,11 +283,43 @@ def test_compiled_workflow_validates_against_argos_own_schema(
     schema = _strict(models.Workflow.model_json_schema(by_alias=True))
     out = tmp_path / "wf.yaml"
     result = CliRunner().invoke(
-        cli, ["pipeline", "compile", str(pipeline_file), "--target", "argo", "-o", str(out)]
-    )
+        cli,
+        ["pipeline", "compile", str(pipeline_file), "--target", "argo", "-o", str(out),
+         "--allow-local-state"],
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     manifest = yaml.safe_load(out.read_text())
     jsonschema.validate(manifest, schema)
     manifest["spec"]["templates"][0]["contianer"] = {}
     with pytest.raises(jsonschema.ValidationError, match="contianer"):
         jsonschema.validate(manifest, schema)
+
+
+def test_compiling_without_shared_state_is_refused_with_the_settings_to_add(
+    pipeline_file: Path, sqlite_workspace: Workspace, tmp_path: Path
+) -> None:
+    """Found on main: each pod of a compiled workflow would get its own empty SQLite store and
+    artifact folder. Now compiling names the settings that make the pods share them."""
+    out = tmp_path / "wf.yaml"
+    args = ["pipeline", "compile", str(pipeline_file), "--target", "argo", "-o", str(out)]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 1
+    assert "would get its own empty store" in refused.output
+    assert 'store_secret = "modelyard-store"' in refused.output
+    assert "artifacts_url" in refused.output
+    assert not out.exists()
+
+    config = sqlite_workspace.root / "modelyard.toml"
+    config.write_text(
+        config.read_text()
+        + '\n[pipeline.argo]\nstore_secret = "team-store"\nartifacts_url = "s3://ml/artifacts"\n'
+    )
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    templates = yaml.safe_load(out.read_text())["spec"]["templates"]
+    for template in templates:
+        if "container" not in template:
+            continue
+        env = {e["name"]: e for e in template["container"]["env"]}
+        assert env["MODELYARD_STORE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "team-store"
+        assert env["MODELYARD_ARTIFACTS_URL"]["value"] == "s3://ml/artifacts"

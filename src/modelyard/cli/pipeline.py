@@ -203,6 +203,12 @@ def show(ws: Workspace, run_id: str) -> None:
     help="Default for a workflow parameter (repeatable).",
 )
 @click.option("--name", help="Which pipeline, when FILE defines several.")
+@click.option(
+    "--allow-local-state",
+    is_flag=True,
+    help="Compile without a shared store and artifact location: each pod keeps its own "
+    "(only for a one-node trial).",
+)
 @pass_workspace
 def compile_(
     ws: Workspace,
@@ -212,13 +218,29 @@ def compile_(
     image: str | None,
     params: tuple[str, ...],
     name: str | None,
+    allow_local_state: bool,
 ) -> None:
-    """Compile the pipeline in FILE to an Argo Workflows manifest."""
+    """Compile the pipeline in FILE to an Argo Workflows manifest.
+
+    \b
+    The pods share state through the team's store and artifact location, set in
+    modelyard.toml:
+      [pipeline.argo]
+      image = "registry.example/project-steps:1"
+      store_secret = "modelyard-store"         # Secret, key "url": the PostgreSQL URL
+      artifacts_claim = "modelyard-artifacts"  # or artifacts_url = "s3://bucket/prefix"
+    Without them compiling is refused, naming what to add.
+    """
     from modelyard.pipeline.argo import compile_argo, to_yaml
     from modelyard.pipeline.params import parse_assignments
 
     manifest = compile_argo(
-        file, workspace=ws, image=image, params=parse_assignments(params), pipeline_name=name
+        file,
+        workspace=ws,
+        image=image,
+        params=parse_assignments(params),
+        pipeline_name=name,
+        allow_local_state=allow_local_state,
     )
     text = to_yaml(manifest)
     if output is None:

@@ -18,7 +18,10 @@ of these modes is :mod:`modelyard.pipeline.argo_run`.
 Cluster settings come from the ``[pipeline.argo]`` table of the workspace config: ``image``,
 ``workdir`` (where the image holds the project, default ``/workspace``), ``store_secret`` (a
 Secret with the store URL under key ``url``), ``artifacts_claim`` (a PersistentVolumeClaim
-mounted at ``/artifacts``), ``service_account``.
+mounted at ``/artifacts``) or ``artifacts_url`` (``s3://bucket/prefix``), ``service_account``.
+Without a shared store and a shared artifact location every pod would record into its own
+empty SQLite file and folder, so compiling refuses and names the settings to add, unless
+``allow_local_state`` says that is meant (a one-node trial).
 """
 
 from __future__ import annotations
@@ -51,12 +54,15 @@ def compile_argo(
     image: str | None = None,
     params: Mapping[str, Any] | None = None,
     pipeline_name: str | None = None,
+    allow_local_state: bool = False,
 ) -> dict[str, Any]:
     """The Workflow manifest as a plain dict (serialise it with :func:`to_yaml`)."""
     graph = build_graph(load_pipeline(path, pipeline_name))
     _check_task_names(graph)
     values = resolve_params(graph, params)
     cfg = _settings(workspace)
+    if not allow_local_state:
+        _require_shared_state(cfg)
     image = image or str(cfg.get("image", DEFAULT_IMAGE))
     workdir = str(cfg.get("workdir", "/workspace"))
     try:
@@ -179,6 +185,8 @@ def _container(args: list[str], image: str, workdir: str, cfg: Mapping[str, Any]
     if cfg.get("artifacts_claim"):
         env.append({"name": "MODELYARD_ARTIFACT_ROOT", "value": ARTIFACTS_MOUNT})
         container["volumeMounts"] = [{"name": "artifacts", "mountPath": ARTIFACTS_MOUNT}]
+    elif cfg.get("artifacts_url"):
+        env.append({"name": "MODELYARD_ARTIFACTS_URL", "value": str(cfg["artifacts_url"])})
     return container
 
 
@@ -216,6 +224,27 @@ def _step_template(
     if spec.timeout:
         template["activeDeadlineSeconds"] = int(spec.timeout + 0.999)
     return template
+
+
+def _require_shared_state(cfg: Mapping[str, Any]) -> None:
+    missing = []
+    if not cfg.get("store_secret"):
+        missing.append(
+            'store_secret = "modelyard-store"      # a Secret whose key "url" is the team\'s '
+            "PostgreSQL URL"
+        )
+    if not cfg.get("artifacts_claim") and not cfg.get("artifacts_url"):
+        missing.append(
+            'artifacts_claim = "modelyard-artifacts"  # a ReadWriteMany PersistentVolumeClaim, '
+            'or artifacts_url = "s3://bucket/prefix"'
+        )
+    if missing:
+        lines = "\n".join(f"  {line}" for line in missing)
+        raise ConfigError(
+            "every pod of the workflow would get its own empty store and artifact folder; "
+            f"add to modelyard.toml:\n  [pipeline.argo]\n{lines}\n"
+            "(or compile with --allow-local-state for a one-node trial)"
+        )
 
 
 def _settings(workspace: Workspace) -> Mapping[str, Any]:
