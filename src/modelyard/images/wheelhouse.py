@@ -244,7 +244,9 @@ def lock_from_environment(
 # What the package ships. An editable checkout's folder can also hold a developer's ``.env``,
 # editor swap files or notes; packing "everything under the folder" would put them into every
 # model image's runtime layer, so only these kinds of file, outside dot-folders, are packed.
-PACKAGE_SUFFIXES = frozenset({".py", ".typed", ".mako", ".md", ".html", ".js", ".css", ".svg"})
+PACKAGE_SUFFIXES = frozenset(
+    {".py", ".pyi", ".proto", ".typed", ".mako", ".md", ".html", ".js", ".css", ".svg"}
+)
 
 
 def package_files(package_dir: Path) -> list[Path]:
