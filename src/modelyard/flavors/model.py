@@ -75,6 +75,20 @@ def _example_json(example: Any) -> bytes:
     return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+def _created() -> str:
+    """Now, or ``SOURCE_DATE_EPOCH`` when set: the reproducible-builds convention, so a rebuild
+    of the same model writes the same ``meta.json`` and the folder keeps its digest."""
+    import os
+
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    when = (
+        dt.datetime.fromtimestamp(int(epoch), dt.UTC)
+        if epoch.isdigit()
+        else dt.datetime.now(dt.UTC)
+    )
+    return when.isoformat(timespec="seconds")
+
+
 def save_model(
     model: Any,
     path: Path,
@@ -160,7 +174,7 @@ def save_model(
         signature=signature,
         requirements=requirements,
         files=tuple(sorted(files)),
-        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        created=_created(),
         extra=extra,
     )
     import orjson

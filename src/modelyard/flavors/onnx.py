@@ -39,7 +39,16 @@ def is_onnx_model(model: Any) -> bool:
 def model_bytes(model: Any) -> bytes:
     if isinstance(model, bytes | bytearray):
         return bytes(model)
-    return bytes(model.SerializeToString())
+    return canonical_bytes(model)
+
+
+def canonical_bytes(proto: Any) -> bytes:
+    """A ``ModelProto``'s bytes with its opset imports sorted by domain: skl2onnx lists them in
+    set order, which follows ``PYTHONHASHSEED``, so the same model gave different files."""
+    ordered = sorted(proto.opset_import, key=lambda o: (o.domain, o.version))
+    del proto.opset_import[:]
+    proto.opset_import.extend(ordered)
+    return bytes(proto.SerializeToString())
 
 
 def session(path: Path) -> Any:
@@ -113,7 +122,7 @@ def convert_sklearn(
         from skl2onnx import to_onnx
 
         onx = to_onnx(model, example, options={"zipmap": False}, target_opset=None)
-        data = onx.SerializeToString()
+        data = canonical_bytes(onx)
     except Exception as exc:  # skl2onnx raises many types for unsupported estimators
         return None, {"chosen": False, "reason": f"conversion failed: {exc}"}
     import onnxruntime as ort

@@ -165,7 +165,7 @@ def save(model: Any, folder: Path, *, trusted_pickle: bool) -> tuple[str, list[s
     import skops.io as sio
 
     target = folder / MODEL_FILE
-    sio.dump(model, target)
+    target.write_bytes(canonical_skops(sio.dumps(model)))
     try:
         check_file(target)
     except UnsafeModel:
@@ -179,6 +179,60 @@ def save(model: Any, folder: Path, *, trusted_pickle: bool) -> tuple[str, list[s
             pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
         return "sklearn-pickle", [PICKLE_FILE]
     return "sklearn", [MODEL_FILE]
+
+
+# Every zip entry gets this date (the zip format's earliest), so the bytes carry no save time.
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def _renumber(node: Any, ids: dict[int, int]) -> Any:
+    """``node`` with skops' ``__id__`` values and ``<id>.npy`` file names (``id()`` of objects
+    at save time) replaced by their order of first appearance: same structure, same numbers."""
+    if isinstance(node, list):
+        return [_renumber(v, ids) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "__id__" and isinstance(value, int):
+            out[key] = ids.setdefault(value, len(ids))
+        elif key == "file" and isinstance(value, str) and value.removesuffix(".npy").isdigit():
+            out[key] = f"{ids.setdefault(int(value.removesuffix('.npy')), len(ids))}.npy"
+        else:
+            out[key] = _renumber(value, ids)
+    return out
+
+
+def canonical_skops(data: bytes) -> bytes:
+    """skops bytes rewritten so the same model always gives the same file.
+
+    skops names arrays and memo entries after ``id()`` of the objects at save time and stamps
+    every zip entry with the current time; this renumbers them in schema order, sorts the
+    entries and fixes their dates and attributes. The loader reads the result unchanged.
+    """
+    import io
+
+    with zipfile.ZipFile(io.BytesIO(data)) as src:
+        ids: dict[int, int] = {}
+        schema = _renumber(json.loads(src.read("schema.json")), ids)
+        entries = {"schema.json": (json.dumps(schema, indent=2).encode(), zipfile.ZIP_STORED)}
+        for info in src.infolist():
+            if info.filename == "schema.json":
+                entries["schema.json"] = (entries["schema.json"][0], info.compress_type)
+                continue
+            stem = info.filename.removesuffix(".npy")
+            name = f"{ids[int(stem)]}.npy" if stem.isdigit() and int(stem) in ids else info.filename
+            entries[name] = (src.read(info), info.compress_type)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dst:
+        for name in sorted(entries):
+            payload, compression = entries[name]
+            info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
+            info.compress_type = compression
+            info.create_system = 3
+            info.external_attr = 0o644 << 16
+            dst.writestr(info, payload)
+    return out.getvalue()
 
 
 def _skops_io() -> Any:

@@ -25,9 +25,7 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,13 +179,9 @@ def _write_npy(value: Any, artifacts: ArtifactStore) -> str:
 def _write_skops(value: Any, artifacts: ArtifactStore) -> str:
     import skops.io as sio
 
-    fd, name = tempfile.mkstemp(suffix=".skops")
-    os.close(fd)
-    try:
-        sio.dump(value, name)
-        return artifacts.put_file(Path(name))
-    finally:
-        os.unlink(name)
+    from modelyard.flavors.sklearn import canonical_skops
+
+    return artifacts.put_bytes(canonical_skops(sio.dumps(value)))
 
 
 def _write_file(value: Any, artifacts: ArtifactStore) -> str:
