@@ -102,6 +102,19 @@ if [ ! -x /usr/bin/chromium ]; then
     apt-get install -y chromium >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y chromium >/dev/null 2>&1; } || true
   fi
 fi
+# --- promtool, to check both servers' /metrics (Debian ships it in the prometheus package) -------
+if ! command -v promtool >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    log "installing promtool (Debian package prometheus; its daemon is not started)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1; } || true
+  fi
+fi
+if command -v promtool >/dev/null 2>&1; then
+  log "promtool ready: $(promtool --version 2>&1 | head -1)"
+else
+  log "promtool not available; the /metrics checks will skip (or fail under CI)"
+fi
+
 if [ -x /usr/bin/chromium ]; then
   log "chromium ready at /usr/bin/chromium"
 else

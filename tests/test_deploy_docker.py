@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -98,3 +99,49 @@ def test_docker_rollout_without_loss_and_automatic_rollback(
     assert (
         engine.run(["ps", "-aq", "--filter", f"label=io.modelyard.deployment={NAME}"]).stdout == b""
     )
+
+
+@pytest.fixture
+def one_image(
+    engine: DockerEngine,
+    base_image: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Workspace, str]]:
+    root = tmp_path_factory.mktemp("dock1") / "ws"
+    ws, _ = Workspace.init(root, environ={})
+    (ref,) = register_churn(ws, 1)
+    build_model_image(ref, workspace=ws, base_image=base_image, engine=engine)
+    yield ws, ref
+    if ws.store.deployments.find(NAME) is not None:
+        deploy.stop(NAME, workspace=ws)
+    ws.close()
+
+
+@pytest.mark.timeout(900)  # the image build, on a loaded machine
+def test_the_monitor_counts_every_replicas_traffic(one_image: tuple[Workspace, str]) -> None:
+    """Requests spread over two replicas by the proxy: the monitor scrapes each replica and sums
+    (the proxy's own ``/metrics`` would answer for one replica at a time), and reads the
+    prediction log the rollout recorded."""
+    from modelyard.monitor.check import gather_reports
+    from modelyard.monitor.policy import load_config
+
+    ws, ref = one_image
+    port = free_port()
+    spec = deploy.DeploySpec(ref, NAME, target="docker", port=port, replicas=2)
+    deploy.deploy(spec, workspace=ws)
+    body = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 3],
+                        "data": [0.1, 0.2, 0.3]}]}  # fmt: skip
+    sent = 40
+    for _ in range(sent):  # a new connection each: the proxy balances connections
+        answer = httpx.post(f"http://127.0.0.1:{port}/v2/models/churn/infer", json=body)
+        assert answer.status_code == 200, answer.text
+    dep = ws.store.deployments.get(NAME)
+    config = load_config({"window": sent})
+    deadline = time.monotonic() + 60
+    while (observed := gather_reports(ws, dep, config)).windows[-1].get("requests") != sent:
+        assert time.monotonic() < deadline, f"the monitor never saw all {sent}: {observed}"
+        time.sleep(0.2)
+    availability = observed.objects["availability"]
+    assert len(availability.endpoints) == 2  # each replica, not the proxy
+    assert all(e.requests > 0 for e in availability.endpoints)  # both got traffic
+    assert observed.windows[-1]["requests_served"] == sent

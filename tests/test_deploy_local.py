@@ -275,3 +275,37 @@ def test_predict_tokens_hold_through_a_rollout_and_a_rollback(
     finally:
         team.stop()
         team_ws.close()
+
+
+def test_the_monitor_reads_the_deployments_own_log(
+    service: tuple[Workspace, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log folder is the deployment record's, not whichever folder exists: a ``modelyard
+    serve`` of the same model (which makes ``.modelyard/predictions/churn``) leaves the
+    monitor reading the deployment's traffic."""
+    from modelyard.models.serve import plan_serving
+    from modelyard.monitor.check import gather_reports
+    from modelyard.monitor.policy import load_config
+
+    ws, port = service
+    monkeypatch.setenv("MODELYARD_SERVE_LOG_FLUSH_SECONDS", "0.05")
+    (v1,) = register_churn(ws, 1)
+    deploy.deploy(
+        deploy.DeploySpec(v1, "churn-api", target="local", port=port, replicas=1), workspace=ws
+    )
+    plan_serving(v1, ws)  # what `modelyard serve churn@1` does first
+    assert (ws.state_dir / "predictions" / "churn").is_dir()
+    dep = ws.store.deployments.get("churn-api")
+    assert dep.config is not None
+    assert dep.config["log_dir"] == str(ws.state_dir / "deployments" / "churn-api" / "predlog")
+    with httpx.Client(timeout=10) as client:
+        for _ in range(20):
+            answer = client.post(f"http://127.0.0.1:{port}/v2/models/churn/infer", json=V2_ROW)
+            assert answer.status_code == 200, answer.text
+    config = load_config({"window": 20})
+    deadline = time.monotonic() + 30
+    while not (observed := gather_reports(ws, dep, config)).windows[0].get("requests"):
+        assert time.monotonic() < deadline, f"the monitor never saw the traffic: {observed}"
+        time.sleep(0.1)
+    assert observed.windows[-1]["requests"] == 20.0
+    assert observed.windows[-1]["requests_served"] == 20.0  # from the server's /metrics

@@ -243,7 +243,7 @@ def test_evaluation_data_is_the_newest_labelled_traffic(sqlite_workspace: Worksp
         log.close()
     signature = {"inputs": [{"name": "a"}, {"name": "b"}]}
     champion = SimpleNamespace(name="toy", signature=signature)
-    dep = SimpleNamespace(name="toy-prod", config={})
+    dep = SimpleNamespace(name="toy-prod", target="local", config={"log_dir": str(folder)})
     data = recent_labelled(sqlite_workspace, dep, champion, requests=3)  # type: ignore[arg-type]
     assert data is not None
     frame, labels = data

@@ -155,10 +155,10 @@ class Background:
 
 def wait_for_logs(ws: Any, expected: int, timeout: float = 30.0) -> None:
     """The server writes its prediction log off the request path; wait until it caught up."""
-    from modelyard.monitor.check import prediction_log_dir
-    from modelyard.monitor.windows import iter_batches
+    from modelyard.monitor.windows import iter_batches, prediction_log_dir
 
-    log_dir = prediction_log_dir(ws, ws.store.deployments.get(DEPLOYMENT), MODEL)
+    log_dir = prediction_log_dir(ws.store.deployments.get(DEPLOYMENT))
+    assert log_dir is not None, "local and docker deployments record their log folder"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if (log_dir / "predictions").is_dir():

@@ -383,7 +383,9 @@ class DockerTarget(TargetDefaults):
         options = options_of(spec, DockerOptions)
         assert request.image is not None
         # The replicas' prediction logs land on the host, where monitoring reads them.
-        log_dir = ws.state_dir / "deployments" / spec.name / "predlog"
+        from modelyard.deploy.local import service
+
+        log_dir = service(ws, spec.name).predlog  # the same folder as a local deployment's
         log_dir.mkdir(parents=True, exist_ok=True)
         log_dir.chmod(0o1777)  # the image's non-root user writes here; sticky like /tmp
         recorded_config = rollout(

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 DEPLOY_DIR = "deployments"
 LOG_FILE = "server.log"
+PREDLOG_DIR = "predlog"
 READY_DIR = "ready"
 
 
@@ -63,6 +64,11 @@ class LocalService:
     @property
     def current(self) -> Path:
         return self.folder / "current"
+
+    @property
+    def predlog(self) -> Path:
+        """The workers' prediction log (recorded as the deployment's ``log_dir``)."""
+        return self.folder / PREDLOG_DIR
 
     @property
     def upgrade_pidfile(self) -> Path:
@@ -106,6 +112,8 @@ def _write_config(
         "MODELYARD_SERVE_NAME": version.name,
         "MODELYARD_SERVE_VERSION": str(version.version),
         "MODELYARD_SERVE_ALLOW_PICKLE": str(version.code_trusted),
+        # Named, not left to the working folder: the monitor reads the folder recorded here.
+        "MODELYARD_SERVE_LOG_DIR": str(svc.predlog),
         "MODELYARD_DEPLOY_READY_DIR": str(svc.folder / READY_DIR),
         # Bound to loopback: answer only loopback Host names (DNS rebinding, httpguard).
         "MODELYARD_SERVE_BIND_HOST": "127.0.0.1",
@@ -343,7 +351,9 @@ class LocalTarget(TargetDefaults):
             timeout=spec.timeout_s,
             auth_url=request.auth_url,
         )
-        return Rollout({"state_dir": str(service(ws, spec.name).folder)})
+        svc = service(ws, spec.name)
+        # Recorded: the monitor finds the log through the record, never by which folder exists.
+        return Rollout({"state_dir": str(svc.folder), "log_dir": str(svc.predlog)})
 
     def is_running(self, ws: Workspace, dep: Deployment) -> bool:
         return service(ws, dep.name).pid() is not None

@@ -52,6 +52,7 @@ class EndpointStatus:
     error_rate: float | None = None
     latency_ms: Mapping[str, float] = field(default_factory=dict)
     snapshot: MetricsSnapshot | None = None
+    window: MetricsSnapshot | None = None  # the interval's counts (snapshot minus previous)
 
 
 @dataclass(frozen=True)
@@ -78,30 +79,29 @@ class AvailabilityReport:
         doc["checked_at"] = self.checked_at.isoformat()
         for e in doc["endpoints"]:
             e["latency_ms"] = dict(e["latency_ms"])
-            if e["snapshot"] is not None:
-                e["snapshot"]["buckets"] = [list(b) for b in e["snapshot"]["buckets"]]
+            for key in ("snapshot", "window"):
+                if e.get(key) is not None:
+                    e[key]["buckets"] = [list(b) for b in e[key]["buckets"]]
         return _finite(doc)  # type: ignore[no-any-return]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AvailabilityReport:
         endpoints = []
         for e in data["endpoints"]:
-            snap = e.get("snapshot")
-            snapshot = (
-                MetricsSnapshot(
-                    snap["requests"],
-                    snap["errors"],
-                    tuple((_inf(b[0]), float(b[1])) for b in snap["buckets"]),
-                )
-                if snap
-                else None
-            )
-            endpoints.append(EndpointStatus(**{**e, "snapshot": snapshot}))
+            snaps = {key: _snapshot(e.get(key)) for key in ("snapshot", "window")}
+            endpoints.append(EndpointStatus(**{**e, **snaps}))
         return cls(
             dt.datetime.fromisoformat(data["checked_at"]),
             tuple(endpoints),
             tuple(AvailabilityEvent(**e) for e in data["events"]),
         )
+
+
+def _snapshot(doc: Mapping[str, Any] | None) -> MetricsSnapshot | None:
+    if not doc:
+        return None
+    buckets = tuple((_inf(b[0]), float(b[1])) for b in doc["buckets"])
+    return MetricsSnapshot(doc["requests"], doc["errors"], buckets)
 
 
 def _inf(v: Any) -> float:
@@ -222,7 +222,38 @@ def _probe(
         error_rate=delta.errors / delta.requests if delta.requests else None,
         latency_ms=latency,
         snapshot=snapshot,
+        window=delta,
     )
+
+
+@dataclass(frozen=True)
+class Totals:
+    """A service's traffic over all its replicas: each replica's interval counts summed, and the
+    latency quantiles of the summed histogram (quantiles of parts cannot be averaged)."""
+
+    requests: float
+    errors: float
+    error_rate: float | None
+    latency_ms: Mapping[str, float]
+
+
+def totals(report: AvailabilityReport, quantiles: Sequence[float] = QUANTILES) -> Totals:
+    requests = errors = 0.0
+    buckets: dict[float, float] = {}
+    for endpoint in report.endpoints:
+        if endpoint.window is None:
+            continue
+        requests += endpoint.window.requests
+        errors += endpoint.window.errors
+        for le, count in endpoint.window.buckets:
+            buckets[le] = buckets.get(le, 0.0) + count
+    merged = sorted(buckets.items())
+    latency = {}
+    for q in quantiles:
+        value = histogram_quantile(q, merged)
+        if value is not None:
+            latency[f"p{round(q * 100)}"] = value * 1000.0
+    return Totals(requests, errors, errors / requests if requests else None, latency)
 
 
 def check_availability(

@@ -214,7 +214,7 @@ def gather_reports(ws: Workspace, dep: Deployment, config: MonitorConfig) -> Obs
     current = dep.current
     if current is None:
         return Observation(windows=())
-    log_dir = prediction_log_dir(ws, dep, current.model_name)
+    log_dir = prediction_log_dir(dep)
     keep = max((p.windows_needed for p in config.policies_for(dep.name)), default=1)
     windows = _recent_windows(log_dir, config.window_requests, keep, str(current.model_version))
     series: list[Metrics] = []
@@ -231,15 +231,18 @@ def gather_reports(ws: Workspace, dep: Deployment, config: MonitorConfig) -> Obs
             drift_docs.append(drift.to_dict() if drift is not None else None)
             quality_docs.append(quality.to_dict() if quality is not None else None)
             objects["drift"], objects["quality"] = drift, quality
-    availability = _probe(dep)
+    availability = _probe(ws, dep)
     if availability is not None:
+        from modelyard.monitor.availability import totals
+
         objects["availability"] = availability
-        endpoint = availability.endpoints[0] if availability.endpoints else None
+        traffic = totals(availability)  # every replica's counts, summed
         extra: Metrics = {"up": 1.0 if availability.healthy else 0.0}
-        if endpoint is not None:
-            extra["error_rate"] = endpoint.error_rate
+        if availability.endpoints:
+            extra["requests_served"] = traffic.requests
+            extra["error_rate"] = traffic.error_rate
             for key in ("p50", "p95", "p99"):
-                value = endpoint.latency_ms.get(key)
+                value = traffic.latency_ms.get(key)
                 extra[f"latency_{key}_ms"] = None if value is None else float(value)
         if series:
             series[-1] = {**series[-1], **extra}
@@ -262,7 +265,7 @@ def _recent_windows(log_dir: Any, size: int, keep: int, version: str) -> list[An
     if it holds at least half a window (a handful of requests says nothing about drift)."""
     from modelyard.monitor.windows import iter_windows
 
-    if not (log_dir / "predictions").is_dir():
+    if log_dir is None or not (log_dir / "predictions").is_dir():
         return []
     recent: deque[Any] = deque(maxlen=keep + 1)
     for window in iter_windows(log_dir, requests=size, model_version=version):
@@ -315,10 +318,16 @@ def _judge_window(log_dir: Any, window: Any, reference: Any) -> tuple[Metrics, A
     return metrics, drift, quality
 
 
-def _probe(dep: Deployment) -> Any:
-    if dep.port is None:
-        return None
+def _probe(ws: Workspace, dep: Deployment) -> Any:
+    """Health and ``/metrics`` of each running replica (a proxy's ``/metrics`` answers for one
+    replica at a time); when none runs, the recorded endpoint, so the outage shows."""
+    from modelyard.deploy.service import replica_urls
     from modelyard.monitor.availability import check_availability
 
-    host = str((dep.config or {}).get("host") or "127.0.0.1")
-    return check_availability([f"http://{host}:{dep.port}"])
+    urls = replica_urls(ws, dep)
+    if not urls:
+        if dep.port is None:
+            return None
+        host = str((dep.config or {}).get("host") or "127.0.0.1")
+        urls = [f"http://{host}:{dep.port}"]
+    return check_availability(urls)

@@ -378,7 +378,9 @@ def recent_labelled(
         prediction_log_dir,
     )
 
-    log_dir = prediction_log_dir(ws, dep, champion.name)
+    log_dir = prediction_log_dir(dep)
+    if log_dir is None:
+        return None
     labels: dict[str, Any] = {}
     for batch in iter_batches(log_dir, FEEDBACK):
         for rid, raw in zip(

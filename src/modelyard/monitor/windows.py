@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from modelyard.store.deploy_entities import Deployment
-    from modelyard.workspace import Workspace
 
 PREDICTIONS = "predictions"
 FEEDBACK = "feedback"
@@ -299,18 +298,11 @@ def read_labels(log_dir: Path, request_ids: Collection[str]) -> dict[str, Any]:
     return labels
 
 
-def prediction_log_dir(ws: Workspace, dep: Deployment, model_name: str) -> Path:
-    """Where ``dep``'s servers log predictions: the folder its deployment recorded
-    (``config["log_dir"]``), else the workspace's ``.modelyard/predictions/<model>`` that
-    ``modelyard serve`` uses, else the ``predlog`` folder a local server without a configured
-    log folder writes beside itself."""
-    from modelyard.models.serve import PREDICTIONS_DIR
-
+def prediction_log_dir(dep: Deployment) -> Path | None:
+    """Where ``dep``'s servers log predictions: the folder its rollout recorded
+    (``config["log_dir"]``). Never a folder chosen because it exists: a ``modelyard serve`` of
+    the same model logs elsewhere and is not this deployment's traffic. None when the record
+    names none (a cluster's volume, or a local deployment last rolled out by an older
+    modelyard: roll it out again)."""
     recorded = (dep.config or {}).get("log_dir")
-    if recorded:
-        return Path(str(recorded))
-    standard = ws.state_dir / PREDICTIONS_DIR / model_name
-    beside = ws.state_dir / "deployments" / dep.name / "predlog"
-    if not standard.is_dir() and beside.is_dir():
-        return beside
-    return standard
+    return Path(str(recorded)) if recorded else None

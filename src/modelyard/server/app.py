@@ -37,6 +37,7 @@ def create_app(
     from modelyard import __version__
     from modelyard.server import errors, routers
     from modelyard.server import limits as server_limits
+    from modelyard.server import metrics as server_metrics
 
     app = FastAPI(
         title="modelyard",
@@ -49,6 +50,7 @@ def create_app(
     app.state.limits = limits or ServerLimits()
     errors.install(app)
     server_limits.install(app, app.state.limits)
+    server_metrics.install(app)  # outermost: counts what the guard refuses too
 
     @app.get("/api/health", tags=["server"], dependencies=[public()])
     def health() -> dict[str, Any]:

@@ -54,6 +54,7 @@ def install(app: FastAPI) -> None:
 
     async def on_domain_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, errors.ModelyardError)
+        _count_store_error(request, exc)
         body: dict[str, object] = {"error": type(exc).__name__, "message": exc.message}
         if isinstance(exc, errors.GateFailed):
             body["failed_checks"] = exc.failed_checks
@@ -73,6 +74,7 @@ def install(app: FastAPI) -> None:
         )
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
+        _count_store_error(request, exc)
         log.error(
             "unhandled %s on %s %s",
             type(exc).__name__,
@@ -87,3 +89,9 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.ModelyardError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+def _count_store_error(request: Request, exc: Exception) -> None:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.store_error(exc)
