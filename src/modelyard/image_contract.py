@@ -52,6 +52,11 @@ ENV_PREFIX = "MODELYARD_SERVE_"
 LOG_DIR_ENV = f"{ENV_PREFIX}LOG_DIR"
 AUTH_URL_ENV = f"{ENV_PREFIX}AUTH_URL"
 
+# SageMaker's bring-your-own-container contract: ``docker run IMAGE serve``; GET /ping and
+# POST /invocations on PORT, or on this variable's port when SageMaker sets it.
+SAGEMAKER_PORT_ENV = "SAGEMAKER_BIND_TO_PORT"
+SAGEMAKER_ARG = "serve"
+
 LIVE_PATH = "/v2/health/live"
 READY_PATH = "/v2/health/ready"
 METRICS_PATH = "/metrics"

@@ -31,6 +31,7 @@ def deploy() -> None:
       modelyard deploy churn@production --name churn-api --port 8080
       modelyard deploy churn@production --target docker --name churn-api --replicas 2
       modelyard deploy churn@production --target kubernetes --namespace ml --dry-run -o yaml
+      modelyard deploy churn@production --target sagemaker --role-arn ARN --dry-run -o json
     """
 
 
@@ -57,7 +58,25 @@ def deploy() -> None:
     help="Require predict tokens of the team server at URL on the prediction routes of every "
     "replica ('' turns that off) [default: what the deployment has, no tokens for a new one].",
 )
-@click.option("--dry-run", is_flag=True, help="Print what would be applied (Kubernetes manifests).")
+@click.option("--role-arn", default=None, help="SageMaker: the IAM role the model runs as.")
+@click.option("--region", default=None, help="SageMaker: AWS region [default: us-east-1].")
+@click.option("--instance-type", default=None, help="SageMaker [default: ml.m5.large].")
+@click.option("--ecr-repository", default=None, help="SageMaker: ECR repository of the image.")
+@click.option(
+    "--traffic",
+    type=click.Choice(["all_at_once", "canary", "linear"]),
+    default=None,
+    help="SageMaker: how an update shifts traffic [default: all_at_once].",
+)
+@click.option("--traffic-percent", default=None, type=click.IntRange(1, 100), help="[default: 10]")
+@click.option("--wait", "wait_s", default=None, type=click.IntRange(0, 3600), help="[default: 300]")
+@click.option("--alarm", "alarms", multiple=True, help="SageMaker: CloudWatch alarm that rolls "
+              "an update back (repeatable).")  # fmt: skip
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print what would be applied (Kubernetes manifests, SageMaker API requests).",
+)
 @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml")
 @pass_workspace
 def run(
@@ -73,6 +92,14 @@ def run(
     max_replicas: int | None,
     cpu_target: int,
     auth_url: str | None,
+    role_arn: str | None,
+    region: str | None,
+    instance_type: str | None,
+    ecr_repository: str | None,
+    traffic: str | None,
+    traffic_percent: int | None,
+    wait_s: int | None,
+    alarms: tuple[str, ...],
     dry_run: bool,
     output: str,
 ) -> None:
@@ -84,7 +111,10 @@ def run(
     service = name or resolve(ref, ws).name
     # Each target takes the flags that are its options (--namespace, --min… on Kubernetes).
     flags = {"namespace": namespace, "min_replicas": min_replicas, "max_replicas": max_replicas,
-             "cpu_target": cpu_target}  # fmt: skip
+             "cpu_target": cpu_target, "role_arn": role_arn, "region": region,
+             "instance_type": instance_type, "ecr_repository": ecr_repository,
+             "traffic": traffic, "traffic_percent": traffic_percent, "wait_s": wait_s,
+             "alarms": alarms or None}  # fmt: skip
     spec = api.DeploySpec(
         ref,
         service,

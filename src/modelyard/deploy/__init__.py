@@ -11,6 +11,7 @@ from modelyard.deploy.docker import DockerOptions
 from modelyard.deploy.kubernetes.target import KubernetesOptions
 from modelyard.deploy.local import LocalOptions
 from modelyard.deploy.registry import get_target
+from modelyard.deploy.sagemaker import SageMakerOptions
 from modelyard.deploy.service import (
     DeploymentStatus,
     KubernetesPlan,
@@ -50,6 +51,7 @@ __all__ = [
     "KubernetesOptions",
     "KubernetesPlan",
     "LocalOptions",
+    "SageMakerOptions",
     "TargetOptions",
     "check_auth_url",
     "default_target",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from modelyard.deploy.docker import DockerTarget
 from modelyard.deploy.kubernetes.target import KubernetesTarget
 from modelyard.deploy.local import LocalTarget
+from modelyard.deploy.sagemaker import SageMakerTarget
 from modelyard.errors import InvalidParameter
 
 if TYPE_CHECKING:
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
     from modelyard.store.deploy_entities import Deployment
 
 TARGETS: dict[str, DeployTarget] = {
-    target.name: target for target in (LocalTarget(), DockerTarget(), KubernetesTarget())
+    target.name: target
+    for target in (LocalTarget(), DockerTarget(), KubernetesTarget(), SageMakerTarget())
 }
 
 

@@ -9,6 +9,7 @@ from modelyard.deploy import registry
 from modelyard.deploy.docker import DockerTarget
 from modelyard.deploy.kubernetes.target import KubernetesTarget
 from modelyard.deploy.local import LocalTarget
+from modelyard.deploy.sagemaker import SageMakerTarget
 from modelyard.deploy.target import REPLACE, DeployTarget, TargetOptions
 from modelyard.errors import InvalidParameter
 
@@ -16,6 +17,7 @@ from modelyard.errors import InvalidParameter
 LOCAL = LocalTarget.name
 DOCKER = DockerTarget.name
 KUBERNETES = KubernetesTarget.name
+SAGEMAKER = SageMakerTarget.name
 TARGETS = tuple(registry.TARGETS)
 # What every replica's server reads its auth URL from (modelyard.serving.config.ServeConfig).
 AUTH_URL_ENV = contract.AUTH_URL_ENV
@@ -28,7 +30,8 @@ class DeploySpec:
     ``port`` is the host port of targets that publish one (``local``, ``docker``); ``options``
     are the target's own settings (:class:`~modelyard.deploy.local.LocalOptions`,
     :class:`~modelyard.deploy.docker.DockerOptions`,
-    :class:`~modelyard.deploy.kubernetes.KubernetesOptions`; ``None``: that target's defaults).
+    :class:`~modelyard.deploy.kubernetes.KubernetesOptions`,
+    :class:`~modelyard.deploy.sagemaker.SageMakerOptions`; ``None``: that target's defaults).
     ``strategy`` is how the new version takes over: ``replace`` (the only one so far; shadow
     and canary rollouts will be others, see :mod:`modelyard.deploy.target`).
 

@@ -1,7 +1,13 @@
-"""``python -m modelyard.serving --model-dir DIR --name N --version V --port P``.
+"""``python -m modelyard.serving --model-dir DIR --name N --version V --port P [serve]``.
 
 The entrypoint of every model image. argparse, not click: the image installs only what serving
 needs.
+
+SageMaker's bring-your-own-container contract: SageMaker starts the image as ``docker run IMAGE
+serve`` and expects ``GET /ping`` and ``POST /invocations`` on port 8080, or on
+``SAGEMAKER_BIND_TO_PORT`` when it sets that. The trailing ``serve`` is accepted and ignored
+(serving is all this entrypoint does), and ``SAGEMAKER_BIND_TO_PORT`` overrides ``--port``.
+The model is in the image; nothing is read from ``/opt/ml/model``.
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ import logging
 import sys
 from pathlib import Path
 
-from modelyard.errors import ModelyardError
+from modelyard.errors import ConfigError, ModelyardError
+from modelyard.image_contract import SAGEMAKER_PORT_ENV
 from modelyard.serving.config import ServeConfig
 
 
@@ -54,9 +61,16 @@ def main(argv: list[str] | None = None) -> int:
         "only its own names otherwise, 0.0.0.0 any",
     )
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=["serve"],
+        help="ignored: SageMaker starts a model image as 'IMAGE serve'",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
     try:
+        port = _port(args.port, os.environ.get(SAGEMAKER_PORT_ENV))
         config = ServeConfig.from_env(os.environ)
         overrides = {
             "log_dir": args.log_dir,
@@ -79,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             name=args.name,
             version=args.version,
             host=args.host,
-            port=args.port,
+            port=port,
             workers=args.workers,
             config=config,
             log_level=args.log_level,
@@ -88,6 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     return 0
+
+
+def _port(flag: int, sagemaker: str | None) -> int:
+    """``SAGEMAKER_BIND_TO_PORT`` when SageMaker sets it, else ``--port``."""
+    if not sagemaker:
+        return flag
+    if not sagemaker.isdigit() or not 0 < int(sagemaker) < 65536:
+        raise ConfigError(f"{SAGEMAKER_PORT_ENV}={sagemaker!r} is not a port number")
+    return int(sagemaker)
 
 
 if __name__ == "__main__":
