@@ -27,13 +27,14 @@ from modelyard.deploy.target import (
     TargetDefaults,
     TargetOptions,
     options_of,
+    pushed_image,
     recorded,
 )
 from modelyard.errors import DeployError, InvalidParameter, RolloutFailed
 from modelyard.image_contract import AUTH_URL_ENV
 
 if TYPE_CHECKING:
-    from modelyard.store.deploy import Deployment
+    from modelyard.store.deploy_entities import Deployment
     from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
 
@@ -231,13 +232,9 @@ class SageMakerTarget(TargetDefaults):
     replica_network: ReplicaNetwork | None = ReplicaNetwork("an endpoint instance's", "endpoints")
 
     def image_for(self, version: ModelVersion) -> tuple[str | None, str | None]:
-        if version.image_ref is None or version.image_digest is None:
-            raise DeployError(
-                f"{version.ref} has no pushed image; SageMaker pulls from ECR: modelyard build "
-                f"{version.ref} && modelyard push {version.ref} --registry "
-                "ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO"
-            )
-        return version.image_ref, version.image_digest
+        return pushed_image(
+            version, "SageMaker pulls from ECR", "ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO"
+        )
 
     def plan(self, request: RolloutRequest) -> list[dict[str, Any]]:
         return requests(request)

@@ -180,6 +180,20 @@ class DeployTarget(Protocol):
         ...
 
 
+def pushed_image(version: ModelVersion, pulls_from: str, registry: str) -> tuple[str, str]:
+    """``(image reference, digest)`` of ``version``'s pushed image, for a target whose replicas
+    pull it (``pulls_from``: "a cluster pulls from a registry"); a
+    :class:`~modelyard.errors.DeployError` saying how to push one (to ``registry``) otherwise."""
+    from modelyard.errors import DeployError
+
+    if version.image_ref is None or version.image_digest is None:
+        raise DeployError(
+            f"{version.ref} has no pushed image; {pulls_from}: modelyard build {version.ref} "
+            f"&& modelyard push {version.ref} --registry {registry}"
+        )
+    return version.image_ref, version.image_digest
+
+
 class TargetDefaults:
     """What most targets do the same way, for a target class to inherit (the type checker holds
     it to :class:`DeployTarget` all the same): the ``replace`` strategy only, nothing to show

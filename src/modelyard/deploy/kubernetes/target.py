@@ -13,6 +13,7 @@ from modelyard.deploy.target import (
     TargetDefaults,
     TargetOptions,
     options_of,
+    pushed_image,
     recorded,
 )
 from modelyard.errors import DeployError, RolloutFailed
@@ -60,13 +61,7 @@ class KubernetesTarget(TargetDefaults):
     replica_network: ReplicaNetwork | None = ReplicaNetwork("a pod's", "pods")
 
     def image_for(self, version: ModelVersion) -> tuple[str | None, str | None]:
-        if version.image_ref is None or version.image_digest is None:
-            raise DeployError(
-                f"{version.ref} has no pushed image; a cluster pulls from a registry: "
-                f"modelyard build {version.ref} && modelyard push {version.ref} "
-                "--registry HOST/PATH"
-            )
-        return version.image_ref, version.image_digest
+        return pushed_image(version, "a cluster pulls from a registry", "HOST/PATH")
 
     def plan(self, request: RolloutRequest) -> list[dict[str, Any]]:
         from modelyard.deploy.kubernetes.manifests import KubeSpec, render_manifests
