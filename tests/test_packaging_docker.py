@@ -103,6 +103,69 @@ def test_image_is_labelled_unprivileged_and_recorded(
     assert f"built_into → image modelyard/churn:1 {version.image_id[:19]}" in result.output
 
 
+def test_sbom_is_recorded_shipped_valid_and_complete(
+    built: tuple[Workspace, dict[str, float]], engine: DockerEngine, base_image: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The build's CycloneDX SBOM passes the library's strict schema validator, names every
+    locked package with its wheel's sha256 and every Debian package of the base, is the file
+    inside the image and is what ``modelyard sbom`` prints."""
+    import hashlib
+
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    from modelyard.images.wheelhouse import Wheelhouse, canonical_name, default_wheelhouse_dir
+    from modelyard.packaging import serving_lock
+
+    ws, _ = built
+    runner = CliRunner()
+    printed = runner.invoke(cli, ["-C", str(ws.root), "sbom", "churn@1"])
+    assert printed.exit_code == 0, printed.output
+    out = tmp_path / "churn.cdx.json"
+    written = runner.invoke(cli, ["-C", str(ws.root), "sbom", "churn@1", "-o", str(out)])
+    assert written.exit_code == 0, written.output
+    text = out.read_text()
+    assert printed.stdout.strip() == text.strip()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
+    doc = json.loads(text)
+    assert doc["bomFormat"] == "CycloneDX"
+    assert doc["metadata"]["component"]["name"] == "churn"
+    by_purl = {c["purl"]: c for c in doc["components"]}
+    version = ws.store.models.get_version("churn", 1)
+    lock = serving_lock(ws, version)
+    house = Wheelhouse(default_wheelhouse_dir())
+    for name, pkg_version in lock.items():
+        entry = by_purl[f"pkg:pypi/{canonical_name(name)}@{pkg_version}"]
+        wheel = house.find(name, pkg_version)
+        assert wheel is not None
+        sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        assert entry["hashes"] == [{"alg": "SHA-256", "content": sha}], name
+    assert any(p.startswith("pkg:pypi/modelyard@") for p in by_purl)  # the runtime wheel
+    dpkg = engine.run(
+        ["run", "--rm", "--network", "none", "--entrypoint", "dpkg-query", base_image,
+         "-W", "-f", "${Package} ${Version}\\n"],
+        timeout=60,
+    ).stdout.decode().split("\n")  # fmt: skip
+    debian = dict(line.split(" ", 1) for line in dpkg if line.strip())
+    assert len(debian) > 20
+    assert "libc6" in debian
+    listed = {c["name"]: c["version"] for c in doc["components"] if "pkg:deb/" in c["purl"]}
+    assert listed == debian
+    inside = engine.run(
+        ["run", "--rm", "--network", "none", "--entrypoint", "cat", "modelyard/churn:1",
+         "/opt/modelyard/app/sbom.cdx.json"],
+        timeout=60,
+    ).stdout  # fmt: skip
+    assert inside == out.read_bytes()
+    edges = [e for e in ws.store.lineage.edges_from("model_version", "churn@1")
+             if e.relation == "has_sbom"]  # fmt: skip
+    assert [ws.artifacts.get_bytes(e.target_id) for e in edges] == [inside]
+    missing = runner.invoke(cli, ["-C", str(ws.root), "sbom", "churn@3"])
+    assert missing.exit_code != 0
+    assert "churn@3 has no SBOM yet" in missing.output
+
+
 def test_a_new_version_adds_one_layer_and_builds_fast(
     built: tuple[Workspace, dict[str, float]], engine: DockerEngine
 ) -> None:

@@ -44,6 +44,9 @@ VENV = f"{ROOT}/venv"
 PYTHON = f"{VENV}/bin/python"
 APP_DIR = f"{ROOT}/app"
 MODEL_DIR = f"{APP_DIR}/model"
+# The image's CycloneDX SBOM (modelyard.packaging.sbom), beside the model.
+SBOM_FILE = "sbom.cdx.json"
+SBOM_PATH = f"{APP_DIR}/{SBOM_FILE}"
 PREDICTION_LOG_DIR = f"{HOME}/predictions"
 SCRATCH_DIRS = ("/tmp",)
 

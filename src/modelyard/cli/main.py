@@ -85,6 +85,7 @@ from modelyard.cli import packaging as _packaging_cli  # noqa: E402
 cli.add_command(_packaging_cli.build)
 cli.add_command(_packaging_cli.dockerfile)
 cli.add_command(_packaging_cli.push)
+cli.add_command(_packaging_cli.sbom)
 cli.add_command(_deploy_cli.deploy)
 cli.add_command(_deploy_cli.deployments)
 

@@ -107,3 +107,26 @@ def push(
     for tag in result.tags:
         out.print(f"Pushed {tag}", markup=False)
     out.print(f"Recorded {result.ref} on {result.version.ref}", markup=False)
+
+
+@click.command()
+@click.argument("ref")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Write the SBOM to this file instead of printing it.",
+)  # fmt: skip
+@pass_workspace
+def sbom(ws: Workspace, ref: str, output: Path | None) -> None:
+    """Print the CycloneDX SBOM (JSON) of model version REF's image, recorded by its latest
+    'modelyard build': each Python package with version and wheel sha256, each Debian package
+    of the base image."""
+    from modelyard.packaging.sbom import sbom_of
+
+    data = sbom_of(ref, ws)
+    if output is None:
+        sys.stdout.buffer.write(data + b"\n")
+        return
+    tmp = output.with_name(output.name + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(output)
+    console().print(f"Wrote the SBOM of {ref} to {output}", markup=False)

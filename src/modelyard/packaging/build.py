@@ -41,17 +41,22 @@ def build_model_image(
     no_cache: bool = False,
 ) -> ModelImage:
     """Build ``modelyard/<name>:<version>`` for ``ref`` and record its id and size on the
-    version, with a ``model_version -built_into-> image`` lineage arrow.
+    version, with a ``model_version -built_into-> image`` lineage arrow, and its CycloneDX
+    SBOM (shipped in the image, stored with a ``model_version -has_sbom-> artifact`` arrow).
 
     ``no_cache`` rebuilds every layer (a cold build, for benchmarks and suspect caches).
     Nothing is recorded unless the build succeeds: a missing or corrupted artifact, a base
     image that does not exist or a package the wheelhouse lacks raises before that.
     """
     import tempfile
+    from dataclasses import replace
 
+    from modelyard.image_contract import SBOM_FILE
     from modelyard.images import DockerEngine, build_image, write_context
     from modelyard.images import validate as v
+    from modelyard.images.wheelhouse import parse_wheel_filename
     from modelyard.packaging.dockerfile import default_base_image, plan_model_image
+    from modelyard.packaging.sbom import debian_packages, make_sbom, record_sbom
     from modelyard.workspace import resolve as resolve_workspace
 
     ws = resolve_workspace(workspace)
@@ -62,10 +67,26 @@ def build_model_image(
     plan = plan_model_image(
         ref, workspace=ws, base_image=base, wheelhouse_dir=wheelhouse_dir, progress=progress
     )
-    with tempfile.TemporaryDirectory(prefix="modelyard-model-context-") as tmp:
-        ctx = write_context(plan.spec, Path(tmp) / "context", wheelhouse=plan.wheelhouse)
-        info = build_image(ctx.path, plan.tag, engine=engine, progress=progress, no_cache=no_cache)
     version = plan.version
+    wheels = {name: (plan.lock[name], w) for name, w in plan.wheelhouse.require(plan.lock).items()}
+    runtime = plan.spec.runtime_wheel
+    parsed = parse_wheel_filename(runtime.name) if runtime is not None else None
+    if runtime is not None and parsed is not None:
+        wheels[parsed[0]] = (parsed[1], runtime)
+    sbom = make_sbom(
+        version,
+        wheels,
+        debian_packages(engine, base),
+        base_image=base,
+    )
+    with tempfile.TemporaryDirectory(prefix="modelyard-model-context-") as tmp:
+        sbom_file = Path(tmp) / SBOM_FILE
+        sbom_file.write_bytes(sbom)
+        sbom_file.chmod(0o644)  # the image's unprivileged user reads it
+        spec = replace(plan.spec, payload={**plan.spec.payload, SBOM_FILE: sbom_file})
+        ctx = write_context(spec, Path(tmp) / "context", wheelhouse=plan.wheelhouse)
+        info = build_image(ctx.path, plan.tag, engine=engine, progress=progress, no_cache=no_cache)
+    record_sbom(ws, version, sbom)
     ws.store.models.set_image(
         version.name,
         version.version,
