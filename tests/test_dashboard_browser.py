@@ -164,3 +164,137 @@ def test_follow_lineage_and_see_drift_in_chromium(server: tuple[str, Workspace, 
         finally:
             browser.close()
     assert errors == [], errors
+
+
+def _shown(value: float) -> str:
+    """A number as the dashboard's ``num`` prints it (4 significant digits, integers bare)."""
+    text = repr(float(f"{value:.4g}"))
+    return text.removesuffix(".0")
+
+
+def _open_and_check(page: Any, url: str) -> None:
+    """A link resolves: no ``undefined`` in it, and its page shows content, not an error."""
+    assert "undefined" not in url, url
+    page.goto(url)
+    page.wait_for_selector("main section")
+    errors = page.locator("main .error").all_inner_texts()
+    assert errors == [], f"{url}: {errors}"
+
+
+def test_every_page_shows_its_numbers_and_links_resolve(
+    server: tuple[str, Workspace, Any],
+) -> None:
+    """The holes a user saw on main: the model page without version numbers and lineage links
+    to ``undefined``, dataset versions with "— rows", a monitoring banner naming features that
+    drifted only in older reports, a long tag widening the run page, single-value metrics drawn
+    as one dot on a 0–100 axis."""
+    require_service(CHROMIUM.exists(), f"chromium is not installed at {CHROMIUM}")
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        require_service(False, "playwright is not installed (pip install -e '.[dev]')")
+        raise
+    from datetime import UTC, datetime
+
+    from modelyard.models.provenance import provenance
+    from test_ui_api import DEPLOYMENT, DRIFTED, _drift_doc
+
+    url, ws, world = server
+    _, secret = ws.store.tokens.create("dashboard-viewer", "read")
+    rows = (ws.store.datasets.get_version("sensors", 1).profile or {})["row_count"]
+    assert rows > 0
+    # A newer report in which nothing drifted: the banner must follow it, not the older one.
+    (newest,) = ws.store.monitoring.reports(DEPLOYMENT, limit=1)
+    features = [f["name"] for f in newest.details["drift"][0]["features"]]
+    ws.store.monitoring.add_report(
+        DEPLOYMENT,
+        model_name="maintenance",
+        model_version=1,
+        window_end=datetime.now(UTC),
+        metrics={"latest": {"requests": 200.0}},
+        details={"drift": [_drift_doc(False, features)]},
+    )
+    steps = ws.store.runs.search(parent_id=world.pipeline_run, limit=50)
+    evaluate = next(r for r in steps if r.name == "evaluate")
+    single = {
+        k: v
+        for k, v in evaluate.latest_metrics.items()
+        if len([p for p in ws.store.runs.metric_history(evaluate.id) if p.key == k]) == 1
+    }
+    assert single, "the evaluate step logs its scores once"
+    ws.store.runs.set_tags(evaluate.id, {"note": "x" * 400})
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{url}/")
+            page.fill("input[name=token]", secret)
+            page.click("text=open dashboard")
+            expect(page.get_by_test_id("runs-table")).to_be_visible()
+
+            # The model page: version numbers, and every link on it opens a real page.
+            page.goto(f"{url}/#/models/maintenance")
+            table = page.get_by_test_id("model-versions")
+            expect(table.get_by_test_id("version-1")).to_have_text("v1")
+            page.screenshot(path=str(ARTIFACTS / "10-model-versions.png"), full_page=True)
+            # Side by side: the scores and data upstream of the version, and who promoted it.
+            compare = page.get_by_test_id("version-compare")
+            found = provenance(ws, ws.store.models.get_version("maintenance", 1))
+            assert found.metrics
+            assert found.datasets == {"sensors": world.train_dataset}
+            for key, value in found.metrics.items():
+                expect(compare.locator(f'tr[data-row="metric:{key}"] td')).to_have_text(
+                    _shown(value)
+                )
+            expect(compare.locator('tr[data-row="dataset:sensors"] td')).to_have_text(
+                world.train_dataset
+            )
+            (move,) = ws.store.models.alias_history("maintenance")
+            expect(compare.locator('tr[data-row="promoted"] td')).to_contain_text(
+                f"production by {move.actor}"
+            )
+            links = table.locator("a").evaluate_all("(as) => as.map((a) => a.href)")
+            assert any("lineage/model_version/maintenance%401" in h for h in links), links
+            assert any("/runs/" in h for h in links), links
+            for link in links:
+                _open_and_check(page, link)
+                if "lineage" in link:
+                    expect(page.get_by_test_id("lineage-focus")).to_contain_text(
+                        f"model {world.model_ref}"
+                    )
+
+            # Dataset versions: the profile's row count, in the list and on the version page.
+            page.goto(f"{url}/#/datasets/sensors")
+            expect(page.locator("main table tbody tr").first).to_contain_text(f"{rows}")
+            assert "— rows" not in page.inner_text("main")
+            page.goto(f"{url}/#/datasets/sensors/1")
+            expect(page.locator("main p").first).to_contain_text(f"{rows} rows")
+
+            # Monitoring: the latest report saw no drift, so no banner, though the table still
+            # shows the older report's drift.
+            page.goto(f"{url}/#/monitoring")
+            row = page.locator(f'[data-testid=drift-table] tr[data-feature="{DRIFTED}"]')
+            expect(row.locator("td.drift")).to_have_count(1)
+            expect(page.get_by_test_id("drifted-features")).to_have_count(0)
+            page.screenshot(path=str(ARTIFACTS / "11-monitoring-latest.png"), full_page=True)
+
+            # The evaluate step: a 400-character tag wraps inside the page, and its one-off
+            # scores are numbers, not dots on a chart.
+            page.goto(f"{url}/#/runs/{evaluate.id}")
+            values = page.get_by_test_id("single-metrics")
+            for key, value in single.items():
+                expect(values.locator(f'tr[data-metric="{key}"] td')).to_have_text(_shown(value))
+                expect(page.locator(f'.chart[data-chart="{key}"]')).to_have_count(0)
+            expect(page.locator("main")).to_contain_text("x" * 400)
+            width = page.evaluate(
+                "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+            )
+            assert width[0] <= width[1], f"the run page overflows: {width}"
+            page.screenshot(path=str(ARTIFACTS / "12-run-long-tag.png"), full_page=True)
+        finally:
+            browser.close()
+    assert errors == [], errors

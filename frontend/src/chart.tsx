@@ -31,7 +31,10 @@ export function LineChart(props: { title: string; series: Series[]; time?: boole
         title: props.title,
         width,
         height: props.height ?? 220,
-        scales: { x: { time: !!props.time } },
+        scales: {
+          // One x value would get uPlot's default 0–100 axis: centre the axis on it instead.
+          x: { time: !!props.time, range: (_u, min, max) => (min === max ? [min - (props.time ? 60 : 1), max + (props.time ? 60 : 1)] : [min, max]) },
+        },
         series: [
           { label: props.time ? "time" : "step" },
           ...props.series.map((s, i) => ({

@@ -142,7 +142,10 @@ export function MonitoringPage(props: { route: Route }) {
   if (!data.available) return <p class="muted">This server's store records no monitoring.</p>;
   const reports: any[] = data.reports;
   const features = Array.from(new Set(reports.flatMap((r) => Object.keys(r.drift)))).sort();
-  const drifted = features.filter((f) => reports.some((r) => r.drift[f]?.drifted));
+  // What drifts now: each deployment's newest report (reports come oldest first), not every
+  // feature that ever drifted in the window shown.
+  const latest = Array.from(new Map(reports.map((r) => [r.deployment, r])).values());
+  const drifted = features.filter((f) => latest.some((r) => r.drift[f]?.drifted));
   const t = (r: any) => Date.parse(r.created_at) / 1000;
   const quality = QUALITY.filter((k) => reports.some((r) => typeof r.metrics[k] === "number"));
   return (
@@ -159,7 +162,10 @@ export function MonitoringPage(props: { route: Route }) {
       {reports.length === 0 && <p class="muted">No monitor reports yet.</p>}
       {drifted.length > 0 && (
         <p class="alert" data-testid="drifted-features">
-          Drifted features: {drifted.map((f) => <strong class="drifted-feature">{f} </strong>)}
+          Drifted in the latest report ({latest.map((r) => `#${r.id}`).join(", ")}):{" "}
+          {drifted.map((f) => (
+            <strong class="drifted-feature">{f} </strong>
+          ))}
         </p>
       )}
       {features.length > 0 && (

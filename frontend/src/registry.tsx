@@ -286,7 +286,7 @@ export function ModelPage(props: { name: string; route: Route }) {
         <tbody>
           {m.versions.map((v: any) => (
             <tr class={highlight === String(v.version) ? "selected" : ""}>
-              <td>{v.ref}</td>
+              <td data-testid={`version-${v.version}`}>v{v.version}</td>
               <td>
                 {v.aliases.map((a: string) => (
                   <span class="badge alias">{a}</span>
@@ -304,6 +304,7 @@ export function ModelPage(props: { name: string; route: Route }) {
           ))}
         </tbody>
       </table>
+      {m.compare.length > 0 && <VersionCompare sides={m.compare} />}
       <h3>Alias history</h3>
       <table data-testid="alias-history">
         <thead>
@@ -331,5 +332,51 @@ export function ModelPage(props: { name: string; route: Route }) {
         </tbody>
       </table>
     </section>
+  );
+}
+
+// The newest versions side by side: what trained them, their image, today's gate verdicts and
+// who promoted them; a row whose values differ between versions is highlighted.
+function VersionCompare(props: { sides: any[] }) {
+  const sides = props.sides;
+  const keys = (field: string) => Array.from(new Set(sides.flatMap((s) => Object.keys(s[field])))).sort();
+  const row = (label: string, cells: string[], testid?: string) => (
+    <tr class={sides.length > 1 && new Set(cells).size > 1 ? "differs" : ""} data-row={testid ?? label}>
+      <th>{label}</th>
+      {cells.map((c) => (
+        <td class="num">{c}</td>
+      ))}
+    </tr>
+  );
+  const gate = (g: any) =>
+    g ? (g.passed ? "passes" : `fails: ${g.checks.filter((c: any) => !c.passed).map((c: any) => c.check).join(", ")}`) : "—";
+  return (
+    <>
+      <h3>Versions side by side</h3>
+      <div class="scroll">
+        <table data-testid="version-compare">
+          <thead>
+            <tr>
+              <th />
+              {sides.map((s) => (
+                <th class="num">
+                  <a href={lineageHref("model_version", s.ref)}>v{s.version}</a>
+                </th>
+              ))}
+            </tr>
+          </thead>
+          <tbody>
+            {keys("metrics").map((k) => row(`metric ${k}`, sides.map((s) => num(s.metrics[k])), `metric:${k}`))}
+            {keys("datasets").map((k) => row(`dataset ${k}`, sides.map((s) => s.datasets[k] ?? "—"), `dataset:${k}`))}
+            {row("image", sides.map((s) => s.image ?? "—"))}
+            {keys("gates").map((a) => row(`gate ${a}`, sides.map((s) => gate(s.gates[a])), `gate:${a}`))}
+            {row(
+              "promoted",
+              sides.map((s) => s.promotions.map((p: any) => `${p.alias} by ${p.by ?? "unknown"} ${when(p.at)}${p.forced ? " (forced)" : ""}`).join("; ") || "—"),
+            )}
+          </tbody>
+        </table>
+      </div>
+    </>
   );
 }

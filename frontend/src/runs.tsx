@@ -228,18 +228,46 @@ function CompareCharts(props: { ids: string[] }) {
     const r = data.runs.find((x: any) => x.id === id);
     return `${short(id, 8)}${r?.name ? " " + r.name : ""}`;
   };
+  // A metric logged once per run is a number, not a chart: one dot on an invented axis says
+  // nothing, so those are listed as values and only histories are drawn.
+  const series = (key: string) => Object.entries(data.series[key] as Record<string, [number, number][]>);
+  const histories = data.keys.filter((key: string) => series(key).some(([, points]) => points.length > 1));
+  const single = data.keys.filter((key: string) => !histories.includes(key));
   return (
-    <div class="charts">
-      {data.keys.map((key: string) => (
-        <LineChart
-          title={key}
-          series={Object.entries(data.series[key] as Record<string, [number, number][]>).map(([id, points]) => ({
-            label: label(id),
-            points,
-          }))}
-        />
-      ))}
-    </div>
+    <>
+      {single.length > 0 && (
+        <div class="panel">
+          <h3>Single-value metrics</h3>
+          <table data-testid="single-metrics">
+            <thead>
+              <tr>
+                <th>metric</th>
+                {data.runs.map((r: any) => (
+                  <th class="num">{label(r.id)}</th>
+                ))}
+              </tr>
+            </thead>
+            <tbody>
+              {single.map((key: string) => (
+                <tr data-metric={key}>
+                  <th>{key}</th>
+                  {data.runs.map((r: any) => (
+                    <td class="num">{num(data.series[key][r.id]?.[0]?.[1])}</td>
+                  ))}
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      {histories.length > 0 && (
+        <div class="charts">
+          {histories.map((key: string) => (
+            <LineChart title={key} series={series(key).map(([id, points]) => ({ label: label(id), points }))} />
+          ))}
+        </div>
+      )}
+    </>
   );
 }
 

@@ -219,8 +219,9 @@ def _version_summary(v: Any) -> Json:
         "format": v.format,
         "size": v.size,
         "file_count": v.file_count,
-        "rows": profile.get("rows"),
-        "columns": len(profile.get("columns") or []) or None,
+        # The profile names them row_count / column_count (modelyard.data.profile).
+        "rows": profile.get("row_count"),
+        "columns": profile.get("column_count") or len(profile.get("columns") or []) or None,
         "source": v.source,
         "description": v.description,
         "created_at": v.created_at.isoformat(),
@@ -281,14 +282,53 @@ def models(request: Request) -> Json:
 
 @router.get("/models/{name}")
 def model(request: Request, name: str) -> Json:
-    """A registered model, its versions (newest first) and the history of its aliases."""
-    repo = _ws(request).store.models
+    """A registered model, its versions (newest first), the history of its aliases, and the
+    newest versions side by side (``compare``)."""
+    ws = _ws(request)
+    repo = ws.store.models
     info = repo.get(name)
-    versions = repo.versions(name)
+    versions = list(reversed(repo.versions(name)))
+    history = list(reversed(repo.alias_history(name)))
     return {
         **_plain(info),
-        "versions": _plain(list(reversed(versions))),
-        "alias_history": _plain(list(reversed(repo.alias_history(name)))),
+        # ``ref`` is a property, which dataclasses.fields (and so _plain) does not see.
+        "versions": [{**_plain(v), "ref": v.ref} for v in versions],
+        "alias_history": _plain(history),
+        "compare": [_side(ws, v, history) for v in versions[:MAX_COMPARE]],
+    }
+
+
+def _side(ws: Workspace, version: Any, history: list[Any]) -> Json:
+    """One version's column in the comparison: what trained it (metrics and datasets found
+    upstream of its run), its image, who pointed which alias at it, and how it fares today
+    against the gates of every alias the model has had."""
+    from modelyard.models.gates import evaluate
+    from modelyard.models.provenance import provenance
+
+    found = provenance(ws, version)
+    gates = {}
+    for alias in sorted({h.alias for h in history}):
+        report = evaluate(ws, version, alias)
+        if report.results:
+            gates[alias] = {
+                "passed": report.passed,
+                "checks": [
+                    {"check": r.check, "passed": r.passed, "actual": r.actual, "detail": r.detail}
+                    for r in report.results
+                ],
+            }
+    return {
+        "version": version.version,
+        "ref": version.ref,
+        "metrics": _plain(found.metrics),
+        "datasets": found.datasets,
+        "image": version.image_ref or version.image_digest,
+        "gates": _plain(gates),
+        "promotions": [
+            {"alias": h.alias, "by": h.actor, "at": h.moved_at.isoformat(), "forced": h.forced}
+            for h in history
+            if h.to_version == version.version
+        ],
     }
 
 
