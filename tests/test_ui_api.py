@@ -315,3 +315,25 @@ def test_bad_requests_are_4xx_and_data_needs_a_token(
         assert "/ui/assets/" in index.text
         asset = index.text.split('src="')[1].split('"')[0]
         assert c.get(asset).status_code == 200
+
+
+def test_model_page_compares_versions(world: World, workspace: Workspace, client: Any) -> None:
+    """Each version's column: the scores and data found upstream of its run (a pipeline's
+    register step has neither itself), its gate verdicts today, and who promoted it."""
+    from modelyard import models
+
+    models.set_gate("maintenance", ["roc_auc >= 2"], aliases=["production"], workspace=workspace)
+    model = get(client, "/models/maintenance")
+    assert [v["ref"] for v in model["versions"]] == [world.model_ref]
+    (side,) = model["compare"]
+    steps = workspace.store.runs.search(parent_id=world.pipeline_run, limit=50)
+    evaluate = next(r for r in steps if r.name == "evaluate")
+    assert side["metrics"]["roc_auc"] == evaluate.latest_metrics["roc_auc"]
+    assert side["datasets"] == {"sensors": world.train_dataset}
+    gate = side["gates"]["production"]
+    assert gate["passed"] is False
+    assert [c["check"] for c in gate["checks"]] == ["roc_auc >= 2"]
+    (move,) = workspace.store.models.alias_history("maintenance")
+    assert side["promotions"] == [
+        {"alias": "production", "by": move.actor, "at": move.moved_at.isoformat(), "forced": False}
+    ]
