@@ -291,3 +291,43 @@ def test_every_page_shows_its_numbers_and_links_resolve(
         )
         assert width[0] <= width[1], f"the run page overflows: {width}"
         page.screenshot(path=str(ARTIFACTS / "12-run-long-tag.png"), full_page=True)
+
+        # Deployments: what serves where, at which revision, and every link opens a page.
+        dep = ws.store.deployments.get(world.deployment)
+        page.goto(f"{url}/#/deployments")
+        row = page.get_by_test_id("deployments").locator("tbody tr", has_text=world.deployment)
+        expect(row).to_be_visible()
+        cells = row.locator("td").all_inner_texts()
+        assert cells[:3] == [world.deployment, dep.target, dep.status], cells
+        assert cells[3] == world.model_ref, cells
+        assert cells[4] == str(dep.current.revision if dep.current else "—"), cells
+        links = row.locator("a").evaluate_all("(as) => as.map((a) => a.href)")
+        assert len(links) == 3, links  # the deployment, its model, its lineage
+        for link in links:
+            _open_and_check(page, link)
+
+        # Compare two runs: each run's params and metric values in its own column.
+        train = next(r for r in steps if r.name == "train")
+        page.goto(f"{url}/#/runs")
+        boxes = page.get_by_test_id("runs-table").locator("tbody tr")
+        expect(boxes.first).to_be_visible()
+        for run in (evaluate, train):
+            boxes.filter(has_text=run.id[:8]).locator("input[type=checkbox]").check()
+        page.click("text=compare 2")
+        table = page.get_by_test_id("compare-table")
+        expect(table).to_be_visible()
+        heads = table.locator("thead th").all_inner_texts()[1:]
+        order = [next(r for r in (evaluate, train) if h.startswith(r.id[:8])) for h in heads]
+        assert len(order) == 2, heads
+        assert evaluate.latest_metrics, "the compared runs have metrics to show"
+        for key in sorted({k for r in order for k in r.latest_metrics}):
+            shown = table.locator("tbody tr", has=page.locator(f"th:text-is('metric {key}')"))
+            expected = [
+                _shown(r.latest_metrics[key]) if key in r.latest_metrics else "—" for r in order
+            ]
+            assert shown.locator("td").all_inner_texts() == expected, key
+        for key in sorted({k for r in order for k in r.params}):
+            shown = table.locator("tbody tr", has=page.locator(f"th:text-is('param {key}')"))
+            assert shown.locator("td").all_inner_texts() == [r.params.get(key, "—") for r in order]
+        for link in table.locator("thead a").evaluate_all("(as) => as.map((a) => a.href)"):
+            _open_and_check(page, link)
