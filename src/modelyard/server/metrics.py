@@ -145,7 +145,9 @@ def install(app: FastAPI) -> ServerMetrics:
     app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics, templates=RouteTemplates(app))
 
-    @app.get("/metrics", tags=["server"], dependencies=[require("read")])
+    # response_model=None: the return annotation names a class imported here, which the
+    # OpenAPI generator could not resolve from the module (it broke /openapi.json).
+    @app.get("/metrics", tags=["server"], dependencies=[require("read")], response_model=None)
     def prometheus_metrics() -> Response:
         """Prometheus text format: requests, latencies and store errors of this server."""
         from prometheus_client import CONTENT_TYPE_LATEST
