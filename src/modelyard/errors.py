@@ -50,7 +50,8 @@ code raises these and knows nothing of HTTP or terminals.
     │   ├── PipelineDefinitionError               the static graph is wrong (cycle, missing input)
     │   └── StepFailed                            a step raised, was killed or timed out
     └── DeployError                               a deployment that could not be started or changed
-        └── RolloutFailed                         a new version never became ready (rolled back)
+        ├── RolloutFailed                         a new version never became ready (rolled back)
+        └── RolloutAborted                        a shadow/canary candidate failed its analysis
 """
 
 from __future__ import annotations
@@ -318,6 +319,16 @@ class RolloutFailed(DeployError):
         self.logs = logs
 
 
+class RolloutAborted(DeployError):
+    """A shadow or canary candidate failed the analysis of a step (or the rollout was
+    stopped): the candidate was stopped and the serving version kept all the traffic.
+    ``result`` is the recorded :class:`~modelyard.monitor.progressive.RolloutResult`."""
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 __all__ = [
     "AlreadyExists",
     "ArtifactError",
@@ -352,6 +363,7 @@ __all__ = [
     "PromotionRefused",
     "RegistryError",
     "RetrainStopped",
+    "RolloutAborted",
     "RolloutFailed",
     "RunError",
     "ServerSideOnly",

@@ -25,7 +25,7 @@ def default_node_types() -> NodeTypes:
     called)."""
     from modelyard.deploy.lineage import deployment_node
     from modelyard.models.lineage import model_version_node
-    from modelyard.monitor.lineage import monitor_report_node
+    from modelyard.monitor.lineage import monitor_report_node, rollout_node, rollout_step_node
     from modelyard.packaging.lineage import image_node
     from modelyard.tracking.lineage import ARTIFACT_NODE, DATASET_VERSION_NODE, RUN_NODE
 
@@ -38,6 +38,8 @@ def default_node_types() -> NodeTypes:
             monitor_report_node(),
             image_node(),
             deployment_node(),
+            rollout_node(),
+            rollout_step_node(),
         ]
     )
 

@@ -32,6 +32,8 @@ def deploy() -> None:
       modelyard deploy churn@production --target docker --name churn-api --replicas 2
       modelyard deploy churn@production --target kubernetes --namespace ml --dry-run -o yaml
       modelyard deploy churn@production --target sagemaker --role-arn ARN --dry-run -o json
+      modelyard deploy churn@4 --name churn-api --strategy shadow --sample 0.2 --for 30m
+      modelyard deploy churn@4 --name churn-api --strategy canary --steps 5,25,50,100 --interval 10m
     """
 
 
@@ -73,6 +75,34 @@ def deploy() -> None:
 @click.option("--alarm", "alarms", multiple=True, help="SageMaker: CloudWatch alarm that rolls "
               "an update back (repeatable).")  # fmt: skip
 @click.option(
+    "--strategy",
+    type=click.Choice(["replace", "shadow", "canary"]),
+    default="replace",
+    show_default=True,
+    help="replace: the new version takes all traffic once ready; shadow: it gets a copy of "
+    "live requests (--sample), answers dropped; canary: it answers a growing share (--steps). "
+    "Shadow and canary are analysed against the serving version and abort on a failed check.",
+)
+@click.option("--sample", default=1.0, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True),
+              help="shadow: share of requests copied to the candidate.")  # fmt: skip
+@click.option("--for", "for_", default=None, metavar="DURATION",
+              help="shadow: how long it runs (30s, 30m) [default: --interval].")  # fmt: skip
+@click.option("--requests", "shadow_requests", default=None, type=click.IntRange(1),
+              help="shadow: end once the candidate answered this many copies.")  # fmt: skip
+@click.option("--steps", default="5,25,50,100", show_default=True,
+              help="canary: the candidate's share of requests at each step, in %.")  # fmt: skip
+@click.option("--interval", default="10m", show_default=True, metavar="DURATION",
+              help="canary: how long each step runs before its analysis.")  # fmt: skip
+@click.option("--sticky", default=None, metavar="HEADER",
+              help="canary: keep each value of this request header on one variant.")  # fmt: skip
+@click.option("--check", "checks", multiple=True, metavar="KEY=VALUE",
+              help="Override an analysis threshold of [deploy.analysis] (repeatable), "
+              "e.g. --check max_error_rate_increase=0.02.")  # fmt: skip
+@click.option("--alias", default="production", show_default=True,
+              help="shadow/canary: alias moved (through its gate) once the candidate serves; "
+              "'' moves none.")  # fmt: skip
+@click.option(
     "--dry-run",
     is_flag=True,
     help="Print what would be applied (Kubernetes manifests, SageMaker API requests).",
@@ -100,6 +130,15 @@ def run(
     traffic_percent: int | None,
     wait_s: int | None,
     alarms: tuple[str, ...],
+    strategy: str,
+    sample: float,
+    for_: str | None,
+    shadow_requests: int | None,
+    steps: str,
+    interval: str,
+    sticky: str | None,
+    checks: tuple[str, ...],
+    alias: str,
     dry_run: bool,
     output: str,
 ) -> None:
@@ -124,7 +163,12 @@ def run(
         timeout_s=timeout,
         auth_url=auth_url,
         options=chosen.options_type.from_settings(flags),
+        strategy=strategy,
     )
+    if strategy != "replace" and not dry_run:
+        _progressive(ws, spec, sample, for_, shadow_requests, steps, interval, sticky, checks,
+                     alias)  # fmt: skip
+        return
     if dry_run:
         manifests = api.plan(spec, workspace=ws)
         if manifests is None:
@@ -145,6 +189,67 @@ def run(
         markup=False,
     )
     _print_auth(out, dep)
+
+
+def _progressive(
+    ws: Workspace,
+    spec: Any,
+    sample: float,
+    for_: str | None,
+    requests: int | None,
+    steps: str,
+    interval: str,
+    sticky: str | None,
+    checks: tuple[str, ...],
+    alias: str,
+) -> None:
+    from modelyard.errors import RolloutAborted
+    from modelyard.monitor import progressive as pg
+    from modelyard.monitor.analysis import thresholds_for
+    from modelyard.monitor.policy import parse_duration
+
+    overrides = {}
+    for item in checks:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.UsageError(f"--check takes KEY=VALUE, not {item!r}")
+        overrides[key.strip()] = value.strip()
+    every = parse_duration(interval, "--interval")
+    if spec.strategy == "shadow":
+        length = parse_duration(for_, "--for") if for_ else every
+        plan_steps: tuple[pg.Step, ...] = (pg.shadow_step(sample, length, requests),)
+    else:
+        plan_steps = pg.canary_steps(pg.parse_steps(steps), every)
+    plan = pg.RolloutPlan(plan_steps, thresholds_for(ws, overrides), sticky, alias or None)
+    out = console()
+    out.print(f"{spec.name}: {spec.strategy} rollout of {spec.ref}", markup=False)
+    for step in plan.steps:
+        out.print(f"  planned: {step.describe()}", markup=False)
+
+    def show(record: pg.StepRecord) -> None:
+        render_analysis(out, f"step {record.index}: {record.step.describe()}", record.analysis)
+
+    try:
+        result = pg.rollout(spec, plan, workspace=ws, on_step=show)
+    except RolloutAborted:
+        out.print(f"{spec.name}: aborted, the serving version keeps all the traffic", markup=False)
+        raise
+    out.print(result.reason, markup=False)
+
+
+def render_analysis(out: Any, title: str, analysis: Any) -> None:
+    """One step's analysis as a table, like the promotion gate's."""
+    from rich.table import Table
+
+    table = Table("check", "candidate", "serving", "limit", "result", "detail", title=title)
+    for r in analysis.results:
+        mark = {"pass": "[green]pass[/]", "FAIL": "[red]FAIL[/]"}.get(r.verdict, "[dim]n/a[/]")
+        table.add_row(r.check, _num(r.candidate), _num(r.primary), r.limit, mark, r.detail)
+    out.print(table)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def _print_auth(out: Any, dep: Deployment | None) -> None:
@@ -219,10 +324,36 @@ def status(ws: Workspace, name: str) -> None:
         f"errors:     {t.errors:.0f} ({t.error_rate:.2%})",
         f"latency:    p50 {_ms(t.p50_s)}  p99 {_ms(t.p99_s)}",
     ]
+    config = dep.config or {}
+    candidate, split = config.get("candidate"), config.get("split")
+    if candidate:
+        share = f"{split['mode']} {split['percent']:g} %" if split else "no traffic yet"
+        sticky = f", sticky by {split['sticky']}" if split and split.get("sticky") else ""
+        lines.append(f"variants:   primary {cur.model_ref if cur else '-'}; candidate "
+                     f"{candidate.get('ref')} ({share}{sticky})")  # fmt: skip
     for event in api.events(name, workspace=ws, limit=5):
         lines.append(f"event:      {event.at:%Y-%m-%d %H:%M:%S} {event.kind}: "
                      f"{event.message.splitlines()[0]}")  # fmt: skip
     click.echo("\n".join(lines))
+    _show_rollout(ws, name)
+
+
+def _show_rollout(ws: Workspace, name: str) -> None:
+    """The latest progressive rollout of ``name``: its steps, weights and analysis tables."""
+    from modelyard.monitor import progressive as pg
+
+    found = pg.rollouts(ws, name, limit=1)
+    if not found:
+        return
+    last = found[0]
+    out = console()
+    out.print(f"rollout:    {last['id']} {last.get('strategy')} of {last.get('candidate')} "
+              f"(serving {last.get('primary')}): {last['status']}"
+              + (f" - {last['reason']}" if last.get("reason") else ""), markup=False)  # fmt: skip
+    for step, analysis in pg.step_analyses(last):
+        title = (f"step {step['index']}: {step['mode']} {step['percent']:g} % - "
+                 f"{'passed' if analysis.passed else 'FAILED'}")  # fmt: skip
+        render_analysis(out, title, analysis)
 
 
 def _ms(seconds: float | None) -> str:

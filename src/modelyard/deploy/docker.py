@@ -29,11 +29,15 @@ from modelyard.deploy.proxy import (
     render_haproxy_config,
 )
 from modelyard.deploy.target import (
+    CANARY,
+    REPLACE,
+    SHADOW,
     ReplicaNetwork,
     Rollout,
     RolloutRequest,
     TargetDefaults,
     TargetOptions,
+    TrafficSplit,
     options_of,
 )
 from modelyard.errors import DeployError, EngineUnavailable, RolloutFailed
@@ -47,6 +51,10 @@ if TYPE_CHECKING:
 
 LABEL = "io.modelyard.deployment"
 ROLE = "io.modelyard.role"
+CANDIDATE = "candidate"
+#: Where replicas read the split file (a read-only mount of the deployment's split folder).
+SPLIT_MOUNT = "/etc/modelyard/split"
+SPLIT_ENV = "MODELYARD_SERVE_SPLIT_FILE"
 SERVE_PORT = contract.PORT
 STOP_GRACE_S = 30
 HOST_GATEWAY_NAME = "host.docker.internal"
@@ -66,8 +74,11 @@ def proxy_name(name: str) -> str:
     return f"{name}-proxy"
 
 
-def replica_containers(name: str, engine: DockerEngine | None = None) -> list[str]:
-    """Replica containers of ``name`` (running or not), oldest first."""
+def replica_containers(
+    name: str, engine: DockerEngine | None = None, role: str = "replica"
+) -> list[str]:
+    """Replica containers of ``name`` (running or not), oldest first; ``role="candidate"``:
+    those of its progressive rollout's candidate."""
     eng = _engine(engine)
     proc = eng.run(
         [
@@ -76,7 +87,7 @@ def replica_containers(name: str, engine: DockerEngine | None = None) -> list[st
             "--filter",
             f"label={LABEL}={name}",
             "--filter",
-            f"label={ROLE}=replica",
+            f"label={ROLE}={role}",
             "--format",
             "{{.CreatedAt}}\t{{.Names}}",
         ],  # fmt: skip
@@ -102,7 +113,7 @@ def _host_url(data: dict[str, Any]) -> str | None:
     return None
 
 
-def replica_urls(name: str, engine: DockerEngine | None = None) -> list[str]:
+def replica_urls(name: str, engine: DockerEngine | None = None, role: str = "replica") -> list[str]:
     """Host URLs of the running replicas (published on random 127.0.0.1 ports)."""
     eng = _engine(engine)
     try:
@@ -110,7 +121,7 @@ def replica_urls(name: str, engine: DockerEngine | None = None) -> list[str]:
     except EngineUnavailable:
         return []
     urls = []
-    for container in replica_containers(name, eng):
+    for container in replica_containers(name, eng, role):
         data = _inspect(eng, container)
         if data and (data.get("State") or {}).get("Running"):
             url = _host_url(data)
@@ -152,9 +163,13 @@ def _start_replica(
     image: str,
     log_dir: Path | None,
     auth_url: str | None = None,
+    split_dir: Path | None = None,
+    role: str = "replica",
 ) -> str:
-    container = f"{name}-{version.version}-{secrets.token_hex(3)}"
-    eng.run(replica_run_args(name, container, version, image, log_dir, auth_url), timeout=120)
+    tag = "-cand" if role == CANDIDATE else ""
+    container = f"{name}{tag}-{version.version}-{secrets.token_hex(3)}"
+    args = replica_run_args(name, container, version, image, log_dir, auth_url, split_dir, role)
+    eng.run(args, timeout=120)
     return container
 
 
@@ -165,8 +180,13 @@ def replica_run_args(
     image: str,
     log_dir: Path | None = None,
     auth_url: str | None = None,
+    split_dir: Path | None = None,
+    role: str = "replica",
 ) -> list[str]:
-    """The ``docker run`` arguments of one replica. ``auth_url`` (checked by
+    """The ``docker run`` arguments of one replica. ``split_dir`` is mounted (read-only) where
+    the serving version reads the split file of a progressive rollout; a ``candidate`` replica
+    logs its predictions as the ``canary`` variant (``shadow`` for mirrored ones).
+    ``auth_url`` (checked by
     :func:`~modelyard.deploy.spec.check_auth_url`: never loopback, which in a container is the
     container) is passed as the server's environment; ``host.docker.internal`` is mapped to the
     host, as Docker Desktop does and Docker Engine on Linux does only when asked."""
@@ -174,6 +194,15 @@ def replica_run_args(
     extra: list[str] = []
     if log_dir is not None:
         extra += ["-v", f"{log_dir}:{contract.PREDICTION_LOG_DIR}"]
+    if split_dir is not None:
+        extra += [
+            "-v",
+            f"{split_dir}:{SPLIT_MOUNT}:ro",
+            "-e",
+            f"{SPLIT_ENV}={SPLIT_MOUNT}/split.json",
+        ]
+    if role == CANDIDATE:
+        extra += ["-e", "MODELYARD_SERVE_VARIANT=canary"]
     if auth_url:
         from urllib.parse import urlsplit
 
@@ -191,7 +220,7 @@ def replica_run_args(
         "--label",
         f"{LABEL}={name}",
         "--label",
-        f"{ROLE}=replica",
+        f"{ROLE}={role}",
         "--label",
         f"io.modelyard.model={version.ref}",
         "--restart",
@@ -250,10 +279,12 @@ def rollout(
     engine: DockerEngine | None = None,
     log_dir: Path | None = None,
     auth_url: str | None = None,
+    split_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Serve ``image`` as ``name`` on 127.0.0.1:``port`` with ``replicas`` containers; every
-    replica writes its prediction log into ``log_dir`` on the host (when given) and requires
-    predict tokens of the team server at ``auth_url`` (when given)."""
+    replica writes its prediction log into ``log_dir`` on the host (when given), reads a
+    progressive rollout's split file from ``split_dir`` (when given) and requires predict
+    tokens of the team server at ``auth_url`` (when given)."""
     eng = _engine(engine)
     eng.ping()
     ensure_proxy_image(proxy_image, eng)
@@ -269,7 +300,7 @@ def rollout(
     try:
         # Appended one by one, so a failure while starting the second leaves none behind.
         for _ in range(replicas):
-            new.append(_start_replica(eng, name, version, image, log_dir, auth_url))
+            new.append(_start_replica(eng, name, version, image, log_dir, auth_url, split_dir))
         failure = _wait_ready(eng, new, version, timeout)
     except BaseException:  # Ctrl-C or an engine error while starting or waiting
         _remove(eng, new, grace=2)
@@ -323,9 +354,115 @@ def rollout(
     return recorded
 
 
+def start_candidate(
+    name: str,
+    version: ModelVersion,
+    image: str,
+    *,
+    replicas: int,
+    timeout: float,
+    engine: DockerEngine | None,
+    log_dir: Path,
+    auth_url: str | None,
+) -> list[str]:
+    """Start ``replicas`` candidate containers of ``image`` on the deployment's network, with
+    no traffic (the proxy does not name them yet); raises :class:`RolloutFailed` (none left)
+    when one never becomes ready."""
+    eng = _engine(engine)
+    eng.ping()
+    primaries = replica_containers(name, eng)
+    if not primaries:
+        raise DeployError(f"deployment {name!r} has no replica running")
+    env = ((_inspect(eng, primaries[-1]) or {}).get("Config") or {}).get("Env") or []
+    if not any(str(e).startswith(f"{SPLIT_ENV}=") for e in env):
+        raise DeployError(
+            f"deployment {name!r} was started by an older modelyard whose replicas cannot "
+            f"mirror traffic; roll its version out once more (modelyard deploy) first"
+        )
+    _remove(eng, replica_containers(name, eng, CANDIDATE), grace=2)
+    new: list[str] = []
+    try:
+        for _ in range(replicas):
+            new.append(_start_replica(eng, name, version, image, log_dir, auth_url,
+                                      role=CANDIDATE))  # fmt: skip
+        failure = _wait_ready(eng, new, version, timeout)
+    except BaseException:
+        _remove(eng, new, grace=2)
+        raise
+    if failure is not None:
+        container, reason = failure
+        tail = _logs(eng, container)
+        _remove(eng, new, grace=2)
+        why = f"({container}: {reason}); nothing changed. Last log lines:\n{tail}"
+        raise RolloutFailed(f"candidate {version.ref} failed to start on docker {why}", tail)
+    return new
+
+
+def set_split(
+    name: str,
+    split_dir: Path,
+    split: TrafficSplit | None,
+    engine: DockerEngine | None = None,
+) -> None:
+    """Shadow: the serving replicas' split file names the candidates (they mirror); canary:
+    the proxy's weights send the candidates their share; None: neither."""
+    import json
+
+    eng = _engine(engine)
+    primaries = replica_containers(name, eng)
+    candidates = replica_containers(name, eng, CANDIDATE)
+    if split is not None and not candidates:
+        raise DeployError(f"deployment {name!r} has no candidate running")
+    path = split_dir / "split.json"
+    if split is not None and split.mode == SHADOW:
+        urls = [f"http://{c}:{SERVE_PORT}" for c in candidates]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**split.to_dict(), "candidates": urls}))
+        tmp.chmod(0o644)
+        tmp.replace(path)
+    else:
+        path.unlink(missing_ok=True)
+    canary = split is not None and split.mode == CANARY
+    config = render_haproxy_config(
+        primaries,
+        backend_port=SERVE_PORT,
+        candidates=candidates if canary else (),
+        candidate_percent=split.percent if split is not None and canary else 0.0,
+        sticky=split.sticky if split is not None and canary else None,
+    )
+    _put_config(eng, proxy_name(name), config)
+    eng.run(["kill", "-s", "USR2", proxy_name(name)])
+
+
+def candidate_fault(name: str, engine: DockerEngine | None = None) -> str | None:
+    eng = _engine(engine)
+    containers = replica_containers(name, eng, CANDIDATE)
+    if not containers:
+        return "no candidate container is left"
+    for container in containers:
+        data = _inspect(eng, container) or {}
+        state = data.get("State") or {}
+        if not state.get("Running") or state.get("Restarting"):
+            return f"candidate {container} exited with code {state.get('ExitCode')}"
+        if int(data.get("RestartCount") or 0) > 0:
+            return f"candidate {container} crashed and restarted {data['RestartCount']} time(s)"
+    return None
+
+
+def stop_candidate(name: str, split_dir: Path, engine: DockerEngine | None = None) -> None:
+    eng = _engine(engine)
+    eng.ping()
+    candidates = replica_containers(name, eng, CANDIDATE)
+    if _inspect(eng, proxy_name(name)) is not None and replica_containers(name, eng):
+        set_split(name, split_dir, None, eng)
+    (split_dir / "split.json").unlink(missing_ok=True)
+    _remove(eng, candidates, grace=5)
+
+
 def stop(name: str, engine: DockerEngine | None = None) -> None:
     eng = _engine(engine)
     eng.ping()
+    _remove(eng, replica_containers(name, eng, CANDIDATE), grace=5)
     _remove(eng, replica_containers(name, eng))
     if _inspect(eng, proxy_name(name)) is not None:
         _remove(eng, [proxy_name(name)], grace=5)
@@ -364,6 +501,7 @@ class DockerTarget(TargetDefaults):
     publishes_port: bool = True
     default_replicas: int = 1
     default_timeout_s: float = 90.0
+    strategies: tuple[str, ...] = (REPLACE, SHADOW, CANARY)
     replica_network: ReplicaNetwork | None = ReplicaNetwork(
         "a replica container's",
         "containers",
@@ -388,6 +526,7 @@ class DockerTarget(TargetDefaults):
         log_dir = service(ws, spec.name).predlog  # the same folder as a local deployment's
         log_dir.mkdir(parents=True, exist_ok=True)
         log_dir.chmod(0o1777)  # the image's non-root user writes here; sticky like /tmp
+        split_dir = _split_dir(ws, spec.name)
         recorded_config = rollout(
             spec.name,
             request.version,
@@ -399,6 +538,7 @@ class DockerTarget(TargetDefaults):
             engine=options.engine,
             log_dir=log_dir,
             auth_url=request.auth_url,
+            split_dir=split_dir,
         )
         return Rollout({**recorded_config, **options.settings()})
 
@@ -413,3 +553,46 @@ class DockerTarget(TargetDefaults):
 
     def logs(self, ws: Workspace, dep: Deployment, lines: int) -> str:
         return logs(dep.name, lines)
+
+    # A progressive rollout's candidate: containers labelled role=candidate on the same
+    # network. Shadow: the serving replicas mirror to them (their split file); canary: the
+    # proxy's server weights.
+    def start_candidate(self, request: RolloutRequest) -> Rollout:
+        from modelyard.deploy.local import service
+
+        spec, ws = request.spec, request.workspace
+        options = options_of(spec, DockerOptions)
+        assert request.image is not None
+        containers = start_candidate(
+            spec.name,
+            request.version,
+            request.image,
+            replicas=spec.replicas,
+            timeout=spec.timeout_s,
+            engine=options.engine,
+            log_dir=service(ws, spec.name).predlog,
+            auth_url=request.auth_url,
+        )
+        return Rollout({"containers": containers, "replicas": spec.replicas})
+
+    def set_split(self, ws: Workspace, dep: Deployment, split: TrafficSplit | None) -> None:
+        set_split(dep.name, _split_dir(ws, dep.name), split)
+
+    def candidate_urls(self, ws: Workspace, dep: Deployment) -> list[str]:
+        return replica_urls(dep.name, role=CANDIDATE)
+
+    def candidate_fault(self, ws: Workspace, dep: Deployment) -> str | None:
+        return candidate_fault(dep.name)
+
+    def stop_candidate(self, ws: Workspace, dep: Deployment) -> None:
+        stop_candidate(dep.name, _split_dir(ws, dep.name))
+
+
+def _split_dir(ws: Workspace, name: str) -> Path:
+    """The host folder mounted read-only into the serving replicas, holding the split file."""
+    from modelyard.deploy.local import service
+
+    folder = service(ws, name).folder / "split"
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o755)
+    return folder

@@ -21,11 +21,15 @@ from typing import TYPE_CHECKING
 
 from modelyard.deploy.probe import wait_until
 from modelyard.deploy.target import (
+    CANARY,
+    REPLACE,
+    SHADOW,
     ReplicaNetwork,
     Rollout,
     RolloutRequest,
     TargetDefaults,
     TargetOptions,
+    TrafficSplit,
     options_of,
 )
 from modelyard.errors import DeployError, RolloutFailed
@@ -38,6 +42,9 @@ if TYPE_CHECKING:
     from modelyard.workspace import Workspace
 
 DEPLOY_DIR = "deployments"
+CANDIDATE_DIR = "candidate"
+SPLIT_FILE = "split.json"
+SPLIT_ENV = "MODELYARD_SERVE_SPLIT_FILE"
 LOG_FILE = "server.log"
 PREDLOG_DIR = "predlog"
 READY_DIR = "ready"
@@ -76,6 +83,17 @@ class LocalService:
         is promoted and moves it to :attr:`pidfile`)."""
         return self.folder / "gunicorn.pid.2"
 
+    @property
+    def split_file(self) -> Path:
+        """Where a progressive rollout names the candidate the workers mirror to or split
+        with (:mod:`modelyard.serving.variants`)."""
+        return self.folder / SPLIT_FILE
+
+    @property
+    def candidate(self) -> LocalService:
+        """The candidate server of a progressive rollout, beside this one."""
+        return LocalService(self.folder / CANDIDATE_DIR)
+
     def pid(self) -> int | None:
         """The serving master: the promoted one, else one mid-upgrade."""
         return _read_pid(self.pidfile) or _read_pid(self.upgrade_pidfile)
@@ -106,14 +124,23 @@ def _write_config(
     port: int,
     replicas: int,
     auth_url: str | None = None,
+    *,
+    candidate_of: LocalService | None = None,
 ) -> None:
+    """``candidate_of``: this is the candidate of a progressive rollout beside that service
+    (it logs into that service's prediction log as the ``canary`` variant); else the serving
+    version, which reads its split file (:mod:`modelyard.serving.variants`)."""
+    variant: dict[str, str] = {SPLIT_ENV: str(svc.split_file)}
+    if candidate_of is not None:
+        variant = {"MODELYARD_SERVE_VARIANT": "canary"}
     env = {
         "MODELYARD_SERVE_MODEL_DIR": str(model_dir),
         "MODELYARD_SERVE_NAME": version.name,
         "MODELYARD_SERVE_VERSION": str(version.version),
         "MODELYARD_SERVE_ALLOW_PICKLE": str(version.code_trusted),
         # Named, not left to the working folder: the monitor reads the folder recorded here.
-        "MODELYARD_SERVE_LOG_DIR": str(svc.predlog),
+        "MODELYARD_SERVE_LOG_DIR": str((candidate_of or svc).predlog),
+        **variant,
         "MODELYARD_DEPLOY_READY_DIR": str(svc.folder / READY_DIR),
         # Bound to loopback: answer only loopback Host names (DNS rebinding, httpguard).
         "MODELYARD_SERVE_BIND_HOST": "127.0.0.1",
@@ -309,6 +336,80 @@ def stop(ws: Workspace, name: str) -> bool:
     return True
 
 
+def start_candidate(
+    ws: Workspace,
+    name: str,
+    version: ModelVersion,
+    *,
+    replicas: int,
+    timeout: float = 60.0,
+    auth_url: str | None = None,
+) -> str:
+    """Start ``version`` as the candidate beside service ``name`` (its own gunicorn on a free
+    loopback port, logging into the service's prediction log as ``canary``); its URL."""
+    from modelyard.deploy.probe import free_port
+    from modelyard.models import export_model
+
+    primary = service(ws, name)
+    if primary.pid() is None:
+        raise DeployError(f"deployment {name!r} is not running; deploy it before a candidate")
+    if SPLIT_ENV not in primary.config.read_text():
+        raise DeployError(
+            f"deployment {name!r} was started by an older modelyard that cannot mirror or "
+            f"split traffic; roll its version out once more (modelyard deploy) first"
+        )
+    svc = primary.candidate
+    stop_candidate(ws, name)
+    (svc.folder / READY_DIR).mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    _write_config(svc, version, export_model(ws, version), port, replicas, auth_url,
+                  candidate_of=primary)  # fmt: skip
+    master = _spawn_gunicorn(svc)
+    if not wait_until(
+        lambda: ready_workers(svc, master) >= replicas, timeout=timeout,
+        alive=lambda: _alive(master),
+    ):  # fmt: skip
+        _terminate(master)
+        tail = log_tail(svc.log)
+        raise RolloutFailed(f"candidate {version.ref} never became ready; the serving version "
+                            f"was not touched. Last log lines:\n{tail}", tail)  # fmt: skip
+    return f"http://127.0.0.1:{port}"
+
+
+def write_split(svc: LocalService, split: dict[str, object] | None) -> None:
+    """Write (or, with None, remove) the split file the service's workers read."""
+    import json
+
+    if split is None:
+        svc.split_file.unlink(missing_ok=True)
+        return
+    tmp = svc.split_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(split))
+    tmp.replace(svc.split_file)
+
+
+def candidate_fault(svc: LocalService, replicas: int) -> str | None:
+    master = svc.pid()
+    if master is None:
+        return "the candidate's server is not running"
+    markers = len(list((svc.folder / READY_DIR).glob(f"{master}-*")))
+    if markers > replicas:  # gunicorn replaced a worker that died
+        return f"a candidate worker exited and was restarted ({markers - replicas} time(s))"
+    return None
+
+
+def stop_candidate(ws: Workspace, name: str) -> None:
+    primary = service(ws, name)
+    write_split(primary, None)
+    svc = primary.candidate
+    pid = svc.pid()
+    if pid is not None:
+        _terminate(pid)
+    svc.pidfile.unlink(missing_ok=True)
+    for marker in (svc.folder / READY_DIR).glob("*"):
+        marker.unlink(missing_ok=True)
+
+
 def endpoints(port: int | None) -> list[str]:
     return [f"http://127.0.0.1:{port}"] if port else []
 
@@ -334,6 +435,7 @@ class LocalTarget(TargetDefaults):
     publishes_port: bool = True
     default_replicas: int = 1
     default_timeout_s: float = 90.0
+    strategies: tuple[str, ...] = (REPLACE, SHADOW, CANARY)
     replica_network: ReplicaNetwork | None = None  # the workers share this host's loopback
 
     def image_for(self, version: ModelVersion) -> tuple[str | None, str | None]:
@@ -372,7 +474,44 @@ class LocalTarget(TargetDefaults):
         return ready_workers(svc, master) if master is not None else 0
 
     def stop(self, ws: Workspace, dep: Deployment) -> None:
+        stop_candidate(ws, dep.name)
         stop(ws, dep.name)
 
     def logs(self, ws: Workspace, dep: Deployment, lines: int) -> str:
         return logs(ws, dep.name, lines)
+
+    # A progressive rollout's candidate is a second gunicorn on a free loopback port; the
+    # serving version's workers mirror to it (shadow) or hand it a share of the requests
+    # (canary), as their split file says.
+    def start_candidate(self, request: RolloutRequest) -> Rollout:
+        spec = request.spec
+        options_of(spec, LocalOptions)
+        url = start_candidate(
+            request.workspace,
+            spec.name,
+            request.version,
+            replicas=spec.replicas,
+            timeout=spec.timeout_s,
+            auth_url=request.auth_url,
+        )
+        return Rollout({"url": url, "replicas": spec.replicas})
+
+    def set_split(self, ws: Workspace, dep: Deployment, split: TrafficSplit | None) -> None:
+        urls = self.candidate_urls(ws, dep)
+        if split is not None and not urls:
+            raise DeployError(f"deployment {dep.name!r} has no candidate running")
+        write_split(service(ws, dep.name),
+                    None if split is None else {**split.to_dict(), "candidates": urls})  # fmt: skip
+
+    def candidate_urls(self, ws: Workspace, dep: Deployment) -> list[str]:
+        candidate = (dep.config or {}).get("candidate") or {}
+        url = candidate.get("url")
+        running = service(ws, dep.name).candidate.pid() is not None
+        return [str(url)] if url and running else []
+
+    def candidate_fault(self, ws: Workspace, dep: Deployment) -> str | None:
+        candidate = (dep.config or {}).get("candidate") or {}
+        return candidate_fault(service(ws, dep.name).candidate, int(candidate.get("replicas", 1)))
+
+    def stop_candidate(self, ws: Workspace, dep: Deployment) -> None:
+        stop_candidate(ws, dep.name)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelyard.deploy.registry import target_of
 from modelyard.deploy.spec import DeploySpec
-from modelyard.deploy.target import Rollout, RolloutRequest
+from modelyard.deploy.target import PROGRESSIVE, Rollout, RolloutRequest, TrafficSplit
 from modelyard.errors import DeployError, RolloutFailed
 from modelyard.models.trust import check_code_trust
 
@@ -68,7 +68,17 @@ def deploy(spec: DeploySpec, *, workspace: Workspace | None = None) -> Deploymen
     """Roll ``spec.ref`` out as ``spec.name`` on ``spec.target``: create the service, or switch
     it to the new version without dropping a request. On failure the revision is recorded as
     failed with the replicas' logs, the old version keeps serving, and :class:`RolloutFailed`
-    is raised."""
+    is raised.
+
+    A ``shadow`` or ``canary`` spec is a progressive rollout, which needs its analysis between
+    steps: :func:`modelyard.monitor.progressive.rollout` runs it."""
+    if spec.strategy in PROGRESSIVE:
+        from modelyard.errors import InvalidParameter
+
+        raise InvalidParameter(
+            f"a {spec.strategy} rollout is analysed step by step: run it with "
+            "modelyard.monitor.progressive.rollout (modelyard deploy --strategy)"
+        )
     return _deploy(spec, workspace)[0]
 
 
@@ -100,7 +110,20 @@ def _deploy(spec: DeploySpec, workspace: Workspace | None) -> tuple[Deployment, 
 
 
 @contextlib.contextmanager
-def _exclusive(ws: Workspace, name: str, *, ttl_s: float) -> Iterator[None]:
+def exclusive(ws: Workspace, name: str, *, ttl_s: float) -> Iterator[str]:
+    """Hold the deployment's rollout lease (see :func:`_exclusive`) for a longer job, such as
+    a progressive rollout; yields the holder's name, for :func:`renew_lease`."""
+    with _exclusive(ws, name, ttl_s=ttl_s) as holder:
+        yield holder
+
+
+def renew_lease(ws: Workspace, name: str, holder: str, ttl_s: float) -> None:
+    if not ws.store.monitoring.renew_lease(f"deploy:{name}", holder, ttl_s):
+        raise DeployError(f"lost the rollout lease of {name!r}; another rollout may have begun")
+
+
+@contextlib.contextmanager
+def _exclusive(ws: Workspace, name: str, *, ttl_s: float) -> Iterator[str]:
     """One rollout of a deployment at a time, across processes and hosts sharing the store: two
     concurrent rollouts would each take the other's replicas for the old version."""
     import os
@@ -114,7 +137,7 @@ def _exclusive(ws: Workspace, name: str, *, ttl_s: float) -> Iterator[None]:
             "(its lease expires on its own if that process died)"
         )
     try:
-        yield
+        yield holder
     finally:
         ws.store.monitoring.release_lease(key, holder)
 
@@ -129,6 +152,12 @@ def _auth_url(requested: str | None, existing: Deployment | None) -> str | None:
     """``None`` keeps what the deployment has, so a rollout that does not mention tokens never
     opens a service that required them; ``""`` turns them off."""
     return recorded_auth_url(existing) if requested is None else requested or None
+
+
+def record_rollout(ws: Workspace, spec: DeploySpec) -> Deployment:
+    """:func:`deploy` for a caller that holds the deployment's lease already (see
+    :func:`exclusive`)."""
+    return _record_rollout(ws, spec)[0]
 
 
 def _record_rollout(ws: Workspace, spec: DeploySpec) -> tuple[Deployment, Rollout]:
@@ -256,23 +285,92 @@ def redeploy(
     the client the target reaches its platform through (a ``KubeApi``, a ``DockerEngine``;
     default: the target's own).
     """
-    from modelyard import image_contract as contract
     from modelyard.workspace import resolve as resolve_workspace
 
     ws = resolve_workspace(workspace)
-    dep = ws.store.deployments.get(name)
+    return deploy(spec_like(ws.store.deployments.get(name), ref, timeout_s, api), workspace=ws)
+
+
+def spec_like(
+    dep: Deployment,
+    ref: str,
+    timeout_s: float | None = None,
+    api: object | None = None,
+    strategy: str | None = None,
+) -> DeploySpec:
+    """A spec rolling ``ref`` out the way ``dep`` is deployed now (see :func:`redeploy`)."""
+    from modelyard import image_contract as contract
+    from modelyard.deploy.target import REPLACE
+
     target = target_of(dep)
-    spec = DeploySpec(
+    return DeploySpec(
         ref,
-        name,
+        dep.name,
         target=dep.target,
         port=dep.port or contract.PORT,
         replicas=dep.replicas,
         timeout_s=timeout_s or target.default_timeout_s,
         auth_url=recorded_auth_url(dep) or "",  # explicit: this rollout keeps tokens on or off
         options=target.recorded_options(dep, client=api),
+        strategy=strategy or REPLACE,
     )
-    return deploy(spec, workspace=ws)
+
+
+# ---- the candidate of a progressive rollout ---------------------------------------------
+# modelyard.monitor.progressive drives these under the deployment's lease (exclusive): start
+# the candidate beside the serving version, share the traffic step by step, then roll the
+# candidate out (record_rollout, a revision like any other) or stop it.
+
+
+def start_candidate(ws: Workspace, spec: DeploySpec) -> Deployment:
+    """Start ``spec.ref`` beside what ``spec.name`` serves, taking no traffic yet; recorded as
+    the deployment's ``candidate``. Raises (nothing left running) when it cannot start."""
+    repo = ws.store.deployments
+    dep = repo.find(spec.name)
+    if dep is None or dep.current is None:
+        raise DeployError(
+            f"deployment {spec.name!r} serves nothing yet: deploy a version first, then roll "
+            "the next one out with a shadow or canary"
+        )
+    if dep.target != spec.target:
+        raise DeployError(f"deployment {spec.name!r} runs on {dep.target}, not {spec.target}")
+    target = spec.deploy_target
+    request = _request(ws, spec, dep)
+    if request.version.ref == dep.current.model_ref:
+        raise DeployError(f"{spec.name!r} serves {request.version.ref} already")
+    beside = f"{request.version.ref} starts beside {dep.current.model_ref} ({spec.strategy})"
+    repo.add_event(spec.name, "candidate", beside)
+    try:
+        done = target.start_candidate(request)
+    except BaseException as exc:
+        target.stop_candidate(ws, dep)
+        repo.add_event(spec.name, "failed", f"candidate {request.version.ref}: {exc}")
+        raise
+    candidate = {**done.config, "ref": request.version.ref, "image": request.image,
+                 "strategy": spec.strategy}  # fmt: skip
+    return repo.update(spec.name, config={"candidate": candidate, "split": None})
+
+
+def set_split(ws: Workspace, name: str, split: TrafficSplit | None) -> Deployment:
+    """Share ``name``'s traffic with its candidate as ``split`` says (None: none)."""
+    repo = ws.store.deployments
+    dep = repo.get(name)
+    target_of(dep).set_split(ws, dep, split)
+    if split is not None:
+        share = "copied to" if split.mode == "shadow" else "answered by"
+        sticky = f", sticky by {split.sticky}" if split.sticky else ""
+        repo.add_event(name, split.mode, f"{split.percent:g} % of requests {share} the "
+                       f"candidate{sticky}")  # fmt: skip
+    return repo.update(name, config={"split": split.to_dict() if split else None})
+
+
+def stop_candidate(ws: Workspace, name: str, why: str) -> Deployment:
+    """Stop ``name``'s candidate (nothing more reaches it first); ``why`` is recorded."""
+    repo = ws.store.deployments
+    dep = repo.get(name)
+    target_of(dep).stop_candidate(ws, dep)
+    repo.add_event(name, "candidate", why)
+    return repo.update(name, config={"candidate": None, "split": None})
 
 
 def stop(name: str, *, workspace: Workspace | None = None) -> Deployment:

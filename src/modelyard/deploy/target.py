@@ -14,14 +14,27 @@ again through :meth:`DeployTarget.rollout`, so a rollback is checked for readine
 as a revision like any rollout, with the settings :meth:`DeployTarget.recorded_options` reads
 back from the deployment's record.
 
-Strategies: a rollout replaces what serves (``replace``, the only strategy today). Shadow and
-canary rollouts with traffic weights will be further values of ``DeploySpec.strategy``; a
-target lists the ones it can do in :attr:`DeployTarget.strategies`, and ``deploy`` refuses the
-others before anything starts.
+Strategies (``DeploySpec.strategy``), the vocabulary every target maps onto its platform:
+
+- ``replace``: the new version takes all the traffic once it is ready (:meth:`rollout`).
+- ``shadow``: the new version (the *candidate*) runs beside the serving one (the *primary*)
+  and gets a copy of a sample of the live requests; its answers are logged, compared and
+  dropped, never sent to a client, and its failures never reach one.
+- ``canary``: the candidate answers a share of the live requests that grows step by step
+  (e.g. 5, 25, 50, 100 %), optionally sticky by a request header.
+
+Between steps the rollout controller (:mod:`modelyard.monitor.progressive`) compares the two
+variants on the same window and either goes on, or aborts; the last step passed, the candidate
+is rolled out with ``replace`` (a revision like any other) and the candidate stopped. A target
+lists what it can do in :attr:`DeployTarget.strategies` and ``deploy`` refuses the others
+before anything starts. The candidate is driven through four methods: :meth:`start_candidate`,
+:meth:`set_split` (a :class:`TrafficSplit`, or None for "all to the primary, nothing copied"),
+:meth:`candidate_urls` and :meth:`candidate_fault`, then :meth:`stop_candidate`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
@@ -31,14 +44,20 @@ from modelyard.errors import InvalidParameter
 if TYPE_CHECKING:
     from modelyard.deploy.spec import DeploySpec
     from modelyard.deploy.traffic import ReplicaHealth
+    from modelyard.errors import DeployError
     from modelyard.store.deploy_entities import Deployment
     from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
 
 REPLACE = "replace"
-STRATEGIES = (REPLACE,)
+SHADOW = "shadow"
+CANARY = "canary"
+STRATEGIES = (REPLACE, SHADOW, CANARY)
+#: The strategies that run a candidate beside the serving version.
+PROGRESSIVE = (SHADOW, CANARY)
 
 _O = TypeVar("_O", bound="TargetOptions")
+_HEADER = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -94,6 +113,34 @@ class ReplicaNetwork:
     where: str  # "a replica container's"
     who: str  # "containers"
     hint: str = ""  # how to reach this host from there, if there is a way
+
+
+@dataclass(frozen=True)
+class TrafficSplit:
+    """How live traffic is shared between the serving version and the candidate.
+
+    ``mode`` ``shadow``: ``percent`` of the requests the serving version answered are copied to
+    the candidate (answers dropped). ``canary``: the candidate answers ``percent`` of the
+    requests. ``sticky``: a request header whose value keeps one client on one variant
+    (canary; requests without it are split at random)."""
+
+    mode: str
+    percent: float
+    sticky: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in PROGRESSIVE:
+            raise InvalidParameter(f"a traffic split is shadow or canary, not {self.mode!r}")
+        if not 0 <= self.percent <= 100:
+            raise InvalidParameter(f"a traffic share is 0 to 100 %, not {self.percent}")
+        if self.sticky is not None and not _HEADER.fullmatch(self.sticky):
+            raise InvalidParameter(
+                f"the sticky key must be a request header name (letters, digits, '-'), "
+                f"not {self.sticky!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "percent": self.percent, "sticky": self.sticky}
 
 
 @dataclass(frozen=True)
@@ -179,6 +226,31 @@ class DeployTarget(Protocol):
         """Where the service answers, for people (``http://127.0.0.1:8080``, ``ml/churn``)."""
         ...
 
+    # ---- progressive rollouts (targets whose strategies include shadow / canary) ----------
+    def start_candidate(self, request: RolloutRequest) -> Rollout:
+        """Start ``request.version`` beside what serves, taking no traffic yet; its logs go
+        where the serving version's do. ``Rollout.config`` is recorded as the deployment's
+        ``candidate``. Raises :class:`~modelyard.errors.RolloutFailed` if it never becomes
+        ready (nothing is left running then)."""
+        ...
+
+    def set_split(self, ws: Workspace, dep: Deployment, split: TrafficSplit | None) -> None:
+        """Share the traffic as ``split`` says (None: all to the serving version, nothing
+        copied); takes effect within a second."""
+        ...
+
+    def candidate_urls(self, ws: Workspace, dep: Deployment) -> list[str]:
+        """Base URLs of the candidate's replicas that this host can probe and scrape."""
+        ...
+
+    def candidate_fault(self, ws: Workspace, dep: Deployment) -> str | None:
+        """Why the candidate is unwell (exited, restarted), or None."""
+        ...
+
+    def stop_candidate(self, ws: Workspace, dep: Deployment) -> None:
+        """Send nothing more to the candidate and stop it (idempotent)."""
+        ...
+
 
 def pushed_image(version: ModelVersion, pulls_from: str, registry: str) -> tuple[str, str]:
     """``(image reference, digest)`` of ``version``'s pushed image, for a target whose replicas
@@ -216,3 +288,24 @@ class TargetDefaults:
 
     def address(self, dep: Deployment) -> str:
         return f"http://127.0.0.1:{dep.port}"
+
+    def _no_candidates(self) -> DeployError:
+        from modelyard.errors import DeployError
+
+        name = getattr(self, "name", type(self).__name__)
+        return DeployError(f"the {name} target has no shadow or canary rollouts")
+
+    def start_candidate(self, request: RolloutRequest) -> Rollout:
+        raise self._no_candidates()
+
+    def set_split(self, ws: Workspace, dep: Deployment, split: TrafficSplit | None) -> None:
+        raise self._no_candidates()
+
+    def candidate_urls(self, ws: Workspace, dep: Deployment) -> list[str]:
+        return []
+
+    def candidate_fault(self, ws: Workspace, dep: Deployment) -> str | None:
+        return None
+
+    def stop_candidate(self, ws: Workspace, dep: Deployment) -> None:
+        return None

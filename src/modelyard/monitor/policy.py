@@ -14,6 +14,10 @@ They live in the workspace config so that they are reviewed like code::
     cooldown = "6h"
     metric = "accuracy"              # the challenger must beat the champion on this ...
     margin = 0.01                    # ... by at least this much
+    rollout = "shadow,canary"        # how the winner takes the traffic (default: "replace")
+    shadow_for = "10m"               # shadow: a copy of live requests, answers compared
+    canary_steps = [5, 25, 50, 100]  # canary: the winner's share at each step ...
+    canary_interval = "10m"          # ... each analysed before the next (see monitor.analysis)
 
     [[monitor.policies]]
     name = "page-on-outage"
@@ -141,6 +145,13 @@ class Policy:
     pipeline: str | None = None  # retrain: pipeline file (default: the champion's own)
     params: Mapping[str, Any] = field(default_factory=dict)  # retrain: parameter overrides
     runner: str | None = None  # retrain: pipeline runner (local, in-process, docker)
+    rollout: tuple[str, ...] = ()  # retrain: progressive phases (shadow, canary); (): replace
+    shadow_sample: float = 1.0
+    shadow_for_s: float = 600.0
+    shadow_requests: int | None = None
+    canary_steps: tuple[float, ...] = (5.0, 25.0, 50.0, 100.0)
+    canary_interval_s: float = 600.0
+    sticky: str | None = None
 
     def applies_to(self, deployment: str) -> bool:
         return not self.deployments or deployment in self.deployments
@@ -286,6 +297,13 @@ def _policy(raw: Any, index: int) -> Policy:
             "pipeline",
             "params",
             "runner",
+            "rollout",
+            "shadow_sample",
+            "shadow_for",
+            "shadow_requests",
+            "canary_steps",
+            "canary_interval",
+            "sticky",
         },
         where,
     )
@@ -316,9 +334,11 @@ def _policy(raw: Any, index: int) -> Policy:
     runner = raw.get("runner")
     if runner is not None and runner not in RUNNERS:
         raise ConfigError(f"{where} runner must be one of {', '.join(RUNNERS)}, not {runner!r}")
+    rollout = _rollout(raw, where)
     return Policy(
         name=name,
         runner=runner,
+        **rollout,
         pipeline=pipeline,
         params=dict(params),
         action=action,
@@ -329,6 +349,55 @@ def _policy(raw: Any, index: int) -> Policy:
         metric=metric,
         margin=float(margin),
     )
+
+
+def _rollout(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A retrain policy's rollout settings: ``rollout`` is ``replace`` or phases among
+    ``shadow``, ``canary`` (comma-separated, shadow first)."""
+    text = raw.get("rollout", "replace")
+    phases = [p.strip() for p in text.split(",")] if isinstance(text, str) else None
+    if phases is None or phases == ["replace"]:
+        if phases is None:
+            raise ConfigError(f"{where} rollout must be 'replace', 'shadow', 'canary' or "
+                              "'shadow,canary'")  # fmt: skip
+        phases = []
+    if phases not in ([], ["shadow"], ["canary"], ["shadow", "canary"]):
+        raise ConfigError(
+            f"{where} rollout must be 'replace', 'shadow', 'canary' or 'shadow,canary', "
+            f"not {text!r}"
+        )
+    out: dict[str, Any] = {"rollout": tuple(phases)}
+    sample = raw.get("shadow_sample", 1.0)
+    if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 < sample <= 1:
+        raise ConfigError(f"{where} shadow_sample must be a share above 0 and at most 1")
+    out["shadow_sample"] = float(sample)
+    out["shadow_for_s"] = parse_duration(raw.get("shadow_for", 600), f"{where} shadow_for")
+    requests = raw.get("shadow_requests")
+    if requests is not None and (isinstance(requests, bool) or not isinstance(requests, int)
+                                 or requests < 1):  # fmt: skip
+        raise ConfigError(f"{where} shadow_requests must be a number of requests >= 1")
+    out["shadow_requests"] = requests
+    steps = raw.get("canary_steps", [5, 25, 50, 100])
+    if (
+        not isinstance(steps, list)
+        or not steps
+        or not all(isinstance(p, int | float) and not isinstance(p, bool) for p in steps)
+        or any(not 0 < p <= 100 for p in steps)
+        or any(b <= a for a, b in zip(steps, steps[1:], strict=False))
+    ):
+        raise ConfigError(f"{where} canary_steps must be growing percentages like [5, 25, 100]")
+    out["canary_steps"] = tuple(float(p) for p in steps)
+    out["canary_interval_s"] = parse_duration(
+        raw.get("canary_interval", 600), f"{where} canary_interval"
+    )
+    if out["shadow_for_s"] <= 0 or out["canary_interval_s"] <= 0:
+        raise ConfigError(f"{where} shadow_for and canary_interval must be positive")
+    sticky = raw.get("sticky")
+    header = r"[A-Za-z0-9][A-Za-z0-9-]{0,63}"
+    if sticky is not None and (not isinstance(sticky, str) or not re.fullmatch(header, sticky)):
+        raise ConfigError(f"{where} sticky must be a request header name")
+    out["sticky"] = sticky
+    return out
 
 
 def _strings(value: Any, where: str) -> tuple[str, ...]:

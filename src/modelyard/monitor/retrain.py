@@ -293,7 +293,12 @@ class _Retrain:
         self.step("the image build")
         version = self.build_image(version)
         self.step("the rollout")
-        (self.plan.rollout or default_rollout)(self.ws, self.dep, version)
+        if self.policy.rollout and self.plan.rollout is None:
+            kept = self.progressive(version, won)
+            if kept is not None:
+                return kept
+        else:
+            (self.plan.rollout or default_rollout)(self.ws, self.dep, version)
         self.ws.store.lineage.add(
             NODE_MODEL, version.ref, NODE_DEPLOYMENT, self.dep.name, "deployed_as"
         )
@@ -316,6 +321,34 @@ class _Retrain:
             f"{version.ref} beat {champion.ref} ({won}, margin {self.policy.margin}) on "
             f"{self.samples} recent labelled rows; rolled out and promoted to production",
         )
+
+    def progressive(self, version: ModelVersion, won: str) -> RetrainOutcome | None:
+        """The policy's shadow and/or canary phases on live traffic (see
+        :mod:`modelyard.monitor.progressive`); an outcome when the challenger failed them."""
+        from modelyard.deploy.service import spec_like
+        from modelyard.errors import RolloutAborted
+        from modelyard.monitor import progressive as pg
+        from modelyard.monitor.analysis import thresholds_for
+
+        p = self.policy
+        steps: list[pg.Step] = []
+        if "shadow" in p.rollout:
+            steps.append(pg.shadow_step(p.shadow_sample, p.shadow_for_s, p.shadow_requests))
+        if "canary" in p.rollout:
+            steps += pg.canary_steps(p.canary_steps, p.canary_interval_s)
+        spec = spec_like(self.ws.store.deployments.get(self.dep.name), version.ref,
+                         strategy=p.rollout[-1])  # fmt: skip
+        plan = pg.RolloutPlan(tuple(steps), thresholds_for(self.ws), p.sticky, alias=None)
+        try:
+            pg.rollout(spec, plan, workspace=self.ws, stop=self.plan.stop, policy=p.name,
+                       report_id=self.report_id)  # fmt: skip
+        except RolloutAborted as exc:
+            return self.outcome(
+                CHAMPION_KEPT,
+                f"{version.ref} beat the champion offline ({won}) but failed on live traffic: "
+                f"{exc.message}",
+            )
+        return None
 
     def build_image(self, version: ModelVersion) -> ModelVersion:
         """Container targets serve images: build one (the packaging stage records it and its

@@ -136,6 +136,8 @@ def iter_batches(log_dir: Path, kind: str = PREDICTIONS) -> Iterator[pa.RecordBa
     import pyarrow as pa
     import pyarrow.ipc as ipc
 
+    from modelyard.serving.predlog import with_variant
+
     for path in _segments(log_dir, kind):
         try:
             reader = ipc.open_stream(pa.memory_map(str(path)))
@@ -143,7 +145,7 @@ def iter_batches(log_dir: Path, kind: str = PREDICTIONS) -> Iterator[pa.RecordBa
             continue
         while True:
             try:
-                yield reader.read_next_batch()
+                yield with_variant(reader.read_next_batch())
             except StopIteration:
                 break
             except (pa.ArrowInvalid, OSError):

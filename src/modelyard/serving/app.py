@@ -257,8 +257,18 @@ def _guard(server: ModelServer, config: ServeConfig) -> ASGIApp:
     streamed = BodyPolicy(config.max_body_bytes, buffered=False)
     buffered = BodyPolicy(config.max_body_bytes, buffered=True)
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    async def handled(scope: Scope, receive: Receive, send: Send) -> None:
         await handle(server, scope, receive, send)
+
+    app: ASGIApp = handled
+    if config.split_file is not None:  # the serving version of a progressive rollout
+        from modelyard.serving.variants import VariantRouter
+
+        def count(variant: str, outcome: str) -> None:
+            if server.metrics is not None:
+                server.metrics.variant_requests.labels(variant, outcome).inc()
+
+        app = VariantRouter(handled, config.split_file, config.max_body_bytes, count)
 
     def guard(render: Callable[[int, str], bytes]) -> Guard:
         return Guard(

@@ -35,6 +35,11 @@ class ServeConfig:
 
     ``max_label_bytes`` bounds one feedback label (as JSON); ``label_memory`` is how many recent
     predictions (request id → rows) each worker remembers to check a label's shape against.
+
+    ``variant``: what this server's predictions are logged as (``primary``: the serving
+    version; ``canary``: a candidate of a progressive rollout, which logs the requests mirrored
+    to it as ``shadow``). ``split_file``: the file naming the candidates this server mirrors
+    to or splits with (see :mod:`modelyard.serving.variants`; None: never).
     """
 
     max_body_bytes: int = 8 * 1024 * 1024
@@ -59,6 +64,8 @@ class ServeConfig:
     bind_host: str = ""
     allowed_hosts: tuple[str, ...] = ()
     grpc_port: int | None = None
+    variant: str = "primary"
+    split_file: Path | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -84,6 +91,10 @@ class ServeConfig:
             raise ConfigError("serve config auth_ttl_s must be between 0 and 3600 seconds")
         if self.auth_url is not None:
             check_auth_url(self.auth_url)
+        if self.variant not in ("primary", "canary"):
+            raise ConfigError(
+                f"serve config variant must be primary or canary, not {self.variant!r}"
+            )
         if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
             raise ConfigError(f"serve config grpc_port {self.grpc_port} is not a TCP port")
 
@@ -106,12 +117,12 @@ class ServeConfig:
             if raw is None:
                 continue
             try:
-                if f.name == "log_dir":
+                if f.name in ("log_dir", "split_file"):
                     kwargs[f.name] = Path(raw)
                 elif f.name in ("auth_url", "grpc_port"):
                     value = raw or None  # set but empty: as if unset
                     kwargs[f.name] = int(value) if value and f.name == "grpc_port" else value
-                elif f.name == "bind_host":
+                elif f.name in ("bind_host", "variant"):
                     kwargs[f.name] = raw
                 elif f.name == "allowed_hosts":
                     kwargs[f.name] = tuple(h.strip() for h in raw.split(",") if h.strip())

@@ -408,7 +408,9 @@ async def _infer(
             "outputs": outputs,
         }
     )
-    await log_prediction(server, request_id, "v2", result.batch, result.output, started)
+    await log_prediction(
+        server, request_id, "v2", result.batch, result.output, started, _variant(server, headers)
+    )
     if chunks:
         extra = ((b"inference-header-content-length", str(len(payload)).encode()),)
         payload = b"".join([payload, *chunks])
@@ -461,17 +463,32 @@ async def _invocations(
     else:
         predictions = _jsonable(output)
     answer = _json({"predictions": predictions})
-    await log_prediction(server, request_id, "invocations", batch, output, started)
+    await log_prediction(
+        server, request_id, "invocations", batch, output, started, _variant(server, headers)
+    )
     await _send(send, 200, answer, request_id)
     return 200
 
 
+def _variant(server: ModelServer, headers: dict[bytes, bytes]) -> str:
+    from modelyard.serving.variants import variant_of
+
+    return variant_of(headers, server.config.variant)
+
+
 async def log_prediction(
-    server: ModelServer, request_id: str, endpoint: str, batch: Any, output: Any, started: float
+    server: ModelServer,
+    request_id: str,
+    endpoint: str,
+    batch: Any,
+    output: Any,
+    started: float,
+    variant: str | None = None,
 ) -> None:
     """Write one answered request's record (HTTP and gRPC alike) before its answer is sent (see
     :mod:`modelyard.serving.predlog`): a 2xx is only ever sent for a logged prediction, and a
-    record that cannot be logged refuses its request."""
+    record that cannot be logged refuses its request. ``variant``: what it is logged as
+    (default: the server's own, :attr:`ServeConfig.variant`)."""
     row = server.predlog.encode(
         (
             request_id,
@@ -483,6 +500,7 @@ async def log_prediction(
             output,
             time.perf_counter() - started,
             batch.rows,
+            variant or server.config.variant,
         )
     )
     await server.predlog.commit((row,))

@@ -92,6 +92,12 @@ class Metrics:
             ["log"],
             registry=self.registry,
         )
+        self.variant_requests = Counter(
+            "modelyard_variant_requests",
+            "Requests copied (shadow) or passed (canary) to a candidate, by outcome",
+            ["variant", "outcome"],
+            registry=self.registry,
+        )
         self.load_seconds = Gauge(
             "modelyard_model_load_seconds",
             "Time to load the model at startup",

@@ -48,8 +48,9 @@ PARTIAL = ".arrows.partial"
 _END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # Arrow IPC: continuation, length 0
 _JSON_COLUMNS = frozenset({"inputs", "outputs", "label"})
 
-# (request_id, time_ns, model_name, model_version, endpoint, inputs, outputs, latency_s, rows)
-PredictionRecord = tuple[str, int, str, str, str, Any, Any, float, int]
+# (request_id, time_ns, model_name, model_version, endpoint, inputs, outputs, latency_s, rows,
+#  variant)
+PredictionRecord = tuple[str, int, str, str, str, Any, Any, float, int, str]
 # (request_id, time_ns, model_name, model_version, label)
 FeedbackRecord = tuple[str, int, str, str, Any]
 # A record serialised for its segment: JSON as bytes, time in microseconds, latency in ms.
@@ -85,6 +86,10 @@ def _schema(kind: str) -> Any:
             ("outputs", pa.string()),
             ("latency_ms", pa.float64()),
             ("rows", pa.int64()),
+            # primary (the serving version), or a candidate's shadow / canary answers: both
+            # answers to a mirrored request share its request_id. Segments written before this
+            # column existed read as primary (see with_variant).
+            ("variant", pa.string()),
         ]
     else:
         fields = [*common, ("label", pa.string())]
@@ -139,10 +144,12 @@ class SegmentLog:
         """Serialise one record now, at its request: :class:`InvalidInput` if it cannot be."""
         try:
             if self.kind == PREDICTIONS:
-                rid, ns, name, version, endpoint, inputs, outputs, latency_s, rows = record
+                if len(record) == 9:  # written before variants: the serving version's
+                    record = (*record, "primary")
+                rid, ns, name, version, endpoint, inputs, outputs, latency_s, rows, variant = record
                 return (
                     rid, ns // 1000, name, version, endpoint,
-                    _json(inputs), _json(outputs), latency_s * 1000.0, rows,
+                    _json(inputs), _json(outputs), latency_s * 1000.0, rows, variant,
                 )  # fmt: skip
             rid, ns, name, version, label = record
             return (rid, ns // 1000, name, version, _json(label))
@@ -294,13 +301,25 @@ def _read(folder: Path, kind: str) -> Any:
             reader = ipc.open_stream(pa.memory_map(str(path)))
             while True:
                 try:
-                    batches.append(reader.read_next_batch())
+                    batches.append(with_variant(reader.read_next_batch()))
                 except StopIteration:
                     break
         except (pa.ArrowInvalid, OSError):
             # A segment still being written may end mid-batch: keep what is complete.
             continue
     return pa.Table.from_batches(batches, schema=schema)
+
+
+def with_variant(batch: Any) -> Any:
+    """``batch`` of a prediction segment with its ``variant`` column: one written before the
+    column existed gets ``primary`` (then only the serving version logged)."""
+    import pyarrow as pa
+
+    names = batch.schema.names
+    if "variant" in names or "endpoint" not in names:
+        return batch
+    column = pa.array(["primary"] * batch.num_rows, pa.string())
+    return pa.RecordBatch.from_arrays([*batch.columns, column], names=[*names, "variant"])
 
 
 def read_predictions(folder: Path) -> Any:
