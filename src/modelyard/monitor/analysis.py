@@ -393,6 +393,12 @@ def _output_rows(raw: str, rows: int) -> list[Any] | None:
     return None
 
 
+def _answers(table: pa.Table) -> Any:
+    """``(request_id, outputs JSON, rows)`` of each logged answer."""
+    columns = (table.column(c).to_pylist() for c in ("request_id", "outputs", "rows"))
+    return zip(*columns, strict=True)
+
+
 def _same(a: Any, b: Any, tolerance: float) -> bool:
     if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
         return abs(float(a) - float(b)) <= tolerance * max(abs(float(a)), abs(float(b)), 1e-12)
@@ -404,22 +410,9 @@ def _agreement(
 ) -> tuple[float | None, int]:
     if primary is None or candidate is None or not candidate.num_rows:
         return None, 0
-    answers = {
-        rid: (out, rows)
-        for rid, out, rows in zip(
-            primary.column("request_id").to_pylist(),
-            primary.column("outputs").to_pylist(),
-            primary.column("rows").to_pylist(),
-            strict=True,
-        )
-    }
+    answers = {rid: (out, rows) for rid, out, rows in _answers(primary)}
     same = total = 0
-    for rid, out, rows in zip(
-        candidate.column("request_id").to_pylist(),
-        candidate.column("outputs").to_pylist(),
-        candidate.column("rows").to_pylist(),
-        strict=True,
-    ):
+    for rid, out, rows in _answers(candidate):
         if rid not in answers:
             continue
         theirs = _output_rows(answers[rid][0], int(answers[rid][1]))
@@ -436,9 +429,7 @@ def _predictions(table: pa.Table | None) -> list[Any]:
     out: list[Any] = []
     if table is None:
         return out
-    for raw, rows in zip(
-        table.column("outputs").to_pylist(), table.column("rows").to_pylist(), strict=True
-    ):
+    for _, raw, rows in _answers(table):
         values = _output_rows(raw, int(rows))
         if values is not None:
             out.extend(values)
