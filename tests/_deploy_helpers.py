@@ -42,6 +42,57 @@ def register_churn(ws: Workspace, versions: int = 2) -> list[str]:
     return refs
 
 
+def post_json(url: str, body: Any, headers: dict[str, str] | None = None) -> Any:
+    """POST ``body`` as JSON to ``url``; the decoded answer."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", **(headers or {})},
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def wait_ok(url: str, deadline_s: float = 120) -> None:
+    """Poll ``url`` until it answers 200 (a test failure after ``deadline_s``)."""
+    import time
+    import urllib.error
+
+    import pytest
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=3) as resp:
+                if resp.status == 200:
+                    return
+        except urllib.error.HTTPError as exc:
+            exc.close()
+        except OSError:
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"{url} did not answer 200 in {deadline_s:.0f} s")
+
+
+#: Made-up image digests of churn@1 and churn@2 for the cloud targets' tests (nothing is pulled).
+DIGESTS = {1: "sha256:" + "1" * 64, 2: "sha256:" + "2" * 64}
+
+
+def register_pushed_churn(ws: Workspace) -> Workspace:
+    """``churn@1`` and ``churn@2`` recorded as pushed to 127.0.0.1:5000 with :data:`DIGESTS`."""
+    register_churn(ws, 2)
+    for version, digest in DIGESTS.items():
+        ws.store.models.set_image(
+            "churn",
+            version,
+            image_id=None,
+            image_digest=digest,
+            image_size=None,
+            image_ref=f"127.0.0.1:5000/models/churn@{digest}",
+        )
+    return ws
+
+
 def register_broken(ws: Workspace, name: str = "churn") -> str:
     from modelyard import models
     from modelyard.tracking import start_run

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-import time
-import urllib.error
+import os
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from _deploy_helpers import DIGESTS, post_json, wait_ok
 from modelyard import deploy
 from modelyard.cli.main import cli
 from modelyard.deploy.sagemaker import SageMakerOptions, ecr_credentials
@@ -28,39 +28,17 @@ from modelyard.workspace import Workspace
 ROLE = "arn:aws:iam::123456789012:role/modelyard-sagemaker"
 REGION = "eu-west-1"
 ECR = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/models"
-DIGESTS = {1: "sha256:" + "1" * 64, 2: "sha256:" + "2" * 64}
 ROWS = [[0.5, 0.1, 0.2], [-0.5, 0.1, 0.2]]
 
 
 # -- the image, run as SageMaker runs it ------------------------------------------------------
-def _post(url: str, body: dict[str, Any]) -> Any:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
-def _ping(url: str, deadline_s: float = 120) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=3) as resp:
-                if resp.status == 200:
-                    return
-        except urllib.error.HTTPError as exc:
-            exc.close()
-        except OSError:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"{url}/ping did not answer 200 in {deadline_s:.0f} s")
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("bind_port", [None, 9090], ids=["port-8080", "SAGEMAKER_BIND_TO_PORT"])
+@pytest.mark.parametrize(
+    "bind_port", [None, 9090], ids=["port-8080", "SAGEMAKER_BIND_TO_PORT-read-only-opt-ml-model"]
+)
 def test_the_model_image_serves_as_sagemaker_starts_it(
-    churn_image: Workspace, engine: Any, bind_port: int | None
+    churn_image: Workspace, engine: Any, bind_port: int | None, tmp_path: Any
 ) -> None:
     from modelyard.models import resolve
 
@@ -68,16 +46,26 @@ def test_the_model_image_serves_as_sagemaker_starts_it(
     assert image is not None
     port = bind_port or 8080
     name = f"modelyard-sagemaker-{uuid.uuid4().hex[:8]}"
-    env = ["-e", f"SAGEMAKER_BIND_TO_PORT={bind_port}"] if bind_port else []
+    args = ["run", "-d", "--name", name]
+    if bind_port:
+        # The other way SageMaker may start it: its port variable, a read-only root with a
+        # scratch /tmp, and the model data of CreateModel's ModelDataUrl under /opt/ml/model
+        # (read-only; the model served is the image's own, so that folder is not read).
+        model_data = tmp_path / "model"
+        model_data.mkdir()
+        (model_data / "model.tar.gz.extracted").write_text("SageMaker's model data\n")
+        model_data.chmod(0o755)
+        args += ["-e", f"SAGEMAKER_BIND_TO_PORT={bind_port}", "--read-only",
+                 "--tmpfs", "/tmp", "-v", f"{model_data}:/opt/ml/model:ro"]  # fmt: skip
     # SageMaker: `docker run IMAGE serve`, the container's port published to the host.
-    engine.run(["run", "-d", "--name", name, *env, "-p", f"127.0.0.1::{port}", image, "serve"])
+    engine.run([*args, "-p", f"127.0.0.1::{port}", image, "serve"])
     try:
         out = engine.run(["port", name, f"{port}/tcp"]).stdout.decode().split()[0]
         url = f"http://{out}"
-        _ping(url)
-        answer = _post(f"{url}/invocations", {"inputs": ROWS})
+        wait_ok(f"{url}/ping")
+        answer = post_json(f"{url}/invocations", {"inputs": ROWS})
         assert answer == {"predictions": [1, 0]}
-        answer = _post(
+        answer = post_json(
             f"{url}/invocations", {"dataframe_split": {"columns": [0, 1, 2], "data": ROWS}}
         )
         assert answer["predictions"] == [1, 0]
@@ -102,20 +90,9 @@ def test_the_entrypoint_takes_sagemakers_port_and_serve_argument() -> None:
 def pushed(sqlite_workspace: Workspace) -> Workspace:
     """``churn@1`` and ``churn@2`` recorded as pushed (digests made up: nothing is pulled)."""
     pytest.importorskip("sklearn")
-    from _deploy_helpers import register_churn
+    from _deploy_helpers import register_pushed_churn
 
-    ws = sqlite_workspace
-    register_churn(ws, 2)
-    for version, digest in DIGESTS.items():
-        ws.store.models.set_image(
-            "churn",
-            version,
-            image_id=None,
-            image_digest=digest,
-            image_size=None,
-            image_ref=f"127.0.0.1:5000/models/churn@{digest}",
-        )
-    return ws
+    return register_pushed_churn(sqlite_workspace)
 
 
 def _validate(calls: list[dict[str, Any]]) -> None:
@@ -128,6 +105,14 @@ def _validate(calls: list[dict[str, Any]]) -> None:
         shape = model.operation_model(call["operation"]).input_shape
         report = ParamValidator().validate(call["params"], shape)
         assert not report.has_errors(), report.generate_report()
+
+
+def _plan(spec: deploy.DeploySpec, ws: Workspace) -> list[dict[str, Any]]:
+    """What ``spec`` would send, each request checked by botocore's validator."""
+    calls = deploy.plan(spec, workspace=ws)
+    assert calls is not None
+    _validate(calls)
+    return calls
 
 
 def _dry_run(ws: Workspace, ref: str, *flags: str) -> list[dict[str, Any]]:
@@ -235,9 +220,7 @@ def test_rollout_update_and_rollback_send_exactly_the_planned_requests(
     ws = pushed
     first = SageMakerOptions(role_arn=ROLE, region=REGION, poll_s=0, client=client)
     spec = deploy.DeploySpec("churn@1", "churn-api", target="sagemaker", options=first)
-    calls = deploy.plan(spec, workspace=ws)
-    assert calls is not None
-    _validate(calls)
+    calls = _plan(spec, ws)
     _expect(stubber, calls, "Creating", "InService")
     dep = deploy.deploy(spec, workspace=ws)
     assert dep.current is not None
@@ -256,9 +239,7 @@ def test_rollout_update_and_rollback_send_exactly_the_planned_requests(
         client=client,
     )
     spec = deploy.DeploySpec("churn@2", "churn-api", target="sagemaker", options=canary)
-    calls = deploy.plan(spec, workspace=ws)
-    assert calls is not None
-    _validate(calls)
+    calls = _plan(spec, ws)
     assert calls[-1]["operation"] == "UpdateEndpoint"
     config = calls[-1]["params"]["DeploymentConfig"]
     assert config["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"] == {
@@ -280,9 +261,7 @@ def test_rollout_update_and_rollback_send_exactly_the_planned_requests(
     back = deploy.DeploySpec(
         "churn@1", "churn-api", target="sagemaker", options=redo, timeout_s=timeout
     )
-    calls = deploy.plan(back, workspace=ws)
-    assert calls is not None
-    _validate(calls)
+    calls = _plan(back, ws)
     assert calls[0]["params"]["PrimaryContainer"]["Image"].endswith(DIGESTS[1])
     assert calls[-1]["operation"] == "UpdateEndpoint"
     _expect(stubber, calls, "InService")
@@ -307,8 +286,7 @@ def test_a_failed_endpoint_is_a_failed_revision(
     client, stubber = sagemaker
     options = SageMakerOptions(role_arn=ROLE, region=REGION, poll_s=0, client=client)
     spec = deploy.DeploySpec("churn@1", "api", target="sagemaker", options=options)
-    calls = deploy.plan(spec, workspace=pushed)
-    assert calls is not None
+    calls = _plan(spec, pushed)
     _expect(stubber, calls, "Failed", reason="CannotStartContainerError: no /ping")
     with pytest.raises(RolloutFailed, match="CannotStartContainerError"):
         deploy.deploy(spec, workspace=pushed)
@@ -344,3 +322,119 @@ def test_ecr_credentials_come_from_the_authorization_token() -> None:
         stubber.assert_no_pending_responses()
     assert (login.username, login.password, login.registry) == (
         "AWS", "secret-password", ECR.split("/")[0])  # fmt: skip
+
+
+def test_a_shadow_variant_beside_the_serving_model(
+    pushed: Workspace, sagemaker: tuple[Any, Any]
+) -> None:
+    client, stubber = sagemaker
+    first = SageMakerOptions(role_arn=ROLE, region=REGION, poll_s=0, client=client)
+    spec = deploy.DeploySpec("churn@1", "churn-api", target="sagemaker", options=first)
+    calls = _plan(spec, pushed)
+    _expect(stubber, calls, "InService")
+    deploy.deploy(spec, workspace=pushed)
+    serving = calls[0]["params"]["ModelName"]
+
+    shadow = SageMakerOptions(
+        role_arn=ROLE, region=REGION, traffic="shadow", traffic_percent=20, poll_s=0,
+        client=client, alarms=("churn-5xx",),
+    )  # fmt: skip
+    spec = deploy.DeploySpec("churn@2", "churn-api", target="sagemaker", options=shadow)
+    calls = _plan(spec, pushed)
+    model, config, update = (c["params"] for c in calls)
+    # churn@2 is a new model in the shadow variant; churn@1's model keeps every request.
+    (production,) = config["ProductionVariants"]
+    (copy,) = config["ShadowProductionVariants"]
+    assert production["ModelName"] == serving
+    assert (copy["ModelName"], copy["InitialVariantWeight"]) == (model["ModelName"], 0.2)
+    assert model["PrimaryContainer"]["Image"].endswith(DIGESTS[2])
+    routing = update["DeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+    assert routing["Type"] == "ALL_AT_ONCE"
+    assert update["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"] == [
+        {"AlarmName": "churn-5xx"}]  # fmt: skip
+    _expect(stubber, calls, "Updating", "InService")
+    dep = deploy.deploy(spec, workspace=pushed)
+    assert dep.config["model"] == serving  # the model answering is still churn@1's
+    # A rollback (or a retrain) goes all at once: a shadow was a choice about one rollout.
+    redo = deploy.get_target("sagemaker").recorded_options(dep, client=client)
+    assert isinstance(redo, SageMakerOptions)
+    assert (redo.traffic, redo.alarms) == ("all_at_once", ("churn-5xx",))
+
+
+class Captured:
+    """Equal to anything, keeping what it was compared with (a Stubber expected parameter)."""
+
+    value: Any = None
+
+    def __eq__(self, other: object) -> bool:
+        self.value = other
+        return True
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_deploy_pushes_to_ecr_with_the_authorization_token(
+    churn_image: Workspace, engine: Any, sagemaker: tuple[Any, Any]
+) -> None:
+    """``--push``: the built image goes to the registry of ECR's authorization token (here the
+    htpasswd registry of scripts/registry.sh, answered by a stubbed GetAuthorizationToken) and
+    CreateModel names it in the ECR repository by the digest the registry gave it."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from conftest import registry_up, require_service
+    from modelyard.models import resolve
+
+    require_service(registry_up("127.0.0.1:5001"), "no registry on 127.0.0.1:5001")
+    client, stubber = sagemaker
+    password = os.environ.get("REGISTRY_TEST_PASSWORD", "modelyard-test-password")
+    token = base64.b64encode(f"modelyard:{password}".encode()).decode()
+    ecr = boto3.client("ecr", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    repository = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/churn"
+    options = SageMakerOptions(
+        role_arn=ROLE, region=REGION, ecr_repository=repository, push=True, poll_s=0,
+        client=client, ecr_client=ecr, engine=engine,
+    )  # fmt: skip
+    name = f"churn-{uuid.uuid4().hex[:8]}"
+    spec = deploy.DeploySpec("churn@1", name, target="sagemaker", options=options)
+    # The dry run names the tag the push will write (no digest yet), and pushes nothing.
+    planned = _plan(spec, churn_image)
+    assert planned[0]["params"]["PrimaryContainer"]["Image"] == f"{repository}:1"
+    image = Captured()
+    with Stubber(ecr) as ecr_stub:
+        ecr_stub.add_response(
+            "get_authorization_token",
+            {"authorizationData": [{"authorizationToken": token,
+                                    "proxyEndpoint": "https://127.0.0.1:5001",
+                                    "expiresAt": datetime.now(UTC)}]},
+            {},
+        )  # fmt: skip
+        calls = [dict(c) for c in planned]
+        calls[0] = {**calls[0], "params": {**calls[0]["params"]}}
+        calls[0]["params"]["PrimaryContainer"] = {"Image": image, "Mode": "SingleModel"}
+        _expect(stubber, calls, "InService")
+        dep = deploy.deploy(spec, workspace=churn_image)
+        ecr_stub.assert_no_pending_responses()
+    version = resolve("churn@1", churn_image)
+    assert version.image_ref is not None
+    assert version.image_digest is not None
+    assert version.image_ref == f"127.0.0.1:5001/churn@{version.image_digest}"
+    assert image.value == f"{repository}@{version.image_digest}"
+    # The registry has it under that digest (asked with the same credentials).
+    request = urllib.request.Request(
+        f"http://127.0.0.1:5001/v2/churn/manifests/{version.image_digest}",
+        method="HEAD",
+        headers={
+            "Authorization": f"Basic {token}",
+            "Accept": "application/vnd.docker.distribution.manifest.v2+json, "
+            "application/vnd.oci.image.manifest.v1+json, "
+            "application/vnd.oci.image.index.v1+json",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status == 200
+    events = [e.message for e in deploy.events(name, workspace=churn_image)]
+    assert f"pushed {version.image_ref}" in events
+    assert dep.current is not None

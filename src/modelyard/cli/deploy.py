@@ -34,6 +34,7 @@ def deploy() -> None:
       modelyard deploy churn@production --target sagemaker --role-arn ARN --dry-run -o json
       modelyard deploy churn@4 --name churn-api --strategy shadow --sample 0.2 --for 30m
       modelyard deploy churn@4 --name churn-api --strategy canary --steps 5,25,50,100 --interval 10m
+      modelyard deploy churn@production --target azureml --dry-run -o yaml --dry-run-dir azure/
     """
 
 
@@ -62,18 +63,28 @@ def deploy() -> None:
 )
 @click.option("--role-arn", default=None, help="SageMaker: the IAM role the model runs as.")
 @click.option("--region", default=None, help="SageMaker: AWS region [default: us-east-1].")
-@click.option("--instance-type", default=None, help="SageMaker [default: ml.m5.large].")
+@click.option("--instance-type", default=None, help="SageMaker [default: ml.m5.large], Azure ML "
+              "[default: Standard_DS3_v2].")  # fmt: skip
 @click.option("--ecr-repository", default=None, help="SageMaker: ECR repository of the image.")
+@click.option("--push", is_flag=True, default=None, help="SageMaker: push the built image to "
+              "--ecr-repository first (credentials from ECR's authorization token).")  # fmt: skip
 @click.option(
     "--traffic",
-    type=click.Choice(["all_at_once", "canary", "linear"]),
+    type=click.Choice(["all_at_once", "canary", "linear", "shadow"]),
     default=None,
-    help="SageMaker: how an update shifts traffic [default: all_at_once].",
+    help="SageMaker, Azure ML: how an update shifts traffic [default: all_at_once].",
 )
 @click.option("--traffic-percent", default=None, type=click.IntRange(1, 100), help="[default: 10]")
 @click.option("--wait", "wait_s", default=None, type=click.IntRange(0, 3600), help="[default: 300]")
 @click.option("--alarm", "alarms", multiple=True, help="SageMaker: CloudWatch alarm that rolls "
               "an update back (repeatable).")  # fmt: skip
+@click.option("--subscription-id", default=None, help="Azure ML: the workspace's subscription.")
+@click.option("--resource-group", default=None, help="Azure ML: the workspace's resource group.")
+@click.option("--aml-workspace", default=None, help="Azure ML: the workspace's name.")
+@click.option("--endpoint", default=None, help="Azure ML: endpoint name [default: --name].")
+@click.option("--acr-repository", default=None, help="Azure ML: repository of the image.")
+@click.option("--auth-mode", type=click.Choice(["key", "aml_token"]), default=None,
+              help="Azure ML: how callers authenticate [default: key].")  # fmt: skip
 @click.option(
     "--strategy",
     type=click.Choice(["replace", "shadow", "canary"]),
@@ -105,9 +116,17 @@ def deploy() -> None:
 @click.option(
     "--dry-run",
     is_flag=True,
-    help="Print what would be applied (Kubernetes manifests, SageMaker API requests).",
+    help="Print what would be applied (Kubernetes manifests, SageMaker API requests, Azure ML "
+    "endpoint and deployment YAML).",
 )
 @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml")
+@click.option(
+    "--dry-run-dir",
+    type=click.Path(file_okay=False, writable=True),
+    default=None,
+    help="With --dry-run: also write each document to its own numbered file in this folder "
+    "(for tools that take one document a file: az ml ... -f, kubectl apply -f).",
+)
 @pass_workspace
 def run(
     ws: Workspace,
@@ -126,6 +145,7 @@ def run(
     region: str | None,
     instance_type: str | None,
     ecr_repository: str | None,
+    push: bool | None,
     traffic: str | None,
     traffic_percent: int | None,
     wait_s: int | None,
@@ -139,8 +159,15 @@ def run(
     sticky: str | None,
     checks: tuple[str, ...],
     alias: str,
+    subscription_id: str | None,
+    resource_group: str | None,
+    aml_workspace: str | None,
+    endpoint: str | None,
+    acr_repository: str | None,
+    auth_mode: str | None,
     dry_run: bool,
     output: str,
+    dry_run_dir: str | None,
 ) -> None:
     """Roll out REF (churn@production, churn@4) as service --name."""
     from modelyard import deploy as api
@@ -151,9 +178,12 @@ def run(
     # Each target takes the flags that are its options (--namespace, --min… on Kubernetes).
     flags = {"namespace": namespace, "min_replicas": min_replicas, "max_replicas": max_replicas,
              "cpu_target": cpu_target, "role_arn": role_arn, "region": region,
-             "instance_type": instance_type, "ecr_repository": ecr_repository,
+             "instance_type": instance_type, "ecr_repository": ecr_repository, "push": push,
              "traffic": traffic, "traffic_percent": traffic_percent, "wait_s": wait_s,
-             "alarms": alarms or None}  # fmt: skip
+             "alarms": alarms or None, "subscription_id": subscription_id,
+             "resource_group": resource_group, "aml_workspace": aml_workspace,
+             "endpoint": endpoint, "acr_repository": acr_repository,
+             "auth_mode": auth_mode}  # fmt: skip
     spec = api.DeploySpec(
         ref,
         service,
@@ -178,6 +208,8 @@ def run(
         from modelyard.deploy.kubernetes import to_yaml
 
         click.echo((to_yaml(manifests) if output == "yaml" else json.dumps(manifests)).rstrip())
+        if dry_run_dir:
+            _write_documents(manifests, dry_run_dir, output)
         return
     dep = api.deploy(spec, workspace=ws)
     current = dep.current
@@ -250,6 +282,29 @@ def render_analysis(out: Any, title: str, analysis: Any) -> None:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
+
+
+def _write_documents(documents: list[dict[str, Any]], folder: str, output: str) -> None:
+    """Each document as ``NN-KIND.yml`` (or ``.json``) in ``folder``: KIND is its ``kind``,
+    its API ``operation`` or the name of its ``$schema``."""
+    import json
+    import re
+    from pathlib import Path
+
+    from modelyard.deploy.kubernetes import to_yaml
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    for number, doc in enumerate(documents, 1):
+        kind = str(
+            doc.get("kind")
+            or doc.get("operation")
+            or str(doc.get("$schema", "doc")).rpartition("/")[2]
+        ).removesuffix(".schema.json")
+        suffix = "yml" if output == "yaml" else "json"
+        name = f"{number:02d}-{re.sub(r'[^A-Za-z0-9]+', '-', kind)}.{suffix}"
+        text = to_yaml([doc]) if output == "yaml" else json.dumps(doc, indent=2) + "\n"
+        (out / name).write_text(text, encoding="utf-8")
 
 
 def _print_auth(out: Any, dep: Deployment | None) -> None:

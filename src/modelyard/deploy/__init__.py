@@ -1,5 +1,6 @@
 """Deploying model versions as named services: ``local`` (gunicorn on this host, no Docker),
-``docker`` (replicas behind HAProxy) and ``kubernetes`` (manifests applied and watched).
+``docker`` (replicas behind HAProxy), ``kubernetes`` (manifests applied and watched),
+``sagemaker`` and ``azureml`` (the platforms' own endpoints, through their APIs).
 
 Every rollout is a recorded revision; a new version that never becomes ready leaves the old
 one serving and the revision marked failed with the replica's last log lines. Each target is a
@@ -7,6 +8,7 @@ one serving and the revision marked failed with the replica's last log lines. Ea
 new module plus one registry entry.
 """
 
+from modelyard.deploy.azureml import AzureMLOptions
 from modelyard.deploy.docker import DockerOptions
 from modelyard.deploy.kubernetes.target import KubernetesOptions
 from modelyard.deploy.local import LocalOptions
@@ -40,6 +42,7 @@ from modelyard.deploy.spec import (
 from modelyard.deploy.target import DeployTarget, TargetOptions
 
 __all__ = [
+    "AzureMLOptions",
     "DOCKER",
     "KUBERNETES",
     "LOCAL",

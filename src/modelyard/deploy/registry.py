@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 from typing import TYPE_CHECKING
 
+from modelyard.deploy.azureml import AzureMLTarget
 from modelyard.deploy.docker import DockerTarget
 from modelyard.deploy.kubernetes.target import KubernetesTarget
 from modelyard.deploy.local import LocalTarget
@@ -23,7 +24,13 @@ if TYPE_CHECKING:
 
 TARGETS: dict[str, DeployTarget] = {
     target.name: target
-    for target in (LocalTarget(), DockerTarget(), KubernetesTarget(), SageMakerTarget())
+    for target in (
+        LocalTarget(),
+        DockerTarget(),
+        KubernetesTarget(),
+        SageMakerTarget(),
+        AzureMLTarget(),
+    )
 }
 
 

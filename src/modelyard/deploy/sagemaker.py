@@ -8,10 +8,16 @@ linear traffic shifting, CloudWatch alarms that roll it back) for an existing on
 endpoint is polled with ``DescribeEndpoint`` until it is ``InService``. :meth:`plan` returns
 those requests exactly as they are sent (``deploy --dry-run -o json``).
 
-The image must be in a registry SageMaker pulls from (ECR): ``modelyard push REF --registry
-ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO`` with the credentials :func:`ecr_credentials` reads
-from ECR's ``GetAuthorizationToken``; ``ecr_repository`` names that repository, and the endpoint
-runs the image by its digest there.
+``traffic="shadow"`` puts the new model in a shadow variant beside the serving one
+(``ShadowProductionVariants``): SageMaker copies ``traffic_percent`` % of the requests to it and
+drops its answers, while the serving model keeps answering every request.
+
+The image must be in a registry SageMaker pulls from (ECR); ``ecr_repository`` names that
+repository (``ACCOUNT.dkr.ecr.REGION.amazonaws.com/PATH/MODEL``), and the endpoint runs the
+image by its digest there. With ``push`` the rollout pushes the built image there first, logged
+in with the credentials :func:`ecr_credentials` reads from ECR's ``GetAuthorizationToken`` (whose
+``proxyEndpoint`` is the registry to push to); else ``modelyard push REF --registry
+ACCOUNT.dkr.ecr.REGION.amazonaws.com/PATH`` does it beforehand.
 """
 
 from __future__ import annotations
@@ -34,12 +40,15 @@ from modelyard.errors import DeployError, InvalidParameter, RolloutFailed
 from modelyard.image_contract import AUTH_URL_ENV
 
 if TYPE_CHECKING:
+    from modelyard.packaging.push import PushResult
     from modelyard.store.deploy_entities import Deployment
     from modelyard.store.models_entities import ModelVersion
     from modelyard.workspace import Workspace
 
-#: How the new fleet takes the traffic on an UpdateEndpoint (SageMaker's own names, lower case).
-TRAFFIC = ("all_at_once", "canary", "linear")
+#: How the new fleet takes the traffic on an UpdateEndpoint (SageMaker's own names, lower case),
+#: or ``shadow``: the new model as a shadow variant beside the serving one.
+TRAFFIC = ("all_at_once", "canary", "linear", "shadow")
+SHADOW_VARIANT = "Shadow"
 _ROLE = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+$")
 _REPO = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9._/-]+$")
 
@@ -53,9 +62,12 @@ class SageMakerOptions(TargetOptions):
     ``traffic`` is how an update shifts traffic to the new fleet (``all_at_once``, ``canary``:
     ``traffic_percent`` of the capacity first, ``linear``: steps of ``traffic_percent``), with
     ``wait_s`` between steps; a CloudWatch alarm in ``alarms`` going off rolls the update back.
-    ``client`` is a boto3 ``sagemaker`` client (default: boto3's, for ``region``)."""
+    ``shadow``: the new model is a shadow variant getting a copy of ``traffic_percent`` % of
+    the requests. ``push``: push the built image to ``ecr_repository`` first.
+    ``client`` is a boto3 ``sagemaker`` client (default: boto3's, for ``region``), ``ecr_client``
+    a boto3 ``ecr`` one and ``engine`` the Docker engine that pushes (for ``push``)."""
 
-    CLIENTS: ClassVar[tuple[str, ...]] = ("client",)
+    CLIENTS: ClassVar[tuple[str, ...]] = ("client", "ecr_client", "engine")
 
     role_arn: str = ""
     region: str = "us-east-1"
@@ -66,7 +78,10 @@ class SageMakerOptions(TargetOptions):
     wait_s: int = 300
     alarms: tuple[str, ...] = ()
     poll_s: float = 15.0
+    push: bool = False
     client: Any = field(default=None, compare=False)
+    ecr_client: Any = field(default=None, compare=False)
+    engine: Any = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "alarms", tuple(self.alarms))  # a list when read back
@@ -83,6 +98,8 @@ class SageMakerOptions(TargetOptions):
             raise InvalidParameter("traffic_percent must be between 1 and 100")
         if not 0 <= self.wait_s <= 3600:
             raise InvalidParameter("wait_s must be between 0 and 3600 (SageMaker's bounds)")
+        if self.push and not self.ecr_repository:
+            raise InvalidParameter("--push needs the ECR repository to push to: --ecr-repository")
 
 
 def _object_name(*parts: str) -> str:
@@ -111,11 +128,7 @@ def requests(request: RolloutRequest) -> list[dict[str, Any]]:
             "the sagemaker target needs the IAM role SageMaker runs the model as: --role-arn "
             "arn:aws:iam::ACCOUNT:role/NAME"
         )
-    image = request.image
-    assert image is not None
-    if options.ecr_repository:
-        digest = image.rpartition("@")[2]
-        image = f"{options.ecr_repository}@{digest}"
+    image = _image(request, options)
     revision = _revision(request)
     model = _object_name(spec.name, version.name, f"v{version.version}", f"r{revision}")
     config = _object_name(spec.name, f"r{revision}")
@@ -127,6 +140,22 @@ def requests(request: RolloutRequest) -> list[dict[str, Any]]:
     container: dict[str, Any] = {"Image": image, "Mode": "SingleModel"}
     if env:
         container["Environment"] = env
+    variants = [
+        {
+            "VariantName": "AllTraffic",
+            "ModelName": model,
+            "InstanceType": options.instance_type,
+            "InitialInstanceCount": spec.replicas,
+            "InitialVariantWeight": 1.0,
+        }
+    ]
+    endpoint_config: dict[str, Any] = {"EndpointConfigName": config}
+    serving = request.existing.config.get("model") if request.existing is not None else None
+    if options.traffic == "shadow" and _has_endpoint(request) and serving:
+        shadow = {**variants[0], "VariantName": SHADOW_VARIANT}
+        shadow["InitialVariantWeight"] = options.traffic_percent / 100
+        variants[0]["ModelName"] = serving
+        endpoint_config["ShadowProductionVariants"] = [shadow]
     calls: list[dict[str, Any]] = [
         {
             "operation": "CreateModel",
@@ -141,15 +170,8 @@ def requests(request: RolloutRequest) -> list[dict[str, Any]]:
             "operation": "CreateEndpointConfig",
             "params": {
                 "EndpointConfigName": config,
-                "ProductionVariants": [
-                    {
-                        "VariantName": "AllTraffic",
-                        "ModelName": model,
-                        "InstanceType": options.instance_type,
-                        "InitialInstanceCount": spec.replicas,
-                        "InitialVariantWeight": 1.0,
-                    }
-                ],
+                "ProductionVariants": variants,
+                **{k: v for k, v in endpoint_config.items() if k != "EndpointConfigName"},
                 "Tags": tags,
             },
         },
@@ -166,12 +188,31 @@ def requests(request: RolloutRequest) -> list[dict[str, Any]]:
     return calls
 
 
+def _image(request: RolloutRequest, options: SageMakerOptions) -> str:
+    """What CreateModel names: the pushed image by digest, in ``ecr_repository`` if given (for
+    a dry run of a ``push`` whose digest is not known yet: the tag the push will write)."""
+    image = request.image
+    assert image is not None
+    name, at, digest = image.partition("@")
+    if options.ecr_repository:
+        if not at:
+            return f"{options.ecr_repository}:{request.version.version}"
+        return f"{options.ecr_repository}@{digest}"
+    if not at:
+        raise DeployError(
+            f"{request.version.ref} has no pushed image; SageMaker pulls from ECR: "
+            "--ecr-repository ACCOUNT.dkr.ecr.REGION.amazonaws.com/PATH/MODEL --push"
+        )
+    return image
+
+
 def _deployment_config(options: SageMakerOptions, timeout_s: float) -> dict[str, Any]:
-    routing: dict[str, Any] = {"Type": options.traffic.upper(), "WaitIntervalInSeconds": 0}
+    traffic = "all_at_once" if options.traffic == "shadow" else options.traffic
+    routing: dict[str, Any] = {"Type": traffic.upper(), "WaitIntervalInSeconds": 0}
     size = {"Type": "CAPACITY_PERCENT", "Value": options.traffic_percent}
-    if options.traffic == "canary":
+    if traffic == "canary":
         routing.update(WaitIntervalInSeconds=options.wait_s, CanarySize=size)
-    elif options.traffic == "linear":
+    elif traffic == "linear":
         routing.update(WaitIntervalInSeconds=options.wait_s, LinearStepSize=size)
     policy: dict[str, Any] = {
         "TrafficRoutingConfiguration": routing,
@@ -220,6 +261,36 @@ def ecr_credentials(ecr: Any) -> RegistryCredentials:
     return RegistryCredentials(user, password, registry)
 
 
+def push_to_ecr(ws: Workspace, version: ModelVersion, options: SageMakerOptions) -> PushResult:
+    """Push ``version``'s built image to ``options.ecr_repository`` (whose last part must be the
+    model's name: pushes go to ``REGISTRY/.../MODEL``), logged in with the credentials of ECR's
+    authorization token; the registry pushed to is the token's ``proxyEndpoint``."""
+    from modelyard.packaging import push_model_image
+
+    assert options.ecr_repository is not None
+    parent, _, model = options.ecr_repository.partition("/")[2].rpartition("/")
+    if model != version.name.lower():
+        raise InvalidParameter(
+            f"--push pushes {version.ref} to a repository named after the model: "
+            f"--ecr-repository ...amazonaws.com/{parent + '/' if parent else ''}"
+            f"{version.name.lower()}, not {options.ecr_repository}"
+        )
+    ecr = options.ecr_client
+    if ecr is None:
+        import boto3
+
+        ecr = boto3.client("ecr", region_name=options.region)
+    login = ecr_credentials(ecr)
+    return push_model_image(
+        version.ref,
+        "/".join(p for p in (login.registry, parent) if p),
+        workspace=ws,
+        engine=options.engine,
+        username=login.username,
+        password=login.password,
+    )
+
+
 class SageMakerTarget(TargetDefaults):
     """A SageMaker real-time endpoint; modelyard reaches it only through the SageMaker API."""
 
@@ -232,6 +303,8 @@ class SageMakerTarget(TargetDefaults):
     replica_network: ReplicaNetwork | None = ReplicaNetwork("an endpoint instance's", "endpoints")
 
     def image_for(self, version: ModelVersion) -> tuple[str | None, str | None]:
+        if version.image_ref is None and version.image_id is not None:
+            return version.image_id, None  # built, not pushed: a rollout with push pushes it
         return pushed_image(
             version, "SageMaker pulls from ECR", "ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO"
         )
@@ -239,12 +312,29 @@ class SageMakerTarget(TargetDefaults):
     def plan(self, request: RolloutRequest) -> list[dict[str, Any]]:
         return requests(request)
 
+    def recorded_options(self, dep: Deployment, *, client: object | None = None) -> TargetOptions:
+        """The recorded options (``client``: a sagemaker client; the ECR client and the engine
+        are made when needed); a shadow was a choice about one rollout, so a rollback or a
+        retrain's rollout takes all the traffic."""
+        from dataclasses import replace
+
+        options = SageMakerOptions.from_settings(dep.config, client=client)
+        return replace(options, traffic="all_at_once") if options.traffic == "shadow" else options
+
     def rollout(self, request: RolloutRequest) -> Rollout:
         import time
 
         spec = request.spec
         options = options_of(spec, SageMakerOptions)
         client = _client(options)
+        if options.push:
+            from dataclasses import replace
+
+            pushed = push_to_ecr(request.workspace, request.version, options)
+            request = replace(request, image=pushed.ref)
+            request.workspace.store.deployments.add_event(
+                spec.name, self.name, f"pushed {pushed.ref}"
+            )
         calls = requests(request)
         repo = request.workspace.store.deployments
         for call in calls:
@@ -267,6 +357,8 @@ class SageMakerTarget(TargetDefaults):
                 "endpoint": endpoint,
                 "endpoint_config": calls[1]["params"]["EndpointConfigName"],
                 "endpoint_arn": found.get("EndpointArn"),
+                # The model answering requests (a shadow's serving one is the earlier model).
+                "model": calls[1]["params"]["ProductionVariants"][0]["ModelName"],
             },
             report=calls,
         )

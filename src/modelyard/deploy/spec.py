@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from modelyard import image_contract as contract
 from modelyard.deploy import registry
+from modelyard.deploy.azureml import AzureMLTarget
 from modelyard.deploy.docker import DockerTarget
 from modelyard.deploy.kubernetes.target import KubernetesTarget
 from modelyard.deploy.local import LocalTarget
@@ -18,6 +19,7 @@ LOCAL = LocalTarget.name
 DOCKER = DockerTarget.name
 KUBERNETES = KubernetesTarget.name
 SAGEMAKER = SageMakerTarget.name
+AZUREML = AzureMLTarget.name
 TARGETS = tuple(registry.TARGETS)
 # What every replica's server reads its auth URL from (modelyard.serving.config.ServeConfig).
 AUTH_URL_ENV = contract.AUTH_URL_ENV
@@ -31,7 +33,8 @@ class DeploySpec:
     are the target's own settings (:class:`~modelyard.deploy.local.LocalOptions`,
     :class:`~modelyard.deploy.docker.DockerOptions`,
     :class:`~modelyard.deploy.kubernetes.KubernetesOptions`,
-    :class:`~modelyard.deploy.sagemaker.SageMakerOptions`; ``None``: that target's defaults).
+    :class:`~modelyard.deploy.sagemaker.SageMakerOptions`,
+    :class:`~modelyard.deploy.azureml.AzureMLOptions`; ``None``: that target's defaults).
     ``strategy`` is how the new version takes over: ``replace`` (the only one so far; shadow
     and canary rollouts will be others, see :mod:`modelyard.deploy.target`).
 
