@@ -294,3 +294,41 @@ def test_the_model_image_serves_as_azure_ml_starts_it(churn_image: Workspace, en
         assert answer == {"predictions": [1, 0]}
     finally:
         engine.run(["rm", "-f", name], check=False)
+
+
+def test_deploy_strategies_map_onto_mirror_traffic_and_split(
+    pushed: Workspace, azure_ml_python: Path, tmp_path: Path
+) -> None:
+    """``deploy --strategy shadow|canary`` on Azure ML is Azure ML's own: mirror_traffic for a
+    shadow, a traffic split at the first step for a canary (no modelyard controller)."""
+    api = RecordingAzureML()
+    options = AzureMLOptions(client=api)
+    spec = deploy.DeploySpec("churn@1", "churn-api", target="azureml", options=options)
+    deploy.deploy(spec, workspace=pushed)
+
+    def dry_run(*flags: str) -> list[dict[str, Any]]:
+        result = CliRunner().invoke(
+            cli,
+            ["-C", str(pushed.root), "deploy", "churn@2", "--target", "azureml", "--name",
+             "churn-api", *flags, "--dry-run", "-o", "yaml"],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        return list(yaml.safe_load_all(result.output))
+
+    shadow = dry_run("--strategy", "shadow", "--sample", "0.2")
+    canary = dry_run("--strategy", "canary", "--steps", "10,50,100")
+    assert [d["name"] for d in shadow] == ["green", "churn-api"]
+    assert (shadow[1]["traffic"], shadow[1]["mirror_traffic"]) == (
+        {"green": 0, "blue": 100}, {"green": 20})  # fmt: skip
+    assert (canary[1]["traffic"], canary[1]["mirror_traffic"]) == ({"green": 10, "blue": 90}, {})
+    answers = _loaded(azure_ml_python, [*shadow, *canary], tmp_path / "strategies")
+    assert answers[1]["rest"]["properties"]["mirrorTraffic"] == {"green": 20}
+    assert answers[3]["rest"]["properties"]["traffic"] == {"green": 10, "blue": 90}
+    # Azure ML mirrors at most 50 %: refused before anything is applied.
+    result = CliRunner().invoke(
+        cli,
+        ["-C", str(pushed.root), "deploy", "churn@2", "--target", "azureml", "--name",
+         "churn-api", "--strategy", "shadow", "--sample", "0.6", "--dry-run"],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "mirrors at most 50" in result.output

@@ -324,15 +324,21 @@ def test_ecr_credentials_come_from_the_authorization_token() -> None:
         "AWS", "secret-password", ECR.split("/")[0])  # fmt: skip
 
 
+def _serving(ws: Workspace, client: Any, stubber: Any) -> list[dict[str, Any]]:
+    """churn@1 rolled out as ``churn-api`` (the endpoint created); the requests it sent."""
+    first = SageMakerOptions(role_arn=ROLE, region=REGION, poll_s=0, client=client)
+    spec = deploy.DeploySpec("churn@1", "churn-api", target="sagemaker", options=first)
+    calls = _plan(spec, ws)
+    _expect(stubber, calls, "InService")
+    deploy.deploy(spec, workspace=ws)
+    return calls
+
+
 def test_a_shadow_variant_beside_the_serving_model(
     pushed: Workspace, sagemaker: tuple[Any, Any]
 ) -> None:
     client, stubber = sagemaker
-    first = SageMakerOptions(role_arn=ROLE, region=REGION, poll_s=0, client=client)
-    spec = deploy.DeploySpec("churn@1", "churn-api", target="sagemaker", options=first)
-    calls = _plan(spec, pushed)
-    _expect(stubber, calls, "InService")
-    deploy.deploy(spec, workspace=pushed)
+    calls = _serving(pushed, client, stubber)
     serving = calls[0]["params"]["ModelName"]
 
     shadow = SageMakerOptions(
@@ -438,3 +444,29 @@ def test_deploy_pushes_to_ecr_with_the_authorization_token(
     events = [e.message for e in deploy.events(name, workspace=churn_image)]
     assert f"pushed {version.image_ref}" in events
     assert dep.current is not None
+
+
+def test_deploy_strategies_map_onto_shadow_variants_and_traffic_shifting(
+    pushed: Workspace, sagemaker: tuple[Any, Any]
+) -> None:
+    """``deploy --strategy shadow|canary`` on SageMaker is SageMaker's own: a shadow variant,
+    or blue/green canary / linear traffic shifting (no modelyard controller in between)."""
+    client, stubber = sagemaker
+    calls = _serving(pushed, client, stubber)
+
+    _, config, _ = _dry_run(pushed, "churn@2", "--strategy", "shadow", "--sample", "0.25")
+    assert config["params"]["ShadowProductionVariants"][0]["InitialVariantWeight"] == 0.25
+    assert config["params"]["ProductionVariants"][0]["ModelName"] == calls[0]["params"][
+        "ModelName"]  # fmt: skip
+    steps = ",".join(str(10 * i) for i in range(1, 11))
+    *_, update = _dry_run(pushed, "churn@2", "--strategy", "canary", "--steps", steps,
+                          "--interval", "5m")  # fmt: skip
+    routing = update["params"]["DeploymentConfig"]["BlueGreenUpdatePolicy"][
+        "TrafficRoutingConfiguration"]  # fmt: skip
+    assert routing == {"Type": "LINEAR", "WaitIntervalInSeconds": 300,
+                       "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": 10}}  # fmt: skip
+    *_, update = _dry_run(pushed, "churn@2", "--strategy", "canary", "--steps", "5,50,100")
+    routing = update["params"]["DeploymentConfig"]["BlueGreenUpdatePolicy"][
+        "TrafficRoutingConfiguration"]  # fmt: skip
+    assert routing == {"Type": "CANARY", "WaitIntervalInSeconds": 600,
+                       "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 5}}  # fmt: skip

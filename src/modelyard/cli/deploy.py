@@ -92,7 +92,9 @@ def deploy() -> None:
     show_default=True,
     help="replace: the new version takes all traffic once ready; shadow: it gets a copy of "
     "live requests (--sample), answers dropped; canary: it answers a growing share (--steps). "
-    "Shadow and canary are analysed against the serving version and abort on a failed check.",
+    "Shadow and canary are analysed against the serving version and abort on a failed check; "
+    "on sagemaker and azureml the platform runs them (shadow variant / mirror_traffic, "
+    "traffic shifting / split).",
 )
 @click.option("--sample", default=1.0, show_default=True,
               type=click.FloatRange(0, 1, min_open=True),
@@ -184,6 +186,11 @@ def run(
              "resource_group": resource_group, "aml_workspace": aml_workspace,
              "endpoint": endpoint, "acr_repository": acr_repository,
              "auth_mode": auth_mode}  # fmt: skip
+    options = chosen.options_type.from_settings(flags)
+    if strategy in options.PLATFORM_STRATEGIES:
+        # The platform shifts the traffic itself (SageMaker, Azure ML): its options say how.
+        options = options.with_strategy(_platform_strategy(strategy, sample, steps, interval))
+        strategy = "replace"
     spec = api.DeploySpec(
         ref,
         service,
@@ -192,7 +199,7 @@ def run(
         replicas=replicas or chosen.default_replicas,
         timeout_s=timeout,
         auth_url=auth_url,
-        options=chosen.options_type.from_settings(flags),
+        options=options,
         strategy=strategy,
     )
     if strategy != "replace" and not dry_run:
@@ -282,6 +289,15 @@ def render_analysis(out: Any, title: str, analysis: Any) -> None:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
+
+
+def _platform_strategy(strategy: str, sample: float, steps: str, interval: str) -> Any:
+    from modelyard.deploy.target import PlatformStrategy
+    from modelyard.monitor import progressive as pg
+    from modelyard.monitor.policy import parse_duration
+
+    every = parse_duration(interval, "--interval")
+    return PlatformStrategy(strategy, sample, tuple(pg.parse_steps(steps)), every)
 
 
 def _write_documents(documents: list[dict[str, Any]], folder: str, output: str) -> None:

@@ -12,7 +12,8 @@ documents in the YAML of Azure ML's CLI v2, applied in order:
    (``az ml online-endpoint update -f``).
 
 The first rollout applies all three; a later one applies the last two (the endpoint exists).
-How the traffic moves (``AzureMLOptions.traffic``): ``all_at_once`` sends all of it to the new
+How the traffic moves (``AzureMLOptions.traffic``; ``deploy --strategy shadow|canary`` maps
+onto it, see :meth:`AzureMLOptions.with_strategy`): ``all_at_once`` sends all of it to the new
 deployment (0 % to the old one, which keeps running until the next rollout overwrites it);
 ``canary`` sends ``traffic_percent`` % to the new one and the rest to the old one; ``shadow``
 leaves all of it on the old one and mirrors ``traffic_percent`` % of it (at most 50, Azure ML's
@@ -39,6 +40,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from modelyard import image_contract as contract
 from modelyard.deploy.target import (
+    CANARY,
+    SHADOW,
+    PlatformStrategy,
     ReplicaNetwork,
     Rollout,
     RolloutRequest,
@@ -89,6 +93,7 @@ class AzureMLOptions(TargetOptions):
     gets a copy of. ``client`` is an :class:`AzureMLApi` (default: :class:`MLClientApi`)."""
 
     CLIENTS: ClassVar[tuple[str, ...]] = ("client",)
+    PLATFORM_STRATEGIES: ClassVar[tuple[str, ...]] = (SHADOW, CANARY)
 
     subscription_id: str = ""
     resource_group: str = ""
@@ -120,6 +125,18 @@ class AzureMLOptions(TargetOptions):
                 f"traffic_percent must be between 1 and {bound} for {self.traffic}"
                 + (" (Azure ML mirrors at most 50 %)" if self.traffic == "shadow" else "")
             )
+
+    def with_strategy(self, asked: PlatformStrategy) -> AzureMLOptions:
+        """``shadow``: mirror ``sample`` of the traffic to the new deployment; ``canary``: send
+        it the first step's share (Azure ML shifts no further on its own: each next step is
+        ``az ml online-endpoint update --traffic``, or a rollout with --traffic-percent)."""
+        from dataclasses import replace
+
+        if asked.strategy == SHADOW:
+            return replace(self, traffic="shadow", traffic_percent=asked.sample_percent)
+        if asked.first_percent >= 100:
+            return replace(self, traffic="all_at_once")
+        return replace(self, traffic="canary", traffic_percent=asked.first_percent)
 
 
 def _check_name(name: str, what: str) -> str:

@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from modelyard.deploy.target import (
+    CANARY,
+    SHADOW,
+    PlatformStrategy,
     ReplicaNetwork,
     Rollout,
     RolloutRequest,
@@ -68,6 +71,7 @@ class SageMakerOptions(TargetOptions):
     a boto3 ``ecr`` one and ``engine`` the Docker engine that pushes (for ``push``)."""
 
     CLIENTS: ClassVar[tuple[str, ...]] = ("client", "ecr_client", "engine")
+    PLATFORM_STRATEGIES: ClassVar[tuple[str, ...]] = (SHADOW, CANARY)
 
     role_arn: str = ""
     region: str = "us-east-1"
@@ -100,6 +104,23 @@ class SageMakerOptions(TargetOptions):
             raise InvalidParameter("wait_s must be between 0 and 3600 (SageMaker's bounds)")
         if self.push and not self.ecr_repository:
             raise InvalidParameter("--push needs the ECR repository to push to: --ecr-repository")
+
+    def with_strategy(self, asked: PlatformStrategy) -> SageMakerOptions:
+        """``shadow``: a shadow variant copied ``sample`` of the requests; ``canary``: blue/green
+        traffic shifting, ``linear`` when the steps grow evenly (5, 10 … 100: steps of the
+        first), else ``canary`` with the first step's share, ``interval_s`` between steps."""
+        from dataclasses import replace
+
+        if asked.strategy == SHADOW:
+            return replace(self, traffic="shadow", traffic_percent=asked.sample_percent)
+        if asked.first_percent >= 100:
+            return replace(self, traffic="all_at_once")
+        return replace(
+            self,
+            traffic="linear" if asked.linear else "canary",
+            traffic_percent=asked.first_percent,
+            wait_s=min(3600, int(asked.interval_s)),
+        )
 
 
 def _object_name(*parts: str) -> str:

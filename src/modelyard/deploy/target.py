@@ -70,6 +70,14 @@ class TargetOptions:
     """
 
     CLIENTS: ClassVar[tuple[str, ...]] = ()
+    #: Strategies the platform runs with its own traffic shifting (SageMaker, Azure ML):
+    #: :meth:`with_strategy` maps one onto these options, and the rollout itself is a
+    #: ``replace`` as far as modelyard is concerned (no candidate, no controller).
+    PLATFORM_STRATEGIES: ClassVar[tuple[str, ...]] = ()
+
+    def with_strategy(self: _O, asked: PlatformStrategy) -> _O:
+        """These options doing ``asked`` with the platform's own features."""
+        raise InvalidParameter(f"{type(self).__name__} maps no strategy onto its platform")
 
     @classmethod
     def from_settings(cls: type[_O], settings: Mapping[str, Any] | None, **clients: Any) -> _O:
@@ -86,6 +94,48 @@ class TargetOptions:
     def settings(self) -> dict[str, Any]:
         """What is recorded with the deployment (everything but the clients)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.CLIENTS}
+
+
+@dataclass(frozen=True)
+class PlatformStrategy:
+    """A shadow or canary rollout as ``deploy --strategy`` asks for it, for a target whose
+    platform shifts the traffic itself: ``sample`` is the share of requests a shadow gets a copy
+    of (0 to 1), ``steps`` the canary's shares in % and ``interval_s`` how long each lasts."""
+
+    strategy: str
+    sample: float = 1.0
+    steps: tuple[float, ...] = (5.0, 25.0, 50.0, 100.0)
+    interval_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in PROGRESSIVE:
+            raise InvalidParameter(
+                f"a platform strategy is shadow or canary, not {self.strategy!r}"
+            )
+        if not 0 < self.sample <= 1:
+            raise InvalidParameter(
+                f"a shadow's sample is a share above 0 up to 1, not {self.sample}"
+            )
+        if not self.steps or any(not 0 < s <= 100 for s in self.steps):
+            raise InvalidParameter(f"canary steps are shares in % (0 to 100], not {self.steps}")
+
+    @property
+    def sample_percent(self) -> int:
+        return max(1, round(self.sample * 100))
+
+    @property
+    def first_percent(self) -> int:
+        return max(1, round(self.steps[0]))
+
+    @property
+    def linear(self) -> bool:
+        """The steps grow by the first one each time up to 100 (5, 10, 15 … 100)."""
+        step = self.steps[0]
+        return (
+            len(self.steps) > 2
+            and all(abs(s - step * (i + 1)) < 1e-9 for i, s in enumerate(self.steps[:-1]))
+            and self.steps[-1] == 100
+        )
 
 
 def recorded(kind: type[_O], dep: Deployment, client: object | None = None) -> _O:
