@@ -36,6 +36,15 @@ def test_the_demo_closes_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert summary["sent"] > 0
     assert summary["failed"] == 0
     assert summary["ok"]
+    # The challenger earned the traffic on live requests: a shadow, then canary steps.
+    (rollout,) = summary["rollouts"]
+    assert rollout["status"] == "promoted", rollout
+    assert [(s["mode"], s["percent"]) for s in rollout["steps"]] == [
+        ("shadow", 100.0),
+        ("canary", 50.0),
+        ("canary", 100.0),
+    ]
+    assert all(s["analysis"]["passed"] for s in rollout["steps"])
     scored = summary["scored"]  # the nightly batch, scored by v1: drifted like the traffic
     assert scored.output.ref == "maintenance-scores@1"
     assert scored.drift.report is not None

@@ -67,7 +67,7 @@ def test_disagreement_distance_quality_and_latency_fail(tmp_path: Path) -> None:
     result = _window(tmp_path, [0] * 30 + [1] * 10, 0.080)
     failed = {r.check for r in result.results if r.passed is False}
     assert failed == {"agreement", "prediction distance", "quality (accuracy)", "p99 latency ms"}
-    assert any("agreement: 25.0% of 40 rows" in t for t in result.failed_texts())
+    assert any("agreement: 25.0% of 40 rows answered alike" in t for t in result.failed_texts())
 
 
 def test_errors_and_faults_fail_and_too_few_requests_give_no_pass(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@
     → a drifted batch (recalibrated sensors) → batch scoring of it: the scored batch's drift
     → monitor check: drift and quality decay
     → retrain on the new batch → v2 beats v1 on the recent labelled traffic
-    → v2 rolled out while a client keeps sending requests (failed requests counted)
+    → v2 shadows v1 on live drifted traffic (answers compared, labels joined), then a canary
+      (25 % then 100 %) analysed at each step, then production — while a client keeps
+      sending requests and feedback (failed requests counted)
     → the lineage of v2, back to the monitor report that started it
 
     python examples/maintenance/demo.py [--dir PATH] [--docker]
@@ -48,6 +50,19 @@ margin = 0.02
 # The batch a retrain learns from is drifted by definition: widen the range check.
 params = {{ tolerance = 10.0 }}
 runner = "in-process"
+# The winner earns the traffic on live requests: a shadow, then a canary (short for the demo).
+rollout = "shadow,canary"
+shadow_for = "5s"
+canary_steps = [50, 100]
+canary_interval = "3s"
+
+[deploy.analysis]
+min_requests = 10
+min_labels = 30            # quality on joined feedback once both variants have 30 labels
+max_quality_drop = 0.0     # the challenger must be at least as accurate on live traffic
+min_agreement = 0.6        # it was retrained on drifted data: it may disagree, not wildly
+max_prediction_distance = 0.4
+latency_p99_slack_ms = 100 # a demo machine's scheduling noise, not the model
 
 [[monitor.policies]]
 name = "page-on-outage"
@@ -125,20 +140,28 @@ def send_traffic(port: int, frame: Any, *, feedback: bool = True) -> int:
 
 
 class Background:
-    """A client thread sending requests until stopped, counting the ones that failed."""
+    """A client thread sending requests (cycling through ``rows``) until stopped, counting the
+    ones that failed, and posting the true ``labels`` as feedback every 20 answers."""
 
-    def __init__(self, port: int, row: dict[str, Any]) -> None:
-        self.port, self.row = port, row
+    def __init__(self, port: int, rows: list[dict[str, Any]], labels: list[int]) -> None:
+        self.port, self.rows, self.labels = port, rows, labels
         self.sent = self.failed = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self) -> None:
         client = Client(self.port)
+        items: list[dict[str, Any]] = []
         while not self.stop.is_set():
+            i = self.sent % len(self.rows)
             try:
-                status, _ = client.predict(self.row)
+                status, request_id = client.predict(self.rows[i])
                 self.failed += status != 200
+                if status == 200 and request_id:
+                    items.append({"request_id": request_id, "label": self.labels[i]})
+                if len(items) >= 20:
+                    client.post("/v1/feedback", {"feedback": items})
+                    items = []
             except (OSError, http.client.HTTPException):
                 self.failed += 1
             self.sent += 1
@@ -274,10 +297,12 @@ def run_demo(root: Path, *, docker: bool = False) -> dict[str, Any]:
     stage("monitor check: drift and quality decay → retrain → challenger vs champion → rollout")
     from pipeline import TARGET, features
 
-    probe_row = features(recalibrated(1, seed=9)).drop(columns=[TARGET]).iloc[0].to_dict()
-    with Background(port, probe_row) as client:
+    live = features(recalibrated(400, seed=9))
+    live_labels = [int(v) for v in live.pop(TARGET)]
+    with Background(port, live.to_dict(orient="records"), live_labels) as client:
         result = check_deployment(ws, DEPLOYMENT)
     _print_check(out, result)
+    _print_rollout(out, ws)
     retrain = next((f for f in result.firings if f.action == "retrain"), None)
     outcome = retrain.outcome if retrain else {}
     out.print(f"requests sent during the check and rollout: {client.sent}, failed: {client.failed}")
@@ -320,8 +345,12 @@ def run_demo(root: Path, *, docker: bool = False) -> dict[str, Any]:
             ]
         )
     )
+    with Workspace.at(root, environ={}) as again:
+        rollouts = progressive_rollouts(again)
     ok = (
-        outcome.get("status") == "promoted"
+        bool(rollouts)
+        and rollouts[0]["status"] == "promoted"
+        and outcome.get("status") == "promoted"
         and production.version == v1.version + 1
         and client.failed == 0
     )
@@ -335,7 +364,14 @@ def run_demo(root: Path, *, docker: bool = False) -> dict[str, Any]:
         "report": report_path,
         "scored": scored,
         "hints": hints,
+        "rollouts": rollouts,
     }
+
+
+def progressive_rollouts(ws: Any) -> list[dict[str, Any]]:
+    from modelyard.monitor import progressive
+
+    return progressive.rollouts(ws, DEPLOYMENT)
 
 
 def score_newest_batch(ws: Any, path: Path) -> Any:
@@ -355,6 +391,19 @@ def score_newest_batch(ws: Any, path: Path) -> Any:
         columns=["machine_id"],
         workspace=ws,
     )
+
+
+def _print_rollout(out: Any, ws: Any) -> None:
+    """The challenger's shadow and canary steps, each with its analysis table."""
+    from modelyard.cli.deploy import render_analysis
+    from modelyard.monitor import progressive
+
+    for rollout in progressive.rollouts(ws, DEPLOYMENT, limit=1):
+        out.print(f"{rollout['strategy']} rollout of {rollout['candidate']}: {rollout['status']}"
+                  f" - {rollout['reason']}")  # fmt: skip
+        for step, analysis in progressive.step_analyses(rollout):
+            title = f"step {step['index']}: {step['mode']} {step['percent']:g} %"
+            render_analysis(out, title, analysis)
 
 
 def _print_check(out: Any, result: Any) -> None:

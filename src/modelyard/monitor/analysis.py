@@ -296,8 +296,7 @@ def analyse(
             float(n_p + counts.primary_errors),
             f">= {t.min_requests}",
             enough,
-            f"{c_total:.0f} candidate requests in the window"
-            + ("" if enough else f", {t.min_requests} needed for a verdict"),
+            f"{c_total:.0f} candidate requests" + ("" if enough else f", {t.min_requests} needed"),
         )
     )
     c_rate = (counts.candidate_errors + counts.unreachable) / c_total if c_total else 0.0
@@ -313,7 +312,7 @@ def analyse(
             f"<= primary + {t.max_error_rate_increase:g}",
             ok,
             f"{c_rate:.2%} vs {p_rate:.2%} ({counts.candidate_errors:.0f} 5xx, "
-            f"{counts.unreachable:.0f} unreachable)",
+            f"{counts.unreachable:.0f} no answer)",
         )
     )
     c_p99 = _p99(candidate)
@@ -329,7 +328,7 @@ def analyse(
                 p_p99,
                 f"<= primary x {t.max_latency_p99_ratio:g} + {t.latency_p99_slack_ms:g}",
                 c_p99 <= bound,
-                f"{c_p99:.1f} ms vs {p_p99:.1f} ms (limit {bound:.1f} ms)",
+                f"{c_p99:.1f} vs {p_p99:.1f} ms (limit {bound:.1f})",
             )
         )
     if mode == SHADOW:
@@ -344,7 +343,7 @@ def analyse(
                     None,
                     f">= {t.min_agreement:g}",
                     agreement >= t.min_agreement,
-                    f"{agreement:.1%} of {pairs} rows answered alike (same request, same inputs)",
+                    f"{agreement:.1%} of {pairs} rows answered alike",
                 )
             )
     distance, kind = _distance(primary, candidate)
@@ -358,7 +357,7 @@ def analyse(
                 None,
                 f"<= {t.max_prediction_distance:g}",
                 distance <= t.max_prediction_distance,
-                f"{kind} between the two prediction distributions: {distance:.3f}",
+                f"{kind}: {distance:.3f}",
             )
         )
     results.append(_quality(log_dir, primary, candidate, t))
@@ -448,11 +447,11 @@ def _distance(primary: pa.Table | None, candidate: pa.Table | None) -> tuple[flo
         arr = np.asarray(a + b, dtype=np.float64)
         classes = np.all(arr == np.round(arr)) and len(np.unique(arr)) <= 20
         if not classes:
-            return float(stats.ks_2samp(a, b).statistic), "Kolmogorov-Smirnov statistic"
+            return float(stats.ks_2samp(a, b).statistic), "Kolmogorov-Smirnov"
     keys = sorted({str(v) for v in a + b})
     pa_ = np.array([sum(1 for v in a if str(v) == k) for k in keys], dtype=float) / len(a)
     pb = np.array([sum(1 for v in b if str(v) == k) for k in keys], dtype=float) / len(b)
-    return float(0.5 * np.abs(pa_ - pb).sum()), "total variation distance"
+    return float(0.5 * np.abs(pa_ - pb).sum()), "total variation"
 
 
 def _quality(
@@ -474,8 +473,8 @@ def _quality(
     if not (c_rep.sufficient and p_rep.sufficient):
         return CheckResult(
             "quality", None, None, f">= {t.min_labels} labels", None,
-            f"waiting for labels ({c_rep.n_labelled} candidate, {p_rep.n_labelled} primary; "
-            f"{t.min_labels} each needed)",
+            f"waiting for labels ({c_rep.n_labelled} and {p_rep.n_labelled} of "
+            f"{t.min_labels})",
         )  # fmt: skip
     name = t.quality_metric or ("mae" if c_rep.task == "regression" else "accuracy")
     c_m, p_m = c_rep.metric(name), p_rep.metric(name)
@@ -490,5 +489,5 @@ def _quality(
         limit = f">= primary - {t.max_quality_drop:g}"
     return CheckResult(
         f"quality ({name})", c_m.value, p_m.value, limit, ok,
-        f"{name} {c_m.value:.4f} vs {p_m.value:.4f} on {n}+ labelled rows",
+        f"{c_m.value:.4f} vs {p_m.value:.4f} on {n}+ labels",
     )  # fmt: skip
