@@ -110,3 +110,58 @@ def test_an_unknown_run_is_not_found_not_contention(store_url: str) -> None:
             "m", digest="sha256:" + "c" * 64, flavor="sklearn", signature=None,
             requirements={}, run_id="f" * 32, source=None,
         )  # fmt: skip
+
+
+def test_racing_registrations_of_one_run_make_one_version(store_url: str) -> None:
+    """Found in review: the "already registered?" check ran in its own transaction before the
+    insert, so two registrations of the same run and content racing both passed it and made two
+    versions. Each thread has its own connection; a barrier starts them together."""
+    import threading
+
+    from modelyard.store.models_entities import ModelVersion
+
+    with Store.open(store_url) as store:
+        store.runs.create("r" * 32, name="train")
+    digest, results, errors = "sha256:" + "d" * 64, list[ModelVersion](), list[BaseException]()
+    barrier = threading.Barrier(6)
+
+    def register() -> None:
+        with Store.open(store_url) as own:
+            barrier.wait()
+            try:
+                results.append(
+                    own.models.add_version(
+                        "m",
+                        digest=digest,
+                        flavor="sklearn",
+                        signature=None,
+                        requirements={},
+                        run_id="r" * 32,
+                        source=None,
+                    )  # fmt: skip
+                )
+            except BaseException as exc:  # reported below, with the thread's error
+                errors.append(exc)
+
+    threads = [threading.Thread(target=register) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert {v.version for v in results} == {1}
+    with Store.open(store_url) as store:
+        assert [v.version for v in store.models.versions("m")] == [1]
+        # Another run's identical content is a version of its own.
+        store.runs.create("s" * 32, name="train")
+        other = store.models.add_version(
+            "m", digest=digest, flavor="sklearn", signature=None,
+            requirements={}, run_id="s" * 32, source=None,
+        )  # fmt: skip
+        assert other.version == 2
+
+
+def test_the_head_read_from_the_files_is_alembics() -> None:
+    """Opening a store at head skips importing Alembic by reading the head from the migration
+    files; it must be the head Alembic computes."""
+    assert migrate._head_from_files() == migrate.head_revision()

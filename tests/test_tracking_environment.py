@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -113,3 +114,32 @@ def test_a_blob_that_is_not_a_lock_is_refused(sqlite_workspace: Workspace) -> No
     assert (
         fixed.to_bytes() == Environment("3.11.0", "linux-x86_64", {"a": "1", "b": "2"}).to_bytes()
     )
+
+
+def test_the_environment_memo_follows_installs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan is remembered on disk (the next command reads it instead of every dist-info),
+    and installing into a folder on sys.path is seen at once."""
+    import sys
+
+    from modelyard.tracking import environment
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.setattr(sys, "path", [*sys.path, str(site)])
+    environment._scan_distributions.cache_clear()
+    before = current_environment()
+    assert "fastpipe-probe" not in before.packages
+    assert list((tmp_path / "cache" / "modelyard" / "environments").glob("*.json"))
+    environment._scan_distributions.cache_clear()  # a new process: read from the disk memo
+    assert current_environment() == before
+
+    info = site / "fastpipe_probe-1.2.dist-info"
+    info.mkdir()  # what pip does: a new folder changes site's mtime
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fastpipe-probe\nVersion: 1.2\n")
+    os.utime(site, ns=(0, os.stat(site).st_mtime_ns + 1_000_000))
+    environment._scan_distributions.cache_clear()
+    assert current_environment().packages["fastpipe-probe"] == "1.2"
+    environment._scan_distributions.cache_clear()

@@ -11,13 +11,16 @@ argument with a default is a parameter.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from modelyard.batch import predict_step
-from modelyard.pipeline import Pipeline, current_run, step
+from modelyard.pipeline import Pipeline, current_run, files, step
 from modelyard.store.data_entities import DatasetVersion
+
+if TYPE_CHECKING:
+    # Only the steps need pandas, and they get it with their inputs: the orchestrator loading
+    # this file to check what changed (a no-op re-run) never pays for importing it.
+    import pandas as pd
 
 FEATURES = [
     "operating_hours",
@@ -35,9 +38,11 @@ FEATURES = [
 TARGET = "failure"
 
 
-@step(cache=False, outputs="snapshot")
+@step(outputs="snapshot", reads=files("{incoming}/*.csv"))
 def collect(incoming: str = "data/incoming", dataset_name: str = "sensors") -> DatasetVersion:
-    """Snapshot the newest batch as a dataset version (an unchanged batch keeps its version)."""
+    """Snapshot the newest batch as a dataset version (an unchanged batch keeps its version).
+    It reads the batches folder, so it is cached on the CSV files' content: a new or changed
+    batch runs it again."""
     import modelyard.data
 
     batches = sorted(Path(incoming).glob("*.csv"))
@@ -149,7 +154,7 @@ def evaluate(model: Any, test_set: pd.DataFrame, min_roc_auc: float = 0.75) -> d
     return metrics
 
 
-@step(cache=False, outputs="registered")
+@step(outputs="registered")
 def register(
     model: Any, metrics: dict[str, float], test_set: pd.DataFrame, model_name: str = "maintenance"
 ) -> dict[str, Any]:
@@ -171,7 +176,7 @@ def hand_over(
     return {"name": name, "artifact": logged.digest, "run": logged.run_id, **metrics}
 
 
-@step(cache=False, outputs="to_score")
+@step(outputs="to_score")
 def featurize(batch: pd.DataFrame, snapshot: DatasetVersion) -> DatasetVersion:
     """The newest batch as the model sees it (plus ``machine_id`` to read the scores by), as a
     dataset version of its own: what the predict step scores."""

@@ -47,6 +47,7 @@ def predict_step(
     not resolve yet (a pipeline whose first run trains the first model).
     """
     from modelyard.pipeline.step import dataset as dataset_input
+    from modelyard.pipeline.step import models as models_read
     from modelyard.pipeline.step import step
 
     if (input is None) == (dataset is None):
@@ -94,4 +95,7 @@ def predict_step(
         ]
     )
     run_predict.__name__ = run_predict.__qualname__ = name
-    return step(name=name, cache=False, outputs=outputs)(run_predict)
+    # Cached on the state of the model reference (an alias moving re-runs it) and on its input;
+    # with monitor=True every run also feeds the deployment's monitor, so it always runs.
+    reads = models_read("{model_ref}")
+    return step(name=name, cache=not monitor, outputs=outputs, reads=reads)(run_predict)

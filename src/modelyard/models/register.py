@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelyard.errors import InvalidParameter, NotFound
-from modelyard.models._common import MODEL_ACTIVE, actor
+from modelyard.models._common import actor
 from modelyard.models.log import logged_models, read_stored_meta
 from modelyard.refs import validate_name
 from modelyard.tracking.model_folder import MODEL_FILE, parse_model_meta
@@ -67,9 +67,6 @@ def register(
         run_id, digest = _logged_model(ws, _run_id(ws, str(source)), artifact)
         meta = read_stored_meta(ws, digest, f"artifact {artifact!r} of run {run_id}")
         origin = f"run:{run_id}/{artifact}"
-    same = _same_registration(ws, name, digest, run_id)
-    if same is not None and (same.trusted_pickle or not trust_pickle):
-        return same
     who = actor()
     version = ws.store.models.add_version(
         name,
@@ -124,19 +121,6 @@ def _run_id(ws: Workspace, text: str) -> str:
         return ws.store.runs.resolve_id(text)
     except InvalidReference:
         raise NotFound(f"{text!r} is neither a model folder nor a run id") from None
-
-
-def _same_registration(
-    ws: Workspace, name: str, digest: str, run_id: str | None
-) -> ModelVersion | None:
-    """The active version of ``name`` already made from this content by this run, if any."""
-    if run_id is None:
-        return None
-    try:
-        found = ws.store.models.get_version(name, digest=digest)
-    except NotFound:
-        return None
-    return found if found.run_id == run_id and found.status == MODEL_ACTIVE else None
 
 
 def _logged_model(ws: Workspace, run_id: str, artifact: str) -> tuple[str, str]:

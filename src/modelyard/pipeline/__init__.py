@@ -9,7 +9,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from modelyard.pipeline.context import StepContext, current_run
-from modelyard.pipeline.step import DatasetInput, Pipeline, StepSpec, dataset, step
+from modelyard.pipeline.step import (
+    DatasetInput,
+    Pipeline,
+    Read,
+    StepSpec,
+    dataset,
+    datasets,
+    files,
+    models,
+    step,
+)
 
 if TYPE_CHECKING:
     from modelyard.pipeline.run import StepEvent, resume_pipeline, run_pipeline
@@ -17,11 +27,15 @@ if TYPE_CHECKING:
 __all__ = [
     "DatasetInput",
     "Pipeline",
+    "Read",
     "StepContext",
     "StepEvent",
     "StepSpec",
     "current_run",
     "dataset",
+    "datasets",
+    "files",
+    "models",
     "resume_pipeline",
     "run_pipeline",
     "step",

@@ -3,7 +3,9 @@
 The key covers the step's *code* (its source, plus the source of every project-local function,
 class and module it references, followed transitively — so editing a helper in ``features.py``
 invalidates the steps that call it, while editing an unrelated step does not), its parameters,
-the digests of its inputs, and the environment (interpreter and installed package versions).
+the digests of its inputs, the state of what it declared it reads outside the pipeline (files,
+datasets, models: see :mod:`.reads`), and the environment (interpreter and installed package
+versions).
 "Project-local" means defined in a file under the project folder and outside any
 ``site-packages``: library code is covered by the environment instead.
 """
@@ -32,8 +34,9 @@ def cache_key(
     params: Mapping[str, Any],
     inputs: Mapping[str, str],
     environment: str,
+    reads: Mapping[str, str] | None = None,
 ) -> str:
-    doc = {
+    doc: dict[str, Any] = {
         "format": CACHE_FORMAT,
         "pipeline": pipeline,
         "step": step.name,
@@ -44,6 +47,8 @@ def cache_key(
         "inputs": dict(sorted(inputs.items())),
         "environment": environment,
     }
+    if reads:  # absent for steps that read nothing outside: their keys stay as they were
+        doc["reads"] = dict(sorted(reads.items()))
     raw = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
 

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 
 TASK_FORMAT = 1
+EXIT_OK = 0
+EXIT_STEP_FAILED = 1
+EXIT_BAD_TASK = 2
 
 
 def read_task(path: Path) -> dict[str, Any]:
@@ -44,6 +47,28 @@ _REQUIRED = (
     "result_path",
     "scratch_dir",
 )
+
+
+def run_task_file(path: Path) -> int:
+    """The worker process's whole job (``python -m modelyard.pipeline.worker TASK``, or a
+    process forked by the warm server): run the task, write its result, return the exit
+    status. This process is the step's own, so it moves into the workspace and sets the
+    ``MODELYARD_*`` variables for the processes the step starts."""
+    import sys
+
+    try:
+        task = read_task(path)
+    except (OSError, ValueError) as exc:
+        print(f"modelyard worker: {exc}", file=sys.stderr)
+        return EXIT_BAD_TASK
+    os.chdir(task["workspace_root"])
+    os.environ.update(task_environment(task))
+    result = execute_task(task)
+    write_result(Path(task["result_path"]), result)
+    if "error" in result:
+        print(result["error"]["traceback"], file=sys.stderr)
+        return EXIT_STEP_FAILED
+    return EXIT_OK
 
 
 def write_result(path: Path, result: Mapping[str, Any]) -> None:

@@ -159,7 +159,24 @@ def resolve_arguments(
                 f"{spec.where}: input {arg.name!r} of step {spec.name!r} is not an output of any "
                 f"other step (outputs: {known}); give it a default to make it a parameter"
             )
+    check_reads(spec, own_params)
     return StepNode(spec=spec, inputs=inputs, datasets=datasets, params=tuple(own_params))
+
+
+def check_reads(spec: StepSpec, own_params: list[str]) -> None:
+    """``reads=files("{incoming}/*.csv")`` may only name the step's own parameters."""
+    for read in spec.reads:
+        try:
+            named = read.placeholders()
+        except ValueError as exc:
+            raise PipelineDefinitionError(f"{spec.where}: step {spec.name!r}: {exc}") from None
+        unknown = sorted(named - set(own_params))
+        if unknown:
+            have = ", ".join(own_params) or "none"
+            raise PipelineDefinitionError(
+                f"{spec.where}: step {spec.name!r} reads {read!r}, but {', '.join(unknown)} "
+                f"is not one of its parameters ({have})"
+            )
 
 
 def check_parameter(

@@ -22,6 +22,7 @@ from modelyard.pipeline.execute import TASK_FORMAT
 from modelyard.pipeline.graph import Graph, build_graph
 from modelyard.pipeline.loader import load_pipeline
 from modelyard.pipeline.params import resolve_params
+from modelyard.pipeline.reads import read_digests
 from modelyard.pipeline.runners.base import Execution, Runner
 from modelyard.pipeline.serializers import StoredValue, dump
 from modelyard.store.pipeline_entities import (
@@ -38,6 +39,8 @@ from modelyard.store.pipeline_entities import (
 from modelyard.store.schema import utcnow
 
 if TYPE_CHECKING:
+    from modelyard.store.protocols import PipelineStore
+    from modelyard.tracking.run import ActiveRun
     from modelyard.workspace import Workspace
 
 RUN_FINISHED = "finished"
@@ -177,6 +180,20 @@ class _Orchestrator:
         self.run_dir = self.ws.state_dir / "pipeline-runs" / self.run_id
         repo = self.ws.store.pipelines
         try:
+            return self._run(active, repo, resumed_from, reused)
+        finally:
+            close = getattr(self.runner, "close", None)
+            if callable(close):
+                close()  # warm workers are per pipeline run
+
+    def _run(
+        self,
+        active: ActiveRun,
+        repo: PipelineStore,
+        resumed_from: str | None,
+        reused: Mapping[str, PipelineStep],
+    ) -> PipelineRun:
+        try:
             repo.create_run(
                 self.run_id,
                 pipeline=self.name,
@@ -276,6 +293,7 @@ class _Orchestrator:
             params=step_params,
             inputs={k: v.digest for k, v in inputs.items()},
             environment=environment_digest(),
+            reads=read_digests(self.ws, spec.reads, step_params) if spec.reads else None,
         )
         if self.use_cache and spec.cache:
             hit = repo.cache_get(key)

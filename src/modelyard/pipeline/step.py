@@ -45,6 +45,68 @@ def dataset(ref: str) -> Any:
     return DatasetInput(ref)
 
 
+READ_KINDS = ("files", "datasets", "models")
+
+
+@dataclass(frozen=True)
+class Read:
+    """What a step reads from outside the pipeline, so its cache key can hold its digest:
+    ``files("{incoming}/*.csv")``, ``datasets("{dataset_name}")``, ``models("churn@production")``.
+
+    Each item may name the step's parameters in braces; they are filled in with the run's
+    values. Files are glob patterns (a folder stands for every file under it), relative to the
+    workspace root unless absolute; a dataset or model reference is resolved when the step is
+    about to run (a name alone is the latest version). Nothing matching is a state too: a new
+    file, the first version of a dataset or a model reaching its alias changes the key.
+    """
+
+    kind: str
+    items: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.kind not in READ_KINDS:
+            raise InvalidValue(f"a step reads one of {', '.join(READ_KINDS)}, not {self.kind!r}")
+        if not self.items:
+            raise InvalidValue(f"{self.kind}(): name at least one")
+        for item in self.items:
+            if not isinstance(item, str) or not item.strip():
+                raise InvalidValue(f"{self.kind}(): {item!r} is not a non-empty string")
+
+    def placeholders(self) -> set[str]:
+        """The parameter names the items refer to."""
+        import string
+
+        names: set[str] = set()
+        for item in self.items:
+            try:
+                fields = [f for _, f, _, _ in string.Formatter().parse(item) if f is not None]
+            except ValueError as exc:
+                raise InvalidValue(f"{self.kind}({item!r}): {exc}") from None
+            for f in fields:
+                if not f.isidentifier():
+                    raise InvalidValue(f"{self.kind}({item!r}): {{{f}}} is not a parameter name")
+                names.add(f)
+        return names
+
+    def __repr__(self) -> str:
+        return f"{self.kind}({', '.join(map(repr, self.items))})"
+
+
+def files(*patterns: str) -> Read:
+    """A step reads these files (glob patterns; ``{param}`` is the parameter's value)."""
+    return Read("files", patterns)
+
+
+def datasets(*refs: str) -> Read:
+    """A step reads these datasets by name (``sensors``: the latest version) or reference."""
+    return Read("datasets", refs)
+
+
+def models(*refs: str) -> Read:
+    """A step reads these registered models (``churn@production``, ``churn``: the latest)."""
+    return Read("models", refs)
+
+
 @dataclass(frozen=True)
 class StepSpec:
     """What ``@step`` records about a function. ``outputs`` names the values it returns: by
@@ -59,6 +121,7 @@ class StepSpec:
     retry_delay: float = 1.0
     timeout: float | None = None
     pickle: bool = False
+    reads: tuple[Read, ...] = ()
 
     @property
     def source_file(self) -> Path:
@@ -91,6 +154,7 @@ def step(
     retry_delay: float = 1.0,
     timeout: float | None = None,
     pickle: bool = False,
+    reads: Read | Sequence[Read] = (),
 ) -> Callable[[F], F]: ...
 
 
@@ -105,18 +169,25 @@ def step(
     retry_delay: float = 1.0,
     timeout: float | None = None,
     pickle: bool = False,
+    reads: Read | Sequence[Read] = (),
 ) -> F | Callable[[F], F]:
     """Declare a function as a pipeline step; the function itself is returned unchanged.
 
-    ``cache=False`` for steps whose result depends on the outside world (a collect step
-    reading new files). ``retries`` re-runs a failed attempt after ``retry_delay * 2**n``
-    seconds. ``timeout`` (seconds) kills an attempt that runs longer. ``pickle=True`` lets
-    outputs that no safe serializer handles be pickled: only for values you produce and trust.
+    A step whose result depends on the outside world says what it reads, ``reads=files(
+    "{incoming}/*.csv")`` (see :class:`Read`), and stays cached on the digest of what it read;
+    ``cache=False`` runs it every time. ``retries`` re-runs a failed attempt after
+    ``retry_delay * 2**n`` seconds. ``timeout`` (seconds) kills an attempt that runs longer.
+    ``pickle=True`` lets outputs that no safe serializer handles be pickled: only for values
+    you produce and trust.
     """
     if retries < 0:
         raise InvalidValue("retries must be >= 0")
     if timeout is not None and timeout <= 0:
         raise InvalidValue("timeout must be a positive number of seconds")
+    read_list = (reads,) if isinstance(reads, Read) else tuple(reads)
+    for r in read_list:
+        if not isinstance(r, Read):
+            raise InvalidValue(f"reads= takes files(...), datasets(...) or models(...), not {r!r}")
 
     def decorate(f: F) -> F:
         step_name = validate_name(name or f.__name__, "step name")
@@ -138,6 +209,7 @@ def step(
             retry_delay=retry_delay,
             timeout=timeout,
             pickle=pickle,
+            reads=read_list,
         )
         setattr(f, STEP_ATTR, spec)
         return f

@@ -56,23 +56,32 @@ unreferenced blobs in the content-addressed store.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from modelyard.pipeline.execute import (
+    EXIT_BAD_TASK,
+    EXIT_OK,
+    EXIT_STEP_FAILED,
     TASK_FORMAT,
     execute_task,
     read_task,
+    run_task_file,
     task_environment,
     write_result,
 )
 
-__all__ = ["TASK_FORMAT", "execute_task", "main", "read_task", "task_environment", "write_result"]
-
-EXIT_OK = 0
-EXIT_STEP_FAILED = 1
-EXIT_BAD_TASK = 2
+__all__ = [
+    "EXIT_BAD_TASK",
+    "EXIT_OK",
+    "EXIT_STEP_FAILED",
+    "TASK_FORMAT",
+    "execute_task",
+    "main",
+    "read_task",
+    "task_environment",
+    "write_result",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,20 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m modelyard.pipeline.worker TASK_JSON_PATH", file=sys.stderr)
         return EXIT_BAD_TASK
-    try:
-        task = read_task(Path(args[0]))
-    except (OSError, ValueError) as exc:
-        print(f"modelyard worker: {exc}", file=sys.stderr)
-        return EXIT_BAD_TASK
-    os.chdir(task["workspace_root"])
-    # This process is the step's own: the processes it starts inherit its workspace.
-    os.environ.update(task_environment(task))
-    result = execute_task(task)
-    write_result(Path(task["result_path"]), result)
-    if "error" in result:
-        print(result["error"]["traceback"], file=sys.stderr)
-        return EXIT_STEP_FAILED
-    return EXIT_OK
+    return run_task_file(Path(args[0]))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from modelyard import validation
-from modelyard.errors import InvalidParameter, NotFound
-from modelyard.store.database import Database
+from modelyard.errors import AlreadyExists, InvalidParameter, NotFound
+from modelyard.store.database import Database, is_unique_violation
 from modelyard.store.models_entities import (
     MODEL_ACTIVE,
     MODEL_STATUSES,
@@ -176,8 +176,11 @@ class ModelRepository:
     ) -> ModelVersion:
         """Version N+1 of ``name`` (the model is created on its first version).
 
-        Concurrent registrations race on the unique constraints; the loser retries, so two
-        processes never get the same number.
+        Content that ``run_id`` already registered as an active version of ``name`` (trusted,
+        or trust not asked for) returns that version instead: one run, one artifact, one
+        version. Concurrent registrations race on the unique constraints (the version number,
+        and (model, run, digest, trust) among active versions); the loser retries and finds the
+        winner's row, so two processes never get the same number nor two identical versions.
         """
         validation.name(name, "model name")
 
@@ -187,6 +190,19 @@ class ModelRepository:
                 model = RegisteredModelRow(name=name, created_at=utcnow(), created_by=created_by)
                 s.add(model)
                 s.flush()
+            elif run_id is not None:
+                same = s.scalars(
+                    select(ModelVersionRow)
+                    .where(
+                        ModelVersionRow.model_id == model.id,
+                        ModelVersionRow.run_id == run_id,
+                        ModelVersionRow.digest == digest,
+                        ModelVersionRow.status == MODEL_ACTIVE,
+                    )
+                    .order_by(ModelVersionRow.trusted_pickle.desc(), ModelVersionRow.version)
+                ).first()
+                if same is not None and (same.trusted_pickle or not trusted_pickle):
+                    return self._hydrate(s, [same], name)[0]
             latest = s.scalar(
                 select(func.max(ModelVersionRow.version)).where(
                     ModelVersionRow.model_id == model.id
@@ -303,11 +319,21 @@ class ModelRepository:
     def set_status(self, name: str, version: int, status: str) -> ModelVersion:
         if status not in MODEL_STATUSES:
             raise InvalidParameter(f"status must be one of {', '.join(MODEL_STATUSES)}")
-        with self._db.session() as s:
-            row = self._version_row(s, self._model_row(s, name), version)
-            row.status = status
-            s.flush()
-            return self._hydrate(s, [row], name)[0]
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            with self._db.session() as s:
+                row = self._version_row(s, self._model_row(s, name), version)
+                row.status = status
+                s.flush()
+                return self._hydrate(s, [row], name)[0]
+        except IntegrityError as exc:
+            if not is_unique_violation(exc):
+                raise
+            raise AlreadyExists(
+                f"{name}@{version} cannot be {status}: another active version of {name!r} holds "
+                "the same content from the same run; archive that one first"
+            ) from None
 
     def set_description(self, name: str, version: int | None, description: str | None) -> None:
         """Describe a version, or the model itself when ``version`` is None."""

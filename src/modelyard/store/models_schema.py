@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy import UniqueConstraint as Unique
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -29,12 +29,27 @@ class RegisteredModelRow(Base):
     created_by: Mapped[str | None] = mapped_column(String(256))
 
 
+ACTIVE_RUN_REGISTRATION = "status = 'active' AND run_id IS NOT NULL"
+
+
 class ModelVersionRow(Base):
     __tablename__ = "model_versions"
     __table_args__ = (
         Unique("model_id", "version", name="uq_model_versions_version"),
         Index("ix_model_versions_digest", "digest"),
         Index("ix_model_versions_run_id", "run_id"),
+        # One active version per (model, run, content, trust): registering what a run already
+        # registered returns that version, even when two registrations race.
+        Index(
+            "uq_model_versions_run_digest",
+            "model_id",
+            "run_id",
+            "digest",
+            "trusted_pickle",
+            unique=True,
+            sqlite_where=text(ACTIVE_RUN_REGISTRATION),
+            postgresql_where=text(ACTIVE_RUN_REGISTRATION),
+        ),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id", ondelete="CASCADE"))

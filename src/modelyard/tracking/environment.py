@@ -92,9 +92,11 @@ def current_environment() -> Environment:
     """The running interpreter's distributions, read from ``importlib.metadata``.
 
     When a name is installed twice on ``sys.path`` the first one wins, as it does for imports.
-    Scanning every ``*.dist-info`` costs ~100 ms, too much for each run of a pipeline, so the
-    result is memoised per ``sys.path`` and the modification times of its folders: installing
-    or removing a package changes its folder's mtime and invalidates the memo.
+    Scanning every ``*.dist-info`` costs ~100 ms idle (seconds on a loaded machine), too much
+    for each run of a pipeline, so the result is memoised per interpreter, ``sys.path`` and the
+    modification times of its folders: installing or removing a package changes its folder's
+    mtime and invalidates the memo. The memo lives in this process and in the user's cache
+    folder (``~/.cache/modelyard/environments``), so the next command finds it too.
     """
     return _scan_distributions(_path_fingerprint())
 
@@ -111,6 +113,36 @@ def _path_fingerprint() -> tuple[tuple[str, int], ...]:
 
 @functools.lru_cache(maxsize=4)
 def _scan_distributions(fingerprint: tuple[tuple[str, int], ...]) -> Environment:
+    import hashlib
+
+    key = json.dumps([sys.executable, python_version(), fingerprint]).encode()
+    memo = _memo_dir() / f"{hashlib.sha256(key).hexdigest()[:32]}.json"
+    try:
+        return Environment.from_bytes(memo.read_bytes(), str(memo))
+    except (OSError, ArtifactError):
+        pass
+    env = _read_distributions(fingerprint)
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(env.to_bytes())
+        os.replace(tmp, memo)
+    except OSError:
+        pass  # a read-only home: scanning each time still works
+    return env
+
+
+def _memo_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except (RuntimeError, KeyError):  # no home folder: the memo is a file nobody can read
+            return Path(os.devnull) / "modelyard-environments"
+    return Path(base) / "modelyard" / "environments"
+
+
+def _read_distributions(fingerprint: tuple[tuple[str, int], ...]) -> Environment:
     import importlib.metadata
 
     packages: dict[str, str] = {}
