@@ -19,7 +19,6 @@ import argparse
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,7 +28,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "serving"))
 
-from bench_models import N_FEATURES, fitted_models, training_data  # noqa: E402
+from bench_models import N_FEATURES  # noqa: E402
+from modelserver import free_port, save_lr, start_model_server, tree_usage  # noqa: E402
+from modelserver import stop as stop_server  # noqa: E402
 
 BODY = ('{"instances": [[' + ", ".join(["0.25"] * N_FEATURES) + "]]}").encode()
 
@@ -89,21 +90,6 @@ class Client(threading.Thread):
             sock.close()
 
 
-def _tree(pid: int) -> tuple[int, int]:
-    """(RSS bytes, open fds) of ``pid`` and its children."""
-    import psutil
-
-    root = psutil.Process(pid)
-    rss = fds = 0
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            rss += proc.memory_info().rss
-            fds += proc.num_fds()
-        except psutil.NoSuchProcess:
-            continue
-    return rss, fds
-
-
 def _run(clients: list[Client], seconds: float, stop: threading.Event) -> None:
     for c in clients:
         c.start()
@@ -126,36 +112,13 @@ def main() -> int:
     parser.add_argument("--warm-up", type=float, default=60.0, help="seconds before RSS baseline")
     args = parser.parse_args()
 
-    from modelyard.flavors import save_model
     from modelyard.serving import read_predictions
 
     root = Path(tempfile.mkdtemp(prefix="modelyard-soak-"))
-    x, _ = training_data()
-    save_model(fitted_models()["lr"], root / "model", input_example=x[:5])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     log = root / "server.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [
-                sys.executable, "-m", "modelyard.serving", "--model-dir", str(root / "model"),
-                "--name", "lr", "--host", "127.0.0.1", "--port", str(port),
-                "--log-dir", str(root / "predlog"), "--log-level", "warning",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    server = start_model_server(save_lr(root / "model"), port, root / "predlog", log)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port)).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"the server did not start; see {log}") from None
-                time.sleep(0.05)  # polling a process we do not control
         print(f"load average before: {os.getloadavg()}; server log: {log}", flush=True)
 
         stop = threading.Event()
@@ -172,11 +135,11 @@ def main() -> int:
         for c in soak:
             c.interval = args.clients / rate
         start = time.monotonic()
-        rss0, fds0 = _tree(server.pid)
+        rss0, fds0 = tree_usage(server.pid)
         runner = threading.Thread(target=_run, args=(soak, args.minutes * 60, stop))
         runner.start()
         stop.wait(args.warm_up)
-        rss1, fds1 = _tree(server.pid)
+        rss1, fds1 = tree_usage(server.pid)
         minute = 1
         while runner.is_alive():
             runner.join(max(0.0, start + minute * 60 - time.monotonic()))
@@ -194,10 +157,9 @@ def main() -> int:
                     flush=True,
                 )
             minute += 1
-        rss2, fds2 = _tree(server.pid)
+        rss2, fds2 = tree_usage(server.pid)
     finally:
-        server.terminate()
-        server.wait(60)
+        stop_server(server)
 
     statuses: dict[int, int] = {}
     for c in soak:

@@ -4,6 +4,7 @@ version whose container exits at start rolled back automatically, rollback, stat
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -21,7 +22,9 @@ from modelyard.workspace import Workspace
 
 pytest.importorskip("sklearn")
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-NAME = "pytest-churn"
+# Unique per run: the deployment names its network, replicas and proxy, and two test runs
+# on one engine (parallel sessions) must not take over or remove each other's containers.
+NAME = f"pytest-churn-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture

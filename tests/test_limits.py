@@ -198,14 +198,29 @@ def test_an_anonymous_chunked_body_is_refused_before_it_is_read(team: Proc) -> N
     assert peak - before < 10 * MiB, f"RSS grew by {(peak - before) / MiB:.0f} MiB"
 
 
+@pytest.fixture(scope="module")
+def patient_team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    """A team server with the default body cap but deadlines far beyond any test's pace: on
+    a loaded machine streaming the 32 MiB up to the cap can take longer than ``TIMEOUT_S``,
+    and a 408 there would hide whether the cap works."""
+    patient = {
+        "MODELYARD_SERVER_HEADER_TIMEOUT_S": "600",
+        "MODELYARD_SERVER_BODY_TIMEOUT_S": "600",
+    }
+    running = _team_server(tmp_path_factory.mktemp("patient"), env=patient)
+    yield running
+    _stop(running)
+
+
 @pytest.mark.slow
-def test_a_body_over_the_cap_gets_413_announced_or_streamed(team: Proc) -> None:
+def test_a_body_over_the_cap_gets_413_announced_or_streamed(patient_team: Proc) -> None:
+    team = patient_team
     auth = {"Authorization": f"Bearer {team.token}", "Content-Type": "application/json"}
     announced = _head("POST", ROUTE, {**auth, "Content-Length": str(400 * MiB)})
     assert _exchange(team.port, announced, [b"[" * MiB])[0] == 413  # before a byte is read
     before = team.rss
     streamed = _head("POST", ROUTE, {**auth, "Transfer-Encoding": "chunked"})
-    status, peak = _exchange(team.port, streamed, _chunked(400 * MiB), team)
+    status, peak = _exchange(team.port, streamed, _chunked(400 * MiB), team, wait_s=300)
     assert status == 413
     # Buffered up to the 32 MiB cap at most, never the 400 MiB sent.
     assert peak - before < 100 * MiB, f"RSS grew by {(peak - before) / MiB:.0f} MiB"
