@@ -50,20 +50,19 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, out: Path, timeout: flo
         time.sleep(0.05)
 
 
-@pytest.fixture
-def model_server(
-    model_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+@contextlib.contextmanager
+def _serving(
+    model_dir: Path, log_dir: Path, out: Path, workers: int
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """A model server process (``request.param`` workers) in its own process group."""
+    """A model server process (``workers`` workers) in its own process group, killed at exit."""
     port = free_port()
-    out = tmp_path / "server.out"
     with out.open("wb") as output:
         proc = subprocess.Popen(
             [
                 sys.executable, "-m", "modelyard.serving", "--model-dir", str(model_dir),
                 "--name", "churn", "--host", "127.0.0.1", "--port", str(port),
-                "--log-dir", str(tmp_path / "log"), "--log-level", "warning",
-                "--workers", str(request.param),
+                "--log-dir", str(log_dir), "--log-level", "warning",
+                "--workers", str(workers),
             ],
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -79,10 +78,19 @@ def model_server(
         proc.wait()
 
 
+@pytest.fixture
+def model_server(
+    model_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A model server process (``request.param`` workers) in its own process group."""
+    with _serving(model_dir, tmp_path / "log", tmp_path / "server.out", request.param) as served:
+        yield served
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model_server", [1, 2], indirect=True, ids=["1-worker", "2-workers"])
 def test_sigkill_under_load_loses_no_answered_prediction(
-    model_server: tuple[subprocess.Popen[bytes], str], tmp_path: Path
+    model_server: tuple[subprocess.Popen[bytes], str], model_dir: Path, tmp_path: Path
 ) -> None:
     """On main 6,852 requests were answered 2xx and 6,699 logged. Now every request id a client
     got a 2xx for is in the log after SIGKILL of the whole server (master and workers); at most
@@ -121,6 +129,23 @@ def test_sigkill_under_load_loses_no_answered_prediction(
     assert acknowledged <= set(logged), f"{len(acknowledged - set(logged))} answered, not logged"
     assert len(logged) == len(set(logged))
     assert len(logged) - len(acknowledged) <= CLIENTS
+
+    # A fresh server on the same log remembers none of these predictions, yet checks a label
+    # against the rows of any of them (read from the log's rows index, which the kill left
+    # whole up to its last complete line), whichever worker answered it.
+    oldest = [ids[0] for ids in answered if ids]
+    with _serving(model_dir, tmp_path / "log", tmp_path / "restarted.out", 1) as (_, again):
+        for rid in oldest:
+            rows = 1 + int(rid[1:].split("-")[0]) % 3
+            wrong = httpx.post(
+                f"{again}/v1/feedback", json={"request_id": rid, "label": [1] * (rows + 1)}
+            )
+            assert wrong.status_code == 422, wrong.text
+            assert f"the prediction has {rows} rows" in wrong.json()["error"]
+            right = httpx.post(
+                f"{again}/v1/feedback", json={"request_id": rid, "label": [1] * rows}
+            )
+            assert right.status_code == 200, right.text
 
 
 TRAIN = """

@@ -336,6 +336,57 @@ def test_a_label_must_match_its_prediction(model_dir: Path, tmp_path: Path) -> N
     assert read_feedback(tmp_path).num_rows == 5
 
 
+def test_a_label_is_checked_against_any_logged_prediction(model_dir: Path, tmp_path: Path) -> None:
+    """Past the worker's memory (2 predictions here) and after a restart (a new server, nothing
+    remembered), a label is still checked against its prediction's rows, read from the log's
+    rows index; on main both got 200 whatever their shape."""
+    config = ServeConfig(log_dir=tmp_path, label_memory=2)
+
+    def label(c: AppClient, rid: str, value: Any) -> Any:
+        return c.post("/v1/feedback", json={"request_id": rid, "label": value})
+
+    with AppClient(create_app(model_dir, name="churn", version="1", config=config)) as c:
+        old = c.post("/invocations", json={"instances": [ROW] * 3}).headers["x-request-id"]
+        for _ in range(3):
+            assert c.post("/invocations", json={"instances": [ROW]}).status_code == 200
+        assert c.app.recent_rows.get(old) is None  # forgotten by the worker
+        assert label(c, old, [1, 0]).status_code == 422
+        assert label(c, old, [1, 0, 1]).status_code == 200
+    with AppClient(create_app(model_dir, name="churn", version="1", config=config)) as c:
+        r = label(c, old, 1)
+        assert r.status_code == 422
+        assert r.json()["error"] == (
+            "feedback[0].label: the prediction has 3 rows; send a list of 3 labels"
+        )
+        assert label(c, old, [0, 0, 1]).status_code == 200
+        assert label(c, "never-logged", [1] * 5).status_code == 200  # form and size only
+    assert read_feedback(tmp_path).num_rows == 3
+
+
+def test_the_rows_index_survives_a_torn_line(tmp_path: Path) -> None:
+    """An index line cut short (a kill mid-write) is not read as an entry; the complete lines
+    before it are, and an id that was never logged (or could not be: not printable ASCII) has
+    no rows."""
+    from modelyard.serving.predlog import PREDICTIONS, SegmentLog, logged_rows
+
+    log = SegmentLog(tmp_path, PREDICTIONS, segment_bytes=1 << 20, segment_seconds=60)
+    log.put_many([("a", 0, "m", "1", "v2", [[1.0]] * n, [0] * n, 0.001, n) for n in (1, 2)])
+    log.put(("b", 0, "m", "1", "v2", [[1.0]] * 4, [0] * 4, 0.001, 4))
+    log.put(("a", 0, "m", "1", "v2", [[1.0]] * 7, [0] * 7, 0.001, 7))  # an id sent again
+    (index,) = (tmp_path / PREDICTIONS / "rows").iterdir()
+    with index.open("ab") as fh:
+        fh.write(b"c\t12")  # no newline: the kill came first
+    assert [logged_rows(tmp_path, rid) for rid in ("a", "b", "c", "d", "a\t1")] == [
+        7,
+        4,
+        None,
+        None,
+        None,
+    ]
+    log.close()
+    assert read_predictions(tmp_path).column("rows").to_pylist() == [1, 2, 4, 7]
+
+
 def test_only_the_newest_predictions_are_remembered() -> None:
     from modelyard.serving.labels import RecentRows
 
@@ -525,3 +576,82 @@ def test_close_writes_a_pending_batch_once(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     assert read_feedback(tmp_path).column("request_id").to_pylist() == ["r1"]
+
+
+@pytest.fixture(scope="module")
+def numeric_frame_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pipeline fitted on a DataFrame of four named float columns (a DataFrame signature of
+    one dtype: requests of plain numbers are read as one block)."""
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(rng.normal(size=(80, 4)), columns=["w", "x", "y", "z"])
+    model = make_pipeline(StandardScaler(), LogisticRegression())
+    model.fit(frame, (frame["w"] - frame["z"] > 0).astype(int))
+    path = tmp_path_factory.mktemp("numeric") / "model"
+    save_model(model, path, input_example=frame[:3])
+    return path
+
+
+def test_rows_of_numbers_are_one_block_with_the_same_answers_and_refusals(
+    numeric_frame_model: Path, tmp_path: Path
+) -> None:
+    """Every MLflow spelling of the same rows gets the same predictions and is logged as the
+    same columns, whether it is read as one block (plain numbers) or column by column (a
+    ``true``, a ``null``, a string in the body); what the column path refuses, the block path
+    refuses with the same message."""
+    import warnings
+
+    rows = [[0.5, -1.0, 2.0, 1.5], [-2.0, 0.25, 0.0, -0.5], [1, 2, 3, 4]]
+    names = ["w", "x", "y", "z"]
+    records = [dict(zip(names, r, strict=True)) for r in rows]
+    shuffled = ["z", "w", "y", "x"]
+    split = {"columns": shuffled, "data": [[r[3], r[0], r[2], r[1]] for r in rows]}
+    bodies = [
+        {"dataframe_split": {"columns": names, "data": rows}},
+        {"dataframe_split": split},
+        {"dataframe_records": records},
+        {"instances": rows},
+        {"inputs": records},
+        {"inputs": dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))},
+    ]
+    config = ServeConfig(log_dir=tmp_path, batching=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a frame without its column names would warn
+        with AppClient(create_app(numeric_frame_model, name="n", version="1", config=config)) as c:
+            answers = [c.post("/invocations", json=b) for b in bodies]
+            assert [a.status_code for a in answers] == [200] * len(bodies), answers[0].text
+            assert len({a.text for a in answers}) == 1
+            decoder = c.app.decoder
+            assert [decoder.mlflow(b, booleans=False).columns for b in bodies[:5]] == [
+                ("w", "x", "y", "z")
+            ] * 5  # one block each (the column object goes column by column)
+            assert decoder.mlflow(bodies[1]).columns is None  # may hold booleans: by column
+            # The same request with a string in it (a column path): the same refusal as before.
+            for bad, message in [
+                ("0.5, true, 2.0, 1.5", "column 'x': expected float64 numbers, got booleans"),
+                ('0.5, "1", 2.0, 1.5', "column 'x': expected float64 numbers, got strings"),
+                ("0.5, null, 2.0, 1.5", "column 'x': NaN, null or Infinity is not allowed"),
+                ("0.5, 1.0, 2.0", "row 0 must be a list of 4 values"),
+            ]:
+                body = '{"dataframe_split": {"columns": ["w", "x", "y", "z"], "data": [[%s]]}}'
+                r = c.post(
+                    "/invocations",
+                    content=(body % bad).encode(),
+                    headers={"content-type": "application/json"},
+                )
+                assert r.status_code == 400, r.text
+                assert r.json()["message"] == message
+            r = c.post("/invocations", json={"dataframe_records": [{**records[0], "v": 1.0}]})
+            assert r.json()["message"] == "record 0: unknown column 'v'"
+            r = c.post(
+                "/invocations",
+                json={"dataframe_split": {"columns": [*names[:3], "v"], "data": rows}},
+            )
+            assert r.json()["message"] == "missing column 'z'"
+    logged = read_predictions(tmp_path).column("inputs").to_pylist()[: len(bodies)]
+    assert len(set(logged)) == 1
+    assert logged[0].startswith('{"w":[0.5,-2.0,1.0],"x":[-1.0,0.25,2.0]')

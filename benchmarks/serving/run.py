@@ -14,7 +14,10 @@ is not installed is skipped with a message. Every server gets the same scikit-le
 (bench_models.py, fitted on the same seeded data in each venv) and the same request bodies.
 
 Prints req/s and p50/p99 for 1 row at c=1/16/64 and 100-row batches at c=16, each with its
-ratio to the bare app, plus cold start (process start to first answered request) and RSS
+ratio to the bare app, for the tensor models (``lr``, ``rf``: ``{"instances": rows}``) and for
+``df``, a logistic regression fitted on a DataFrame of 30 named float columns, sent as MLflow's
+``dataframe_split`` and ``dataframe_records`` (bare and modelyard only: the DataFrame path),
+plus cold start (process start to first answered request) and RSS
 (summed over the server's process tree) after warm-up, and the load average.
 
 Cold starts are measured first, before any load has run, each server started ``--cold-starts``
@@ -45,7 +48,13 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_models import N_FEATURES, fitted_models, training_data  # noqa: E402
+from bench_models import (  # noqa: E402
+    FRAME_COLUMNS,
+    N_FEATURES,
+    fitted_frame_model,
+    fitted_models,
+    training_data,
+)
 
 SCENARIOS = [
     ("1 row c=1", 1, 1),
@@ -53,6 +62,10 @@ SCENARIOS = [
     ("1 row c=64", 1, 64),
     ("100 rows c=16", 100, 16),
 ]
+#: How each model's requests are spelled: the DataFrame model in both MLflow frame formats.
+FORMATS = {"lr": ("instances",), "rf": ("instances",), "df": ("split", "records")}
+#: The servers that take the DataFrame model (the peers and the tensor variants do not).
+FRAME_SERVERS = ("bare", "modelyard")
 SERVERS = (
     "bare",
     "modelyard",
@@ -103,7 +116,23 @@ def _modelyard_models(root: Path) -> dict[str, Path]:
     for name, model in fitted_models().items():
         out[name] = root / "modelyard" / name
         save_model(model, out[name], input_example=x[:5])
+    frame_model, frame = fitted_frame_model()
+    out["df"] = root / "modelyard" / "df"
+    save_model(frame_model, out["df"], input_example=frame[:5])
     return out
+
+
+def _body(fmt: str, rows: int) -> bytes:
+    """A request of ``rows`` rows: ``instances`` (tensor models) or a DataFrame format."""
+    if fmt == "instances":
+        row = "[" + ",".join(["0.5"] * N_FEATURES) + "]"
+        return ('{"instances": [' + ",".join([row] * rows) + "]}").encode()
+    values = [0.5 + 0.01 * i for i in range(len(FRAME_COLUMNS))]
+    if fmt == "split":
+        split = {"columns": FRAME_COLUMNS, "data": [values] * rows}
+        return json.dumps({"dataframe_split": split}).encode()
+    record = dict(zip(FRAME_COLUMNS, values, strict=True))
+    return json.dumps({"dataframe_records": [record] * rows}).encode()
 
 
 def _port() -> int:
@@ -113,7 +142,7 @@ def _port() -> int:
 
 
 def _start(
-    cmd: list[str], env: dict[str, str], port: int, log: Path
+    cmd: list[str], env: dict[str, str], port: int, log: Path, probe: bytes
 ) -> tuple[subprocess.Popen[bytes], float]:
     started = time.monotonic()
     with log.open("wb") as out:
@@ -121,7 +150,7 @@ def _start(
             cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=HERE, start_new_session=True
         )
     try:
-        return proc, _wait_answering(proc, port, started, log)
+        return proc, _wait_answering(proc, port, started, log, probe)
     except BaseException:  # Ctrl-C too: never leave a server behind in its own session
         _stop(proc)
         raise
@@ -139,20 +168,24 @@ def _launch(
     cmd, extra_env = commands[server](model, port)
     log = root / f"{server}-{model}.log"
     try:
-        proc, cold = _start(cmd, dict(os.environ, **extra_env), port, log)
+        probe = _body(FORMATS[model][0], 1)
+        proc, cold = _start(cmd, dict(os.environ, **extra_env), port, log, probe)
     except RuntimeError as exc:
         print(f"{model:3} {server:13} did not start: {exc}", flush=True)
         return None
     return proc, cold, port
 
 
-def _wait_answering(proc: subprocess.Popen[bytes], port: int, started: float, log: Path) -> float:
-    body = {"instances": [[0.0] * N_FEATURES]}
+def _wait_answering(
+    proc: subprocess.Popen[bytes], port: int, started: float, log: Path, body: bytes
+) -> float:
+    headers = {"content-type": "application/json"}
     while time.monotonic() - started < START_TIMEOUT_S:
         if proc.poll() is not None:
             raise RuntimeError(f"exited with {proc.returncode}; see {log}")
         try:
-            answer = httpx.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=2)
+            url = f"http://127.0.0.1:{port}/invocations"
+            answer = httpx.post(url, content=body, headers=headers, timeout=2)
             if answer.status_code == 200:
                 return time.monotonic() - started
         except httpx.TransportError:
@@ -177,13 +210,19 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _wrk(
-    port: int, rows: int, conns: int, duration: int, lua: Path, binary_model: str | None = None
+    port: int,
+    rows: int,
+    conns: int,
+    duration: int,
+    lua: Path,
+    binary_model: str | None = None,
+    fmt: str = "instances",
 ) -> Result:
-    """wrk against /invocations (JSON), or with ``binary_model`` against that model's V2
-    ``infer`` with binary tensors both ways (the request tritonclient's default ``infer`` sends)."""
+    """wrk against /invocations (JSON, ``fmt``: see :func:`_body`), or with ``binary_model``
+    against that model's V2 ``infer`` with binary tensors both ways (the request
+    tritonclient's default ``infer`` sends)."""
     if binary_model is None:
-        row = "[" + ",".join(["0.5"] * N_FEATURES) + "]"
-        body = ('{"instances": [' + ",".join([row] * rows) + "]}").encode()
+        body = _body(fmt, rows)
         content_type, extra = "application/json", ""
         url = f"http://127.0.0.1:{port}/invocations"
     else:
@@ -244,12 +283,29 @@ def _grpc_load(port: int, model: str, rows: int, conns: int, duration: int) -> R
 
 
 def _load(
-    server: str, model: str, port: int, rows: int, conns: int, duration: int, lua: Path
+    server: str,
+    model: str,
+    port: int,
+    rows: int,
+    conns: int,
+    duration: int,
+    lua: Path,
+    fmt: str,
 ) -> Result:
     if server == "modelyard-grpc":
         return _grpc_load(grpc_port(port), model, rows, conns, duration)
     binary = model if server == "modelyard-binary" else None
-    return _wrk(port, rows, conns, duration, lua, binary_model=binary)
+    return _wrk(port, rows, conns, duration, lua, binary_model=binary, fmt=fmt)
+
+
+def _scenarios(model: str) -> list[tuple[str, int, int, str]]:
+    """(label, rows, connections, format) of every load the model is put under."""
+    fmts = FORMATS[model]
+    return [
+        (label if len(fmts) == 1 else f"{label} {fmt}", rows, conns, fmt)
+        for label, rows, conns in SCENARIOS
+        for fmt in fmts
+    ]
 
 
 def _tree_rss_mib(pid: int) -> float:
@@ -351,7 +407,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk scenario")
     parser.add_argument("--setup-peers", action="store_true", help="create the peers' venvs")
-    parser.add_argument("--only", choices=("lr", "rf"), default=None, help="one model only")
+    parser.add_argument(
+        "--only", choices=tuple(FORMATS), default=None, help="one model only (df: DataFrame)"
+    )
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset")
     parser.add_argument(
         "--cold-starts", type=int, default=5, help="starts per server for the cold-start median"
@@ -377,10 +435,14 @@ def main() -> None:
     names = [args.only] if args.only else list(models)
     results: dict[tuple[str, str, str], Result] = {}
     colds: dict[tuple[str, str], list[float]] = {}
+
+    def serves(model: str, server: str) -> bool:
+        return model != "df" or server in FRAME_SERVERS
+
     for round_ in range(args.cold_starts):
         for model in names:
             for server in servers:
-                if server in VARIANTS:
+                if server in VARIANTS or not serves(model, server):
                     continue
                 launched = _launch(commands, root, model, server)
                 if launched is None:
@@ -392,6 +454,8 @@ def main() -> None:
     starts: dict[tuple[str, str], tuple[float, float, float]] = {}
     for model in names:
         for server in servers:
+            if not serves(model, server):
+                continue
             launched = _launch(commands, root, model, server)
             if launched is None:
                 continue
@@ -409,9 +473,9 @@ def main() -> None:
                     flush=True,
                 )
             try:
-                for label, rows, conns in SCENARIOS:
+                for label, rows, conns, fmt in _scenarios(model):
                     results[(model, server, label)] = _load(
-                        server, model, port, rows, conns, args.duration, root / "body.lua"
+                        server, model, port, rows, conns, args.duration, root / "body.lua", fmt
                     )
             except (RuntimeError, subprocess.CalledProcessError) as exc:
                 print(f"{model:3} {server:13} failed under load: {exc}", flush=True)
@@ -434,11 +498,11 @@ def _print_table(
     starts: dict[tuple[str, str], tuple[float, float, float]],
 ) -> None:
     print(
-        f"\n{'model':5} {'scenario':14} {'server':13} {'req/s':>8} {'p50 ms':>8} "
+        f"\n{'model':5} {'scenario':22} {'server':16} {'req/s':>8} {'p50 ms':>8} "
         f"{'p99 ms':>8} {'vs bare':>8}"
     )
     for model in names:
-        for label, _, _ in SCENARIOS:
+        for label, _, _, _ in _scenarios(model):
             bare = results.get((model, "bare", label))
             for server in servers:
                 r = results.get((model, server, label))
@@ -446,7 +510,7 @@ def _print_table(
                     continue
                 ratio = f"{r[0] / bare[0]:7.2f}x" if bare else "      -"
                 print(
-                    f"{model:5} {label:14} {server:16} {r[0]:8.0f} {r[1]:8.1f} {r[2]:8.1f} "
+                    f"{model:5} {label:22} {server:16} {r[0]:8.0f} {r[1]:8.1f} {r[2]:8.1f} "
                     f"{ratio:>8}"
                 )
     print(f"\n{'model':5} {'server':13} {'cold start s':>12} {'fastest s':>10} {'RSS MiB':>8}")

@@ -262,6 +262,21 @@ class LoadedModel:
         )
 
     def _prepare(self, batch: Any) -> tuple[Any, int]:
+        names = self.meta.signature.input_names
+        if (
+            isinstance(batch, np.ndarray)
+            and batch.ndim == 2
+            and self.meta.signature.kind == "columns"
+            and batch.shape[1] == len(names)
+        ):
+            # One block of the signature's columns, in order (the server's decoder makes them).
+            if self._wants == "frame":
+                import pandas as pd
+
+                return pd.DataFrame(batch, columns=list(names), copy=False), batch.shape[0]
+            if self._wants == "matrix":
+                return batch, batch.shape[0]
+            return dict(zip(names, batch.T, strict=True)), batch.shape[0]
         if isinstance(batch, dict) and self.meta.signature.kind == "columns":
             columns = {k: np.asarray(v) for k, v in batch.items()}
             rows = len(next(iter(columns.values()))) if columns else 0

@@ -164,7 +164,10 @@ class ModelServer:
         example = self.model_dir / INPUT_EXAMPLE_FILE
         try:
             if example.is_file():
-                batch = self.decoder.mlflow(orjson.loads(example.read_bytes()))
+                raw = example.read_bytes()
+                batch = self.decoder.mlflow(
+                    orjson.loads(raw), booleans=b"true" in raw or b"false" in raw
+                )
             else:
                 batch = self.decoder.mlflow({"inputs": [self._zero_row()]})
             self.model.predict(batch.data)

@@ -27,10 +27,13 @@ Output = Any  # ndarray or dict[str, ndarray], one entry per row
 def concat(batches: list[Batch]) -> Any:
     if len(batches) == 1:
         return batches[0].data
-    first = batches[0].data
+    blocks = {b.columns is not None for b in batches}
+    # Blocks of named columns and columns decoded one by one do not stack: all as columns.
+    datas = [b.as_columns() for b in batches] if len(blocks) > 1 else [b.data for b in batches]
+    first = datas[0]
     if isinstance(first, dict):
-        return {k: np.concatenate([b.data[k] for b in batches]) for k in first}
-    return np.concatenate([b.data for b in batches])
+        return {k: np.concatenate([d[k] for d in datas]) for k in first}
+    return np.concatenate(datas)  # type: ignore[arg-type]
 
 
 def split(output: Output, sizes: list[int]) -> list[Output]:

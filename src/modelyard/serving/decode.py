@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,10 +46,22 @@ MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 @dataclass(frozen=True)
 class Batch:
-    """Checked input: ``data`` is a dict of arrays (columns, or named tensors) or one array."""
+    """Checked input: ``data`` is a dict of arrays (columns, or named tensors) or one array.
+    With ``columns``, ``data`` is one 2-D block of those named columns, in that order (what the
+    decoder makes of rows of numbers for a signature of one float dtype: the model gets the
+    block as it is, or as a DataFrame over it, without 30 column arrays made and stacked again).
+    """
 
     data: dict[str, Array] | Array
     rows: int
+    columns: tuple[str, ...] | None = None
+
+    def as_columns(self) -> dict[str, Array] | Array:
+        """``data`` as named columns if it is a block, else as it is."""
+        if self.columns is None:
+            return self.data
+        assert isinstance(self.data, np.ndarray)
+        return dict(zip(self.columns, np.ascontiguousarray(self.data.T), strict=True))
 
 
 def _family(dtype: str) -> str:
@@ -128,6 +141,14 @@ class Decoder:
         self.allow_nan = allow_nan
         self.columns = {c.name: c for c in signature.inputs}
         self.names = signature.input_names
+        # A signature of several columns of one float dtype takes rows of numbers as one block.
+        dtypes = {c.dtype for c in signature.inputs}
+        self._block: str | None = None
+        if signature.kind == "columns" and len(self.names) > 1 and len(dtypes) == 1:
+            (dtype,) = dtypes
+            self._block = dtype if _family(dtype) == "float" else None
+        self._positions = {n: i for i, n in enumerate(self.names)}
+        self._pick = operator.itemgetter(*self.names) if self._block else None
 
     # ---- columns --------------------------------------------------------------------------
     def table_columns(self, columns: Mapping[str, Any]) -> Batch:
@@ -162,7 +183,38 @@ class Decoder:
         _check_rows(rows or 0, self.max_rows)
         return Batch(out, rows or 0)
 
-    def _from_rows(self, rows: Sequence[Any], columns: Sequence[Any]) -> Batch:
+    def _block_of(self, rows: Any, columns: Sequence[Any] | None) -> Batch | None:
+        """Rows of plain numbers (lists, or tuples picked from records) for a block signature
+        as one checked 2-D block, or None for anything else — which then takes the column by
+        column path, whose checks and messages are the reference. ``columns``: the rows'
+        column order (None: the signature's)."""
+        if self._block is None or not 0 < len(rows) <= self.max_rows:
+            return None
+        order = None
+        if columns is not None and list(columns) != list(self.names):
+            if len(columns) != len(self.names) or set(columns) != self._positions.keys():
+                return None  # unknown, missing or repeated names
+            where = {c: i for i, c in enumerate(columns)}
+            order = [where[n] for n in self.names]
+        try:
+            block = np.asarray(rows)
+        except (ValueError, TypeError, OverflowError):  # ragged, or not numbers
+            return None
+        if block.ndim != 2 or block.dtype.kind not in "iuf" or block.shape[1] != len(self.names):
+            return None
+        block = block.astype(self._block, copy=False)
+        if order is not None:
+            block = block[:, order]
+        if not np.isfinite(block).all():  # overflow to Infinity: the column path names it
+            return None
+        return Batch(np.ascontiguousarray(block), len(rows), self.names)
+
+    def _from_rows(self, rows: Sequence[Any], columns: Sequence[Any], block: bool = False) -> Batch:
+        """Rows (lists of values) in ``columns`` order; ``block``: try them as one block."""
+        if block:
+            made = self._block_of(rows, columns)
+            if made is not None:
+                return made
         _check_rows(len(rows), self.max_rows)
         width = len(columns)
         for i, row in enumerate(rows):
@@ -175,7 +227,17 @@ class Decoder:
             {str(c): list(v) for c, v in zip(columns, transposed, strict=True)}, len(rows)
         )
 
-    def _from_records(self, records: Sequence[Any]) -> Batch:
+    def _from_records(self, records: Sequence[Any], block: bool = False) -> Batch:
+        """Records (objects of column -> value); ``block``: try them as one block."""
+        if block and self._pick is not None:
+            try:
+                width = len(self.names)
+                if all(len(r) == width for r in records):  # no extra keys
+                    made = self._block_of(list(map(self._pick, records)), None)
+                    if made is not None:
+                        return made
+            except (KeyError, TypeError):  # a missing column, a record not an object
+                pass
         _check_rows(len(records), self.max_rows)
         expected = set(self.names)
         for i, rec in enumerate(records):
@@ -311,7 +373,13 @@ class Decoder:
         return self._from_columns(columns)
 
     # ---- MLflow ---------------------------------------------------------------------------
-    def mlflow(self, body: Any) -> Batch:
+    def mlflow(self, body: Any, *, booleans: bool = True) -> Batch:
+        """An MLflow scoring request. ``booleans``: whether the body may hold JSON ``true`` or
+        ``false`` (False only if its text has neither): numpy would read ``true`` among numbers
+        as 1.0, so rows of numbers are read as one block only without them."""
+        return self._mlflow(body, block=not booleans)
+
+    def _mlflow(self, body: Any, block: bool) -> Batch:
         if not isinstance(body, dict):
             raise InvalidInput(f"the body must be a JSON object with one of {MLFLOW_KEYS}", "body")
         keys = [k for k in MLFLOW_KEYS if k in body]
@@ -327,21 +395,21 @@ class Decoder:
                 raise InvalidInput("dataframe_split.columns must be a list", key)
             if self.sig.kind == "tensor":
                 return self._mlflow_tensor(payload["data"], key)
-            return self._from_rows(payload["data"], columns)
+            return self._from_rows(payload["data"], columns, block)
         if key == "dataframe_records":
             if not isinstance(payload, list):
                 raise InvalidInput("dataframe_records must be a list of objects", key)
             if self.sig.kind == "tensor":
                 raise InvalidInput("this model takes tensors: use 'instances' or 'inputs'", key)
-            return self._from_records(payload)
+            return self._from_records(payload, block)
         # instances / inputs
         if self.sig.kind == "columns":
             if isinstance(payload, dict):
                 return self._from_columns(payload)
             if isinstance(payload, list) and payload and isinstance(payload[0], dict):
-                return self._from_records(payload)
+                return self._from_records(payload, block)
             if isinstance(payload, list):
-                return self._from_rows(payload, list(self.names))
+                return self._from_rows(payload, list(self.names), block)
             raise InvalidInput(f"{key} must be a list of rows or an object of columns", key)
         return self._mlflow_tensor(payload, key)
 

@@ -453,10 +453,11 @@ async def _invocations(
         batch = server.decoder.csv(text)
     else:
         _check_json_type(media)
-        body = _parse_json(
-            await _read_body(receive, server.config.max_body_bytes, headers.get(b"content-length"))
+        raw = await _read_body(
+            receive, server.config.max_body_bytes, headers.get(b"content-length")
         )
-        batch = server.decoder.mlflow(body)
+        body = _parse_json(raw)
+        batch = server.decoder.mlflow(body, booleans=b"true" in raw or b"false" in raw)
     output = await server._predict(batch)
     if isinstance(output, dict):
         predictions: Any = {k: _jsonable(v) for k, v in output.items()}
@@ -496,7 +497,7 @@ async def log_prediction(
             server.name,
             server.version,
             endpoint,
-            batch.data,
+            batch.as_columns(),  # a block is logged as its columns, as every other request
             output,
             time.perf_counter() - started,
             batch.rows,
@@ -505,6 +506,24 @@ async def log_prediction(
     )
     await server.predlog.commit((row,))
     server.recent_rows.add(request_id, batch.rows)
+
+
+async def _rows_of(server: ModelServer, request_id: str) -> int | None:
+    """The rows of the logged prediction ``request_id``: from this worker's memory of its
+    recent predictions, else from the log's rows index (any worker's or replica's prediction,
+    however old; read in a thread, the event loop keeps serving). None if none was logged."""
+    rows = server.recent_rows.get(request_id)
+    if rows is None and server.predlog is not None:
+        import asyncio
+
+        from modelyard.serving.predlog import logged_rows
+
+        folder = server.predlog.folder.parent
+        loop = asyncio.get_running_loop()
+        rows = await loop.run_in_executor(None, logged_rows, folder, request_id)
+        if rows is not None:
+            server.recent_rows.add(request_id, rows)
+    return rows
 
 
 async def _feedback(
@@ -538,7 +557,7 @@ async def _feedback(
             raise InvalidInput(f"{where} needs a 'label'", f"{where}.label")
         label = item["label"]
         check_label(
-            label, server.recent_rows.get(rid), server.config.max_batch_rows, f"{where}.label"
+            label, await _rows_of(server, rid), server.config.max_batch_rows, f"{where}.label"
         )
         row = log.encode((rid, now, server.name, server.version, label))
         if len(row[-1]) > limit:

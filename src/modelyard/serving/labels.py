@@ -2,10 +2,12 @@
 
 A label is one value per predicted row: a scalar (number, string, boolean or null) for a
 one-row prediction, or a flat list of exactly ``rows`` scalars (a one-row prediction also takes a
-one-element list) — the shapes the monitor joins to predictions. Each worker remembers the rows
-of its last ``label_memory`` predictions (:class:`RecentRows`); a label for one of them must
-match its rows, a label for any other request id (older, or answered by another worker or
-replica) is checked for its form and size only.
+one-element list) — the shapes the monitor joins to predictions. The rows of a prediction come
+from the worker's memory of its last ``label_memory`` predictions (:class:`RecentRows`) or else
+from the prediction log's rows index (:func:`modelyard.serving.predlog.logged_rows`: any
+logged prediction, however old, whichever worker or replica sharing the log folder answered
+it). A label for a request id that was never logged there is checked for its form and size
+only.
 """
 
 from __future__ import annotations
