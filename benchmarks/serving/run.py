@@ -69,6 +69,7 @@ FRAME_SERVERS = ("bare", "modelyard")
 SERVERS = (
     "bare",
     "modelyard",
+    "modelyard-serve",
     "modelyard-binary",
     "modelyard-grpc",
     "mlflow",
@@ -79,6 +80,9 @@ SERVERS = (
 #: (wrk), and V2 gRPC (grpc_load.py, a Python loop: slower than wrk, so a lower bound).
 #: Their cold start is modelyard's, so it is measured once, for "modelyard".
 VARIANTS = {"modelyard-binary": "modelyard", "modelyard-grpc": "modelyard"}
+#: ``modelyard serve NAME@VERSION`` (the CLI: reads the workspace's registry first, then serves
+#: the same app in-process): measured for its cold start only, its load is modelyard's.
+COLD_ONLY = ("modelyard-serve",)
 PEER_VENVS = {
     "mlflow": (
         Path(os.environ.get("BENCH_MLFLOW_VENV", "/tmp/bench-mlflow")),
@@ -120,6 +124,26 @@ def _modelyard_models(root: Path) -> dict[str, Path]:
     out["df"] = root / "modelyard" / "df"
     save_model(frame_model, out["df"], input_example=frame[:5])
     return out
+
+
+def _registered(root: Path) -> Path:
+    """A workspace where each benchmark model is registered (NAME@1), for ``modelyard serve``."""
+    from modelyard import models
+    from modelyard.tracking import start_run
+    from modelyard.workspace import Workspace
+
+    ws, _ = Workspace.init(root / "ws", environ={})
+    x, _ = training_data()
+    frame_model, frame = fitted_frame_model()
+    for name, (model, example) in {
+        **{n: (m, x[:5]) for n, m in fitted_models().items()},
+        "df": (frame_model, frame[:5]),
+    }.items():
+        with start_run(f"bench-{name}", workspace=ws) as run:
+            run.log_model(model, input_example=example)
+        models.register(run.id, name, workspace=ws)
+    ws.close()
+    return root / "ws"
 
 
 def _body(fmt: str, rows: int) -> bytes:
@@ -339,6 +363,11 @@ def _commands(
         log_dir = str(root / "predlog" / model)
         return [*cmd, "--host", "127.0.0.1", "--port", str(port), "--log-dir", log_dir, *quiet], {}
 
+    def modelyard_serve(model: str, port: int) -> tuple[list[str], dict[str, str]]:
+        ws = str(root / "ws")
+        cmd = [str(Path(py).parent / "modelyard"), "-C", ws, "serve", f"{model}@1"]
+        return [*cmd, "--port", str(port)], {}
+
     def modelyard_grpc(model: str, port: int) -> tuple[list[str], dict[str, str]]:
         cmd, env = modelyard(model, port)
         return [*cmd, "--grpc-port", str(grpc_port(port))], env
@@ -368,6 +397,7 @@ def _commands(
     return {
         "bare": bare,
         "modelyard": modelyard,
+        "modelyard-serve": modelyard_serve,
         "modelyard-binary": modelyard,
         "modelyard-grpc": modelyard_grpc,
         "mlflow": mlflow,
@@ -437,7 +467,10 @@ def main() -> None:
     colds: dict[tuple[str, str], list[float]] = {}
 
     def serves(model: str, server: str) -> bool:
-        return model != "df" or server in FRAME_SERVERS
+        return model != "df" or server in (*FRAME_SERVERS, *COLD_ONLY)
+
+    if "modelyard-serve" in servers:
+        _registered(root)
 
     for round_ in range(args.cold_starts):
         for model in names:
@@ -454,7 +487,7 @@ def main() -> None:
     starts: dict[tuple[str, str], tuple[float, float, float]] = {}
     for model in names:
         for server in servers:
-            if not serves(model, server):
+            if not serves(model, server) or server in COLD_ONLY:
                 continue
             launched = _launch(commands, root, model, server)
             if launched is None:
@@ -482,6 +515,11 @@ def main() -> None:
             finally:
                 _stop(proc)
     load_after = os.getloadavg()
+    for model in names:
+        for server in COLD_ONLY:
+            if (model, server) in colds:
+                times = sorted(colds[(model, server)])
+                starts[(model, server)] = (statistics.median(times), times[0], float("nan"))
     _print_table(names, servers, results, starts)
     print(
         f"\nload average (1/5/15 min) before: {'/'.join(f'{v:.2f}' for v in load_before)}, "

@@ -7,11 +7,31 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from modelyard.cli._common import console, pass_workspace
-from modelyard.deploy.registry import TARGETS
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from modelyard.store.deploy_entities import Deployment
     from modelyard.workspace import Workspace
+
+
+class _TargetChoice(click.Choice):  # type: ignore[type-arg]
+    """``--target``'s choices, read from the target registry only when a command parses or
+    shows them: importing every target (cloud SDK adapters, Kubernetes manifests) cost about
+    half of every CLI command's start, ``modelyard serve`` included."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property  # type: ignore[override]
+    def choices(self) -> Sequence[str]:
+        from modelyard.deploy.registry import TARGETS
+
+        return tuple(TARGETS)
+
+    @choices.setter
+    def choices(self, value: Sequence[str]) -> None:
+        pass  # always the registry's
 
 
 class _DeployGroup(click.Group):
@@ -42,7 +62,7 @@ def deploy() -> None:
 @click.argument("ref")
 @click.option(
     "--target",
-    type=click.Choice(list(TARGETS)),
+    type=_TargetChoice(),
     default=None,
     help="Where to run it [default: docker when installed, else local].",
 )
