@@ -69,6 +69,13 @@ def test_the_model_image_serves_as_sagemaker_starts_it(
             f"{url}/invocations", {"dataframe_split": {"columns": [0, 1, 2], "data": ROWS}}
         )
         assert answer["predictions"] == [1, 0]
+        if bind_port:
+            # The prediction log could not be made under the read-only root: it is in /tmp.
+            from modelyard.image_contract import SAGEMAKER_LOG_DIR
+
+            engine.run(["exec", name, "test", "-d", SAGEMAKER_LOG_DIR])
+            logs = engine.run(["logs", name]).stderr.decode()
+            assert f"the prediction log goes to {SAGEMAKER_LOG_DIR}" in logs
     finally:
         engine.run(["rm", "-f", name], check=False)
 

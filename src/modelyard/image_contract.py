@@ -59,6 +59,9 @@ AUTH_URL_ENV = f"{ENV_PREFIX}AUTH_URL"
 # POST /invocations on PORT, or on this variable's port when SageMaker sets it.
 SAGEMAKER_PORT_ENV = "SAGEMAKER_BIND_TO_PORT"
 SAGEMAKER_ARG = "serve"
+# Where the prediction log goes under ``serve`` when its folder cannot be written (a read-only
+# root with a scratch /tmp): SageMaker's instances give no other writable place.
+SAGEMAKER_LOG_DIR = "/tmp/modelyard-predictions"
 
 LIVE_PATH = "/v2/health/live"
 READY_PATH = "/v2/health/ready"

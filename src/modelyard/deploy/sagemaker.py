@@ -324,7 +324,7 @@ class SageMakerTarget(TargetDefaults):
     replica_network: ReplicaNetwork | None = ReplicaNetwork("an endpoint instance's", "endpoints")
 
     def image_for(self, version: ModelVersion) -> tuple[str | None, str | None]:
-        if version.image_ref is None and version.image_id is not None:
+        if version.image_digest is None and version.image_id is not None:
             return version.image_id, None  # built, not pushed: a rollout with push pushes it
         return pushed_image(
             version, "SageMaker pulls from ECR", "ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO"

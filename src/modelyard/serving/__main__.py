@@ -5,9 +5,11 @@ needs.
 
 SageMaker's bring-your-own-container contract: SageMaker starts the image as ``docker run IMAGE
 serve`` and expects ``GET /ping`` and ``POST /invocations`` on port 8080, or on
-``SAGEMAKER_BIND_TO_PORT`` when it sets that. The trailing ``serve`` is accepted and ignored
-(serving is all this entrypoint does), and ``SAGEMAKER_BIND_TO_PORT`` overrides ``--port``.
-The model is in the image; nothing is read from ``/opt/ml/model``.
+``SAGEMAKER_BIND_TO_PORT`` when it sets that. The trailing ``serve`` is accepted (serving is
+all this entrypoint does), and ``SAGEMAKER_BIND_TO_PORT`` overrides ``--port``. The model is in
+the image; nothing is read from ``/opt/ml/model``. Under ``serve`` a prediction-log folder that
+cannot be written (a read-only root) moves to ``/tmp`` with a warning, rather than the server
+exiting at start.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 from pathlib import Path
 
 from modelyard.errors import ConfigError, ModelyardError
-from modelyard.image_contract import SAGEMAKER_PORT_ENV
+from modelyard.image_contract import SAGEMAKER_ARG, SAGEMAKER_LOG_DIR, SAGEMAKER_PORT_ENV
 from modelyard.serving.config import ServeConfig
 
 
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         nargs="?",
         choices=["serve"],
-        help="ignored: SageMaker starts a model image as 'IMAGE serve'",
+        help="SageMaker starts a model image as 'IMAGE serve' (a prediction-log folder it "
+        "cannot write then moves to /tmp)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
@@ -86,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         from dataclasses import replace
 
         config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+        if args.command == SAGEMAKER_ARG and config.log_dir and not _writable(config.log_dir):
+            logging.getLogger("modelyard.serving").warning(
+                "%s cannot be written (a read-only root?): the prediction log goes to %s",
+                config.log_dir,
+                SAGEMAKER_LOG_DIR,
+            )
+            config = replace(config, log_dir=Path(SAGEMAKER_LOG_DIR))
         from modelyard.serving.runner import serve
 
         serve(
@@ -102,6 +112,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     return 0
+
+
+def _writable(folder: Path) -> bool:
+    """The folder, or the nearest existing folder above it, can be written by this process."""
+    import os
+
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return os.access(candidate, os.W_OK | os.X_OK)
+    return False
 
 
 def _port(flag: int, sagemaker: str | None) -> int:
