@@ -76,8 +76,14 @@ ALLOWED: dict[str, set[str]] = {
     # above the stages: lineage across all of them, the public API, the server, the CLI
     "lineage": WORKSPACE | set(STAGES),
     "modelyard": WORKSPACE | set(STAGES),
+    # re-running what made a model version: every stage, and the wheel of modelyard itself
+    "reproduce": WORKSPACE | BUILD | set(STAGES),
     "server": WORKSPACE | RUNTIME | set(STAGES) | {"lineage", "modelyard"},
-    "cli": WORKSPACE | RUNTIME | BUILD | set(STAGES) | {"lineage", "modelyard", "server"},
+    "cli": WORKSPACE
+    | RUNTIME
+    | BUILD
+    | set(STAGES)
+    | {"lineage", "modelyard", "server", "reproduce"},
     # test doubles shipped for users' tests
     "testing": WORKSPACE | RUNTIME | set(STAGES),
 }

@@ -87,3 +87,46 @@ def test_canonical_skops_loads_to_the_same_predictions(tmp_path: Path) -> None:
     save_model(model, tmp_path / "m", input_example=X[:2])
     loaded = load_model(tmp_path / "m")
     assert (loaded.predict(X) == model.predict(X)).all()
+
+
+def test_padding_bytes_of_structured_arrays_do_not_reach_the_file(tmp_path: Path) -> None:
+    """A tree's node array has 7 padding bytes per node that numpy leaves as whatever memory
+    held: the same tree loaded and saved again gave another model.skops (found by
+    ``modelyard reproduce`` on the maintenance example)."""
+    import io
+
+    import skops.io as sio
+    from sklearn.tree import DecisionTreeClassifier
+
+    from modelyard.flavors.sklearn import canonical_skops
+
+    rng = np.random.RandomState(2)
+    X = rng.rand(50, 3)
+    tree = DecisionTreeClassifier(random_state=0).fit(X, X[:, 0] > 0.5)
+    raw = sio.dumps(tree)
+
+    def with_padding(fill: int) -> bytes:
+        out = io.BytesIO()
+        with zipfile.ZipFile(io.BytesIO(raw)) as src, zipfile.ZipFile(out, "w") as dst:
+            for info in src.infolist():
+                data = src.read(info)
+                if info.filename.endswith(".npy"):
+                    array = np.load(io.BytesIO(data), allow_pickle=False)
+                    if array.dtype.names and array.dtype.itemsize > 57:
+                        dirty = np.frombuffer(bytearray([fill]) * array.nbytes, array.dtype).copy()
+                        for name in array.dtype.names:
+                            dirty[name] = array[name]
+                        buffer = io.BytesIO()
+                        np.save(buffer, dirty, allow_pickle=False)
+                        data = buffer.getvalue()
+                dst.writestr(info, data)
+        return out.getvalue()
+
+    first, second = with_padding(0xAB), with_padding(0xCD)
+    assert first != second
+    assert canonical_skops(first) == canonical_skops(second)
+    (tmp_path / "m.skops").write_bytes(canonical_skops(first))
+    loaded = sio.load(
+        tmp_path / "m.skops", trusted=sio.get_untrusted_types(file=tmp_path / "m.skops")
+    )
+    assert (loaded.predict(X) == tree.predict(X)).all()

@@ -256,7 +256,7 @@ def test_public_api_is_exported() -> None:
     assert modelyard.start_run is tracking.start_run
     assert modelyard.ActiveRun is tracking.ActiveRun
     exported = {n for n in dir(tracking) if not n.startswith("_")}
-    modules = {"environment", "lineage", "model_folder", "query", "run", "settings"}
+    modules = {"environment", "lineage", "model_folder", "query", "replay", "run", "settings"}
     assert exported - modules == set(tracking.__all__)
 
 

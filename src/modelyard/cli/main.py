@@ -97,6 +97,10 @@ from modelyard.cli import batch as _batch_cli  # noqa: E402
 
 cli.add_command(_batch_cli.predict)
 
+from modelyard.cli import reproduce as _reproduce_cli  # noqa: E402
+
+cli.add_command(_reproduce_cli.reproduce)
+
 
 def main() -> None:
     cli(prog_name="modelyard")

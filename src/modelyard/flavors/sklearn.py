@@ -222,7 +222,10 @@ def canonical_skops(data: bytes) -> bytes:
                 continue
             stem = info.filename.removesuffix(".npy")
             name = f"{ids[int(stem)]}.npy" if stem.isdigit() and int(stem) in ids else info.filename
-            entries[name] = (src.read(info), info.compress_type)
+            payload = src.read(info)
+            if name.endswith(".npy"):
+                payload = _zero_padding(payload)
+            entries[name] = (payload, info.compress_type)
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as dst:
         for name in sorted(entries):
@@ -232,6 +235,30 @@ def canonical_skops(data: bytes) -> bytes:
             info.create_system = 3
             info.external_attr = 0o644 << 16
             dst.writestr(info, payload)
+    return out.getvalue()
+
+
+def _zero_padding(npy: bytes) -> bytes:
+    """An ``.npy`` of a structured array with padding between or after its fields (a
+    scikit-learn tree's nodes: 57 bytes of fields in 64) rewritten with zero padding. numpy
+    leaves those bytes as whatever memory held, so the same tree would save differently in
+    every process."""
+    import io
+
+    import numpy as np
+
+    try:
+        array = np.load(io.BytesIO(npy), allow_pickle=False)
+    except ValueError:  # object arrays: not a plain buffer, nothing to do
+        return npy
+    dtype = array.dtype
+    if not dtype.names or sum(dtype.fields[n][0].itemsize for n in dtype.names) == dtype.itemsize:
+        return npy
+    clean = np.zeros(array.shape, dtype=dtype)
+    for field in dtype.names:
+        clean[field] = array[field]
+    out = io.BytesIO()
+    np.save(out, clean, allow_pickle=False)
     return out.getvalue()
 
 

@@ -22,7 +22,7 @@ from modelyard.pipeline.step import (
 )
 
 if TYPE_CHECKING:
-    from modelyard.pipeline.run import StepEvent, resume_pipeline, run_pipeline
+    from modelyard.pipeline.run import StepEvent, replay_pipeline, resume_pipeline, run_pipeline
 
 __all__ = [
     "DatasetInput",
@@ -36,12 +36,13 @@ __all__ = [
     "datasets",
     "files",
     "models",
+    "replay_pipeline",
     "resume_pipeline",
     "run_pipeline",
     "step",
 ]
 
-_LAZY = {"run_pipeline", "resume_pipeline", "StepEvent"}
+_LAZY = {"run_pipeline", "resume_pipeline", "replay_pipeline", "StepEvent"}
 
 
 def __getattr__(name: str) -> Any:

@@ -8,6 +8,7 @@ not finish. Every executed step is a tracked run, child of the pipeline's tracke
 
 from __future__ import annotations
 
+import contextvars
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -133,6 +134,52 @@ def resume_pipeline(
     return orchestrator.run(resumed_from=old.id, reused=reused)
 
 
+def replay_pipeline(
+    run_id: str,
+    step: str,
+    *,
+    path: Path,
+    params: Mapping[str, Any] | None = None,
+    workspace: Workspace | None = None,
+    runner: Runner | None = None,
+    on_event: EventHandler | None = None,
+) -> PipelineRun:
+    """A new run of ``step`` as it ran in pipeline run ``run_id``, from the pipeline file
+    ``path`` (the same pipeline at the recorded commit, ``modelyard reproduce``'s worktree).
+
+    Only ``step`` and the steps upstream of it run. Of those, a step that published nothing but
+    dataset versions is taken over from ``run_id`` (the data, pinned by digest, as provenance
+    records it); every other one runs again, past the cache. ``params`` override the recorded
+    parameter values."""
+    from modelyard.errors import NotFound
+    from modelyard.workspace import resolve
+
+    ws = resolve(workspace)
+    old = ws.store.pipelines.get(run_id)
+    graph = build_graph(load_pipeline(path, old.pipeline))
+    if step not in graph.nodes:
+        raise NotFound(f"pipeline {old.pipeline!r} in {path} has no step {step!r}")
+    needed = {step}
+    frontier = [step]
+    while frontier:
+        for up in graph.nodes[frontier.pop()].upstream - needed:
+            needed.add(up)
+            frontier.append(up)
+    values = resolve_params(graph, {**old.params, **(params or {})})
+    reused = {
+        s.step: s
+        for s in old.steps
+        if s.step in needed
+        and s.status in STEP_DONE
+        and s.outputs
+        and all(v.get("serializer") == "dataset" for v in s.outputs.values())
+    }
+    orchestrator = _Orchestrator(
+        ws, graph, path.resolve(), values, 1, False, runner, on_event, only=needed
+    )
+    return orchestrator.run(reused=reused)
+
+
 class _Orchestrator:
     def __init__(
         self,
@@ -144,6 +191,7 @@ class _Orchestrator:
         use_cache: bool,
         runner: Runner | None,
         on_event: EventHandler | None,
+        only: set[str] | None = None,
     ) -> None:
         from modelyard.pipeline.runners.local import LocalRunner
 
@@ -158,6 +206,7 @@ class _Orchestrator:
         self.runner: Runner = runner or LocalRunner()
         self.on_event = on_event or (lambda _e: None)
         self.name = graph.pipeline.name
+        self.order = [n for n in graph.order if only is None or n in only]
         self.run_id = ""
         self.run_dir = Path()
         self.published: dict[str, dict[str, StoredValue]] = {}
@@ -200,7 +249,7 @@ class _Orchestrator:
                 pipeline_file=str(self.path),
                 params=self.params,
                 runner=self.runner.name,
-                steps=self.graph.order,
+                steps=self.order,
                 resumed_from=resumed_from,
             )
             failures = self._schedule(reused)
@@ -220,7 +269,7 @@ class _Orchestrator:
         done: set[str] = set()
         failures: dict[str, str] = {}
         skipped: set[str] = set()
-        pending = list(self.graph.order)
+        pending = list(self.order)
         running: dict[Future[_Outcome], str] = {}
         with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="step") as pool:
             while pending or running:
@@ -232,7 +281,11 @@ class _Orchestrator:
                         self._skip(name)
                     elif node.upstream <= done and len(running) < self.jobs:
                         pending.remove(name)
-                        running[pool.submit(self._execute, name, reused.get(name))] = name
+                        # Each step sees this thread's context (the current workspace, a
+                        # reproduce's replay), not the pool thread's empty one.
+                        context = contextvars.copy_context()
+                        job = pool.submit(context.run, self._execute, name, reused.get(name))
+                        running[job] = name
                 if not running:
                     continue
                 finished, _ = wait(list(running), return_when=FIRST_COMPLETED)

@@ -189,6 +189,12 @@ def capture_code_version(folder: Path, ws: Workspace | None = None) -> CodeVersi
     return CodeVersion(commit.strip(), True, digest)
 
 
+def git_toplevel(folder: Path) -> Path | None:
+    """The top folder of the git working tree holding ``folder``, or None."""
+    top = _git(folder, "rev-parse", "--show-toplevel")
+    return Path(top.strip()) if top and top.strip() else None
+
+
 def host_name() -> str | None:
     try:
         return socket.gethostname() or None

@@ -84,11 +84,13 @@ def start_run(
     """
     from modelyard.tracking.environment import (
         capture_code_version,
+        git_toplevel,
         host_name,
         python_version,
         save_environment,
         user_name,
     )
+    from modelyard.tracking.replay import REPRODUCES_TAG, SOURCE_TAG, capture_source, current_replay
     from modelyard.workspace import resolve
 
     if heartbeat_interval_s is not None and not heartbeat_interval_s > 0:
@@ -112,7 +114,17 @@ def start_run(
         )
         if parent_id is not None:
             parent_id = ws.store.runs.resolve_id(parent_id)
-        code = capture_code_version(ws.root, ws)
+        replay = current_replay()
+        code_folder = replay.code_folder if replay and replay.code_folder else ws.root
+        code = capture_code_version(code_folder, ws)
+        tags = dict(tags or {})
+        if replay is not None:
+            tags[REPRODUCES_TAG] = replay.of_run
+        if parent_id is None and pipeline is None and code.commit is not None:
+            top = git_toplevel(code_folder)
+            source = capture_source(top) if top is not None else None
+            if source is not None:
+                tags.setdefault(SOURCE_TAG, source.to_json())
         row = ws.store.runs.create(
             run_id or uuid4().hex,
             name=name,
@@ -131,6 +143,8 @@ def start_run(
             ws.close()
         raise
     run = ActiveRun(ws, row, settings, owns_workspace=workspace is None)
+    if replay is not None:
+        replay.started.append(run.id)
     try:
         if parent_id is not None:
             ws.store.lineage.add(NODE_RUN, parent_id, NODE_RUN, run.id, REL_CONTAINS)
@@ -397,7 +411,11 @@ def resolve_dataset_version(ws: Workspace, ref: str) -> DatasetVersion:
     """A dataset version from ``name``, ``name@latest``, ``name@N`` or ``name@sha256:…``."""
     from modelyard.errors import InvalidReference
     from modelyard.refs import Ref
+    from modelyard.tracking.replay import current_replay
 
+    replay = current_replay()
+    if replay is not None:  # reproducing a run: the versions it read, not newer ones
+        ref = replay.pin(ref)
     parsed = Ref.parse(ref, kind="dataset reference")
     if parsed.alias is not None:
         raise InvalidReference(
