@@ -48,6 +48,13 @@ def err_console() -> Console:
     return Console(stderr=True, soft_wrap=True, highlight=False)
 
 
+def param_option(help_text: str) -> Callable[[F], F]:
+    """``-p/--param NAME=VALUE``, repeatable, as pipeline commands take it."""
+    return click.option(
+        "-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help=help_text
+    )
+
+
 def pass_workspace(fn: F) -> F:
     """Hand the command the workspace found from ``-C`` or the current folder."""
 

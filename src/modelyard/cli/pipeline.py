@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from modelyard.cli._common import console, pass_workspace
+from modelyard.cli._common import console, param_option, pass_workspace
 from modelyard.errors import StepFailed
 from modelyard.workspace import Workspace
 
@@ -68,14 +68,7 @@ def pipeline() -> None:
 
 @pipeline.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "-p",
-    "--param",
-    "params",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="Override a pipeline parameter (repeatable).",
-)
+@param_option("Override a pipeline parameter (repeatable).")
 @click.option("--name", help="Which pipeline, when FILE defines several.")
 @_with_run_options
 @pass_workspace
@@ -194,14 +187,7 @@ def show(ws: Workspace, run_id: str) -> None:
     help="Write the manifest here (default: standard output).",
 )
 @click.option("--image", default=None, help="The step image (default: [pipeline] image).")
-@click.option(
-    "-p",
-    "--param",
-    "params",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="Default for a workflow parameter (repeatable).",
-)
+@param_option("Default for a workflow parameter (repeatable).")
 @click.option("--name", help="Which pipeline, when FILE defines several.")
 @click.option(
     "--allow-local-state",

@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from modelyard.cli._common import console, err_console, pass_workspace
+from modelyard.cli._common import console, err_console, param_option, pass_workspace
 from modelyard.workspace import Workspace
 
 _STYLE = {"matched": "green", "differs": "red", "not checked": "yellow"}
@@ -33,14 +33,7 @@ _STYLE = {"matched": "green", "differs": "red", "not checked": "yellow"}
     type=click.Path(dir_okay=False, path_type=Path),
     help="The run's uncommitted changes (git diff HEAD --binary), for a run of a dirty tree.",
 )
-@click.option(
-    "-p",
-    "--param",
-    "params",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="Override a recorded pipeline parameter (repeatable).",
-)
+@param_option("Override a recorded pipeline parameter (repeatable).")
 @pass_workspace
 def reproduce(
     ws: Workspace,
