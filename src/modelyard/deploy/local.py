@@ -45,6 +45,7 @@ DEPLOY_DIR = "deployments"
 CANDIDATE_DIR = "candidate"
 SPLIT_FILE = "split.json"
 SPLIT_ENV = "MODELYARD_SERVE_SPLIT_FILE"
+CANDIDATE_NICE = 10
 LOG_FILE = "server.log"
 PREDLOG_DIR = "predlog"
 READY_DIR = "ready"
@@ -365,6 +366,10 @@ def start_candidate(
     _write_config(svc, version, export_model(ws, version), port, replicas, auth_url,
                   candidate_of=primary)  # fmt: skip
     master = _spawn_gunicorn(svc)
+    # Below the serving version's priority (its workers fork after this and inherit it): on a
+    # shared host the candidate takes the CPU production leaves, never the other way round.
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, master, CANDIDATE_NICE)
     if not wait_until(
         lambda: ready_workers(svc, master) >= replicas, timeout=timeout,
         alive=lambda: _alive(master),

@@ -15,6 +15,7 @@ model file is code-adjacent input we would rather not run with them.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
@@ -469,3 +470,65 @@ def _check_pair(resource: str, request: str, limit: str) -> None:
         raise InvalidParameter(f"{resource} request {request!r} must be more than zero")
     if low > high:
         raise InvalidParameter(f"{resource} request {request!r} is above its limit {limit!r}")
+
+
+# ---- a canary candidate (progressive rollouts) ----------------------------------------------
+#: The label tying a candidate's pods to the deployment they are a candidate of.
+CANDIDATE_OF = LINEAGE_PREFIX + "candidate-of"
+CANDIDATE_SUFFIX = "-candidate"
+
+
+def candidate_name(name: str) -> str:
+    """The candidate's Deployment and Service: ``<name>-candidate`` (a valid name itself)."""
+    return check_name(name + CANDIDATE_SUFFIX, "candidate name (the deployment name + -candidate)")
+
+
+def render_candidate(spec: KubeSpec) -> list[dict[str, Any]]:
+    """The candidate of deployment ``spec.name`` running ``spec``'s image: a Deployment
+    ``<name>-candidate`` (selected by :data:`CANDIDATE_OF`; no HPA or PDB: its scale is the
+    canary's share) and a Service of its own. Its pods start out of the deployment's Service;
+    :func:`candidate_serving` puts them in (a canary by replica ratio)."""
+    name = candidate_name(spec.name)
+    deployment = render_deployment(spec)
+    own = {CANDIDATE_OF: spec.name}
+    template = deployment["spec"]["template"]
+    labels = {k: v for k, v in template["metadata"]["labels"].items()
+              if k not in selector_labels(spec)}  # fmt: skip
+    template["metadata"]["labels"] = {**labels, **own}
+    container = template["spec"]["containers"][0]
+    container["env"].append({"name": "MODELYARD_SERVE_VARIANT", "value": "canary"})
+    template["spec"]["topologySpreadConstraints"][0]["labelSelector"] = {"matchLabels": own}
+    deployment["metadata"]["name"] = name
+    deployment["spec"]["selector"] = {"matchLabels": own}
+    service = render_service(spec)
+    service["metadata"]["name"] = name
+    service["spec"]["selector"] = own
+    return [deployment, service]
+
+
+def candidate_serving(
+    deployment: Mapping[str, Any], replicas: int, serving: bool
+) -> dict[str, Any]:
+    """The candidate's Deployment at ``replicas`` pods, carrying the deployment's Service
+    selector labels when ``serving`` (so the Service spreads requests over both variants'
+    pods: the candidate's share is ``replicas / (replicas + primary replicas)``)."""
+    body = copy.deepcopy(dict(deployment))
+    name = body["spec"]["selector"]["matchLabels"][CANDIDATE_OF]
+    labels = body["spec"]["template"]["metadata"]["labels"]
+    selector = {_STD + "instance": name, _STD + "managed-by": MANAGED_BY}
+    for key, value in selector.items():
+        if serving:
+            labels[key] = value
+        else:
+            labels.pop(key, None)
+    body["spec"]["replicas"] = int(replicas)
+    return body
+
+
+def canary_replicas(percent: float, primary_replicas: int) -> int:
+    """Candidate pods giving about ``percent`` of the requests beside ``primary_replicas``
+    (at least one; 100 %: as many as the primary, i.e. half: the primary is replaced after)."""
+    if percent >= 100:
+        return max(primary_replicas, 1)
+    share = percent / 100.0
+    return max(1, round(primary_replicas * share / (1.0 - share)))

@@ -7,11 +7,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from modelyard.deploy.target import (
+    CANARY,
+    REPLACE,
     ReplicaNetwork,
     Rollout,
     RolloutRequest,
     TargetDefaults,
     TargetOptions,
+    TrafficSplit,
     options_of,
     pushed_image,
     recorded,
@@ -48,6 +51,11 @@ class KubernetesOptions(TargetOptions):
         check_namespace(self.namespace)
 
 
+#: The cluster client a deployment's candidate was started with, for the rest of its rollout
+#: (clients are never recorded; None: the official client).
+_CANDIDATE_APIS: dict[str, KubeApi | None] = {}
+
+
 class KubernetesTarget(TargetDefaults):
     """Pods on a cluster; modelyard reaches them only through the API server (``kubectl`` for
     their logs, scaling and deletion)."""
@@ -58,19 +66,26 @@ class KubernetesTarget(TargetDefaults):
     publishes_port: bool = False  # a Service in the cluster; exposing it is the cluster's business
     default_replicas: int = 2
     default_timeout_s: float = 300.0
+    # canary by replica ratio (shadow needs a mirror the cluster routes: not built)
+    strategies: tuple[str, ...] = (REPLACE, CANARY)
     replica_network: ReplicaNetwork | None = ReplicaNetwork("a pod's", "pods")
 
     def image_for(self, version: ModelVersion) -> tuple[str | None, str | None]:
         return pushed_image(version, "a cluster pulls from a registry", "HOST/PATH")
 
     def plan(self, request: RolloutRequest) -> list[dict[str, Any]]:
-        from modelyard.deploy.kubernetes.manifests import KubeSpec, render_manifests
+        from modelyard.deploy.kubernetes.manifests import render_manifests
+
+        return render_manifests(self._kube_spec(request))
+
+    def _kube_spec(self, request: RolloutRequest) -> Any:
+        from modelyard.deploy.kubernetes.manifests import KubeSpec
         from modelyard.packaging.dockerfile import lineage_labels
 
         spec, version = request.spec, request.version
         options = options_of(spec, KubernetesOptions)
         assert request.image is not None
-        kube = KubeSpec(
+        return KubeSpec(
             name=spec.name,
             namespace=options.namespace,
             image=request.image,
@@ -83,7 +98,6 @@ class KubernetesTarget(TargetDefaults):
             labels=lineage_labels(request.workspace, version),
             env={AUTH_URL_ENV: request.auth_url} if request.auth_url else {},
         )
-        return render_manifests(kube)
 
     def rollout(self, request: RolloutRequest) -> Rollout:
         from modelyard.deploy.kubernetes.apply import deploy
@@ -123,3 +137,74 @@ class KubernetesTarget(TargetDefaults):
 
     def address(self, dep: Deployment) -> str:
         return f"{recorded(KubernetesOptions, dep).namespace}/{dep.name}"
+
+    # A canary by replica ratio: a Deployment <name>-candidate whose pods join the deployment's
+    # Service (its selector labels) at each step, scaled to the step's share of the pods.
+    def start_candidate(self, request: RolloutRequest) -> Rollout:
+        from modelyard.deploy.kubernetes.manifests import candidate_serving, render_candidate
+
+        manifests = render_candidate(self._kube_spec(request))
+        manifests[0] = candidate_serving(manifests[0], 1, serving=False)
+        options = options_of(request.spec, KubernetesOptions)
+        # The client is never recorded: the rollout's later calls reach the same cluster.
+        _CANDIDATE_APIS[request.spec.name] = options.api
+        self._apply(manifests, options.namespace, request.spec.timeout_s, options.api,
+                    request.version.ref)  # fmt: skip
+        return Rollout({"manifest": manifests[0], "namespace": options.namespace,
+                        "timeout_s": request.spec.timeout_s})  # fmt: skip
+
+    def _apply(
+        self, manifests: list[dict[str, Any]], namespace: str, timeout_s: float,
+        api: KubeApi | None, what: str,
+    ) -> None:  # fmt: skip
+        from modelyard.deploy.kubernetes.apply import deploy
+
+        result = deploy(manifests, namespace=namespace, timeout_s=timeout_s, api=api)
+        if not result.ok:
+            reasons = "; ".join(result.reasons) or result.outcome
+            raise RolloutFailed(f"candidate {what} did not become ready in {namespace}: "
+                                f"{reasons}", reasons)  # fmt: skip
+
+    def _candidate(self, dep: Deployment) -> dict[str, Any]:
+        candidate = (dep.config or {}).get("candidate")
+        if not candidate or "manifest" not in candidate:
+            raise DeployError(f"deployment {dep.name!r} has no candidate running")
+        return dict(candidate)
+
+    def set_split(self, ws: Workspace, dep: Deployment, split: TrafficSplit | None) -> None:
+        from modelyard.deploy.kubernetes.manifests import canary_replicas, candidate_serving
+
+        if split is not None and split.mode != CANARY:
+            raise DeployError(f"the {self.name} target has no {split.mode} (only canary)")
+        candidate = self._candidate(dep)
+        replicas = canary_replicas(split.percent, dep.replicas) if split is not None else 1
+        body = candidate_serving(candidate["manifest"], replicas, serving=split is not None)
+        api = _CANDIDATE_APIS.get(dep.name)
+        self._apply([body], candidate["namespace"], float(candidate["timeout_s"]), api,
+                    f"{dep.name} candidate")  # fmt: skip
+
+    def candidate_fault(self, ws: Workspace, dep: Deployment) -> str | None:
+        from modelyard.deploy.kubernetes.client import OfficialKubeApi
+        from modelyard.deploy.kubernetes.manifests import CANDIDATE_OF
+
+        candidate = self._candidate(dep)
+        api = _CANDIDATE_APIS.get(dep.name) or OfficialKubeApi.from_config()
+        pods = api.list_pods(candidate["namespace"], f"{CANDIDATE_OF}={dep.name}")
+        for pod in pods:
+            for status in (pod.get("status") or {}).get("containerStatuses") or []:
+                if int(status.get("restartCount") or 0) > 0:
+                    name = (pod.get("metadata") or {}).get("name")
+                    return f"candidate pod {name} restarted {status['restartCount']} time(s)"
+        return None
+
+    def stop_candidate(self, ws: Workspace, dep: Deployment) -> None:
+        from modelyard.deploy.kubernetes.client import OfficialKubeApi
+        from modelyard.deploy.kubernetes.manifests import candidate_name
+
+        candidate = (dep.config or {}).get("candidate") or {}
+        if not candidate and dep.name not in _CANDIDATE_APIS:
+            return  # stopped already, or never started
+        namespace = candidate.get("namespace") or recorded(KubernetesOptions, dep).namespace
+        api = _CANDIDATE_APIS.pop(dep.name, None) or OfficialKubeApi.from_config()
+        for kind in ("Deployment", "Service"):
+            api.delete(kind, candidate_name(dep.name), namespace)
