@@ -236,3 +236,52 @@ def test_reference_from_a_dataset_profile(workspace: Any, tmp_path: Path) -> Non
     assert set(ref.feature("plan").counts) == {"a", "b"}
     report = detect_drift(ref, {"x": rng.normal(1.0, 1.0, 500), "plan": ["a"] * 500})
     assert report.drifted_features == ["x", "plan"]
+
+
+@pytest.mark.parametrize("rows", [2000, 200_000])
+def test_numeric_statistics_from_one_sort_equal_scipys_and_numpys(rows: int) -> None:
+    """KS, PSI bins, chart bins, quantiles and findings come from one sorted copy of the
+    window; they must be what scipy's ks_2samp, np.histogram and np.bincount give on the raw
+    window — with ties (rounded values shared with the reference), NaN, ±Infinity and values
+    outside the reference range."""
+    from scipy import stats
+
+    rng = np.random.default_rng(rows)
+    ref_values = np.round(rng.normal(0.0, 1.0, 10_000), 2)
+    reference = Reference.from_columns({"x": ref_values}, source="ref")
+    window = np.round(rng.normal(0.1, 1.2, rows), 2)
+    window[rng.integers(rows, size=rows // 50)] = np.nan
+    window[:3] = [np.inf, -np.inf, 99.0]
+    feature = detect_drift(reference, {"x": window}).feature("x")
+
+    ref = reference.feature("x").values
+    finite = window[np.isfinite(window)]
+    expected = stats.ks_2samp(ref, finite, method="asymp")
+    assert feature.statistic == expected.statistic  # bit for bit
+    assert feature.p_value == pytest.approx(float(expected.pvalue), rel=1e-12, abs=1e-300)
+    edges = np.asarray(feature.bins)
+    view, _ = np.histogram(np.clip(finite, edges[0], edges[-1]), bins=edges)
+    assert np.allclose(feature.current_share, view / len(finite))
+    ref_view, _ = np.histogram(np.clip(ref, edges[0], edges[-1]), bins=edges)
+    assert np.allclose(feature.reference_share, ref_view / len(ref))
+    inner, ref_counts = reference.feature("x").psi_edges
+    counts = np.bincount(np.searchsorted(inner, finite, side="right"), minlength=len(inner) + 1)
+    p_ref = (ref_counts + 0.5) / (ref_counts.sum() + 0.5 * len(ref_counts))
+    p_cur = (counts + 0.5) / (counts.sum() + 0.5 * len(counts))
+    psi = stats.entropy(p_cur, p_ref) + stats.entropy(p_ref, p_cur)
+    assert feature.psi == pytest.approx(psi, rel=1e-12)
+    grid = (np.arange(1000) + 0.5) / 1000
+    ordered = np.sort(finite)
+    w1 = stats.wasserstein_distance(
+        ref[(grid * len(ref)).astype(np.int64)],
+        ordered[(grid * len(ordered)).astype(np.int64)],
+    ) / reference.feature("x").scale
+    assert feature.wasserstein == pytest.approx(w1, rel=1e-12)
+    assert feature.missing_share == pytest.approx(np.isnan(window).mean())
+    report = detect_drift(reference, {"x": window})
+    (out_of_range,) = [f for f in report.findings if f.kind == "out_of_range"]
+    present = window[~np.isnan(window)]
+    below = int((present < ref.min()).sum())
+    above = int((present > ref.max()).sum())
+    assert out_of_range.count == below + above
+    assert out_of_range.examples == (f"min {present.min():g}", f"max {present.max():g}")

@@ -224,22 +224,36 @@ def _smoothed(counts: np.ndarray) -> np.ndarray:
 def _numeric(
     ref: FeatureReference, raw: Any, config: DriftConfig
 ) -> tuple[FeatureDrift, list[Finding]]:
+    """One numeric feature, from a single sort of the window's column.
+
+    Everything else is a binary search in that sorted copy (NaN sorts last, ±Infinity at the
+    ends): the missing and non-finite counts, the values outside the reference range, the
+    quantiles, the PSI and chart bin counts — and the KS statistic, which only needs the
+    window's counts at the reference sample's points (its steps), so a 1 M-row window against
+    a 10 k-row sample costs 20 k binary searches, not scipy's search of all 1.01 M points twice.
+    The numbers are the same as ``ks_2samp``'s, ``np.histogram``'s and ``np.bincount``'s on
+    the unsorted window (the tests compare them)."""
     import numpy as np
     from scipy import stats
 
     values, bad = as_numeric(raw)
     total = len(values)
-    nan = np.isnan(values)
-    present = values[~nan] if nan.any() else values
-    finite_mask = np.isfinite(present)
-    cur = present[finite_mask] if not finite_mask.all() else present
+    ordered = np.sort(values)
+    present = ordered[: int(np.searchsorted(ordered, np.nan, side="left"))]  # NaN sort last
+    first = int(np.searchsorted(present, -np.inf, side="right"))
+    last = int(np.searchsorted(present, np.inf, side="left"))
+    cur = present[first:last]  # the finite values, sorted (a view, no copy)
     findings: list[Finding] = []
     if bad:
         findings.append(
             Finding(ref.name, "not_numeric", bad, bad / total, f"{bad} values are not numbers")
         )
-    low = int((present < ref.min).sum()) if ref.min is not None else 0
-    high = int((present > ref.max).sum()) if ref.max is not None else 0
+    low = int(np.searchsorted(present, ref.min, side="left")) if ref.min is not None else 0
+    high = (
+        len(present) - int(np.searchsorted(present, ref.max, side="right"))
+        if ref.max is not None
+        else 0
+    )
     if low or high:
         count = low + high
         findings.append(
@@ -250,7 +264,7 @@ def _numeric(
                 count / total,
                 f"{count} values outside the reference range [{ref.min:g}, {ref.max:g}]"
                 f" ({low} below, {high} above)",
-                (f"min {float(present.min()):g}", f"max {float(present.max()):g}"),
+                (f"min {float(present[0]):g}", f"max {float(present[-1]):g}"),
             )
         )
     reference = ref.values if ref.values is not None else np.empty(0)
@@ -269,8 +283,11 @@ def _numeric(
     )
     if m < config.min_rows or n < 2:
         return base, findings
-    cur = np.sort(cur)  # once: the tests below re-sort cheaply, quantiles become indexing
-    ks = stats.ks_2samp(reference, cur, method="asymp" if n * m > 100_000 else "auto")
+    if n * m > 100_000:
+        statistic, p_value = _ks_sorted(ref, cur)
+    else:  # small samples: scipy's exact distribution
+        ks = stats.ks_2samp(reference, cur, method="auto")
+        statistic, p_value = float(ks.statistic), float(ks.pvalue)
     # W1 between the two quantile functions sampled on a grid of ≤ QUANTILE_GRID points:
     # exact up to that resolution, and independent of the window size in cost.
     grid = (np.arange(min(QUANTILE_GRID, n, m)) + 0.5) / min(QUANTILE_GRID, n, m)
@@ -282,7 +299,7 @@ def _numeric(
     )
     inner, ref_counts = ref.psi_edges
     k = len(inner) + 1
-    cur_counts = np.bincount(np.searchsorted(inner, cur, side="right"), minlength=k)
+    cur_counts = _bin_counts(cur, inner)  # bin j: inner[j-1] <= x < inner[j]
     p_ref, p_cur = _smoothed(ref_counts), _smoothed(cur_counts)
     psi = float(stats.entropy(p_cur, p_ref) + stats.entropy(p_ref, p_cur))
     scale = 1.0 / n + 1.0 / m
@@ -290,14 +307,15 @@ def _numeric(
     lo = float(min(reference[n // 200], cur[m // 200]))
     hi = float(max(reference[-1 - n // 200], cur[-1 - m // 200]))
     edges = np.linspace(lo, hi, VIEW_BINS + 1) if hi > lo else np.array([lo - 0.5, lo + 0.5])
-    view_ref, _ = np.histogram(np.clip(reference, edges[0], edges[-1]), bins=edges)
-    view_cur, _ = np.histogram(np.clip(cur, edges[0], edges[-1]), bins=edges)
+    # np.histogram of the values clipped to [edges[0], edges[-1]]: the outer bins take the tails
+    view_ref = _bin_counts(reference, edges[1:-1])
+    view_cur = _bin_counts(cur, edges[1:-1])
     return (
         FeatureDrift(
             **{
                 **asdict(base),
-                "statistic": float(ks.statistic),
-                "p_value": float(ks.pvalue),
+                "statistic": statistic,
+                "p_value": p_value,
                 "psi": psi,
                 "psi_threshold": psi_threshold,
                 "wasserstein": float(wasserstein),
@@ -308,6 +326,41 @@ def _numeric(
         ),
         findings,
     )
+
+
+def _bin_counts(ordered: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """Counts of the sorted ``ordered`` in the bins split at ``inner`` (bin j holds
+    ``inner[j-1] <= x < inner[j]``; the first and last are open-ended)."""
+    import numpy as np
+
+    cuts = np.searchsorted(ordered, inner, side="left")
+    counts: np.ndarray = np.diff(cuts, prepend=0, append=len(ordered))
+    return counts
+
+
+def _ks_sorted(ref: FeatureReference, cur: np.ndarray) -> tuple[float, float]:
+    """``scipy.stats.ks_2samp(ref.values, cur, method="asymp")`` for a sorted ``cur``, from the
+    window's counts at the reference points.
+
+    Between two reference points the reference CDF is flat, so ``F_ref - F_cur`` is largest at
+    a reference point and ``F_cur - F_ref`` just below one (or at one): the same integer counts
+    scipy divides at its maximising points, hence the same statistic, bit for bit."""
+    import numpy as np
+    from scipy import stats
+
+    reference = ref.values
+    n, m = len(reference), len(cur)
+    ref_le, ref_lt = ref.ecdf_counts
+    cur_le = np.searchsorted(cur, reference, side="right")
+    cur_lt = np.searchsorted(cur, reference, side="left")
+    max_s = float(np.max(ref_le / n - cur_le / m))
+    min_s = max(float(np.max(cur_le / m - ref_le / n)), float(np.max(cur_lt / m - ref_lt / n)))
+    min_s = min(max(min_s, 0.0), 1.0)
+    d = min_s if min_s > max_s else max_s
+    big, small = sorted([float(n), float(m)], reverse=True)
+    en = big * small / (big + small)
+    p_value = float(np.clip(stats.kstwo.sf(d, np.round(en)), 0, 1))
+    return d, p_value
 
 
 def _categorical(

@@ -59,6 +59,18 @@ class FeatureReference:
         return inner, counts
 
     @functools.cached_property
+    def ecdf_counts(self) -> tuple[Any, Any]:
+        """For each (sorted) sample value: how many sample values are ``<=`` it and ``<`` it
+        — the reference CDF at its own steps, from the right and from the left."""
+        import numpy as np
+
+        values = self.values if self.values is not None else np.empty(0)
+        return (
+            np.searchsorted(values, values, side="right"),
+            np.searchsorted(values, values, side="left"),
+        )
+
+    @functools.cached_property
     def scale(self) -> float:
         """What a Wasserstein distance is divided by: the std, else the IQR, else 1."""
         import numpy as np
