@@ -481,10 +481,70 @@ def test_kubernetes_job_refuses_csv_and_a_version_without_image(
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Any:
+    """The local cluster ``--engine ray`` starts for a job (the same function)."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    from modelyard.batch.engines import start_local_ray
+
+    start_local_ray(num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+def _listening(pids: set[int]) -> list[tuple[int, str, int]]:
+    """(pid, address, port) of every listening TCP socket (IPv4 and IPv6) the processes hold,
+    read from /proc: each socket's inode in /proc/net/tcp{,6}, matched to the fds."""
+    import ipaddress
+
+    listening: dict[str, tuple[str, int]] = {}
+    for table, size in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        with open(table) as fh:
+            next(fh)
+            for line in fh:
+                fields = line.split()
+                address, port = fields[1].split(":")
+                if fields[3] != "0A":  # TCP_LISTEN
+                    continue
+                raw = bytes.fromhex(address)
+                # each 32-bit word is in host (little-endian) order
+                packed = b"".join(raw[i : i + 4][::-1] for i in range(0, size, 4))
+                listening[fields[9]] = (str(ipaddress.ip_address(packed)), int(port, 16))
+    found = []
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inode = target[len("socket:[") : -1]
+                if inode in listening:
+                    found.append((pid, *listening[inode]))
+    return found
+
+
+@pytest.mark.slow
+def test_the_local_ray_cluster_listens_on_loopback_only(ray_cluster: Any) -> None:
+    import ipaddress
+
+    import psutil
+
+    @ray_cluster.remote
+    def pid() -> int:
+        return os.getpid()
+
+    worker = ray_cluster.get(pid.remote())  # a worker is up: every kind of process is running
+    ray_pids = {p.pid for p in psutil.Process().children(recursive=True)}
+    assert worker in ray_pids
+    sockets = _listening(ray_pids)
+    names = {psutil.Process(p).name() for p, _, _ in sockets}
+    assert {"gcs_server", "raylet"} <= names, names  # the scan does see Ray's servers
+    exposed = [s for s in sockets if not ipaddress.ip_address(s[1]).is_loopback]
+    assert not exposed, f"Ray listens beyond loopback: {exposed}"
+    assert ray_cluster.util.get_node_ip_address() == "127.0.0.1"
 
 
 @pytest.mark.slow
@@ -509,6 +569,59 @@ def test_ray_engine_scores_the_same_rows_as_the_local_one(
         modelyard.predict("clf@1", bad, output="never", engine="ray", batch_rows=100, workspace=ws)
     with pytest.raises(NotFound):
         data.versions("never", workspace=ws)
+
+
+def test_prefetch_hands_over_items_and_errors_in_order_and_stops_early() -> None:
+    import threading
+
+    from modelyard.serving.batch import prefetch
+
+    closed = []
+
+    def items(fail_at: int | None = None) -> Any:
+        try:
+            for i in range(10):
+                if i == fail_at:
+                    raise ValueError(f"bad item {i}")
+                yield i
+        finally:
+            closed.append(threading.current_thread().name)
+
+    assert list(prefetch(items(), depth=2)) == list(range(10))
+    got = []
+    with pytest.raises(ValueError, match="bad item 4"):
+        for i in prefetch(items(fail_at=4)):
+            got.append(i)
+    assert got == [0, 1, 2, 3]  # everything before the error, in order
+    early = prefetch(items(), depth=1)
+    assert [next(early), next(early)] == [0, 1]
+    early.close()  # the consumer stops: the producer stops and the source is closed
+    assert len(closed) == 3
+    assert not [t for t in threading.enumerate() if t.name == "modelyard-prefetch"]
+
+
+def test_the_batch_writer_raises_the_writers_error_and_abort_drops_the_rest(
+    tmp_path: Path,
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from modelyard.serving.batch import BatchWriter
+
+    good = pa.RecordBatch.from_pydict({"row_id": pa.array([0, 1], pa.int64())})
+    with BatchWriter(tmp_path / "ok.parquet") as writer:
+        for _ in range(5):
+            writer.write(good)
+    assert pq.read_table(tmp_path / "ok.parquet").num_rows == 10
+    wrong = pa.RecordBatch.from_pydict({"other": pa.array(["x"])})
+    writer = BatchWriter(tmp_path / "bad.parquet", depth=1)
+    writer.write(good)
+    with pytest.raises(Exception, match="schema"):  # pyarrow: the batch does not fit the file
+        writer.write(wrong)
+        for _ in range(3):  # the error surfaces at a later write at the latest
+            writer.write(good)
+        writer.close()
+    writer.abort()  # idempotent after an error: nothing hangs
 
 
 @pytest.mark.parametrize("kind", ["forest", "tree", "logistic", "multiclass", "bayes"])

@@ -1,7 +1,8 @@
 """Where chunks are scored: in this process, or spread over a Ray cluster.
 
-An engine takes a :class:`ScoringJob` and yields the result record batches **in input order**;
-the caller writes them. Both engines score with the same
+An engine takes a :class:`ScoringJob` and gives a context manager: entering it loads the model
+(and starts a cluster when needed), its value yields the result record batches **in input
+order**, which the caller writes. Both engines score with the same
 :class:`~modelyard.serving.batch.ChunkScorer`, so validation and outputs cannot differ.
 
 Ray: one actor per worker CPU (or ``workers``) loads the model once, from the model folder's
@@ -52,13 +53,20 @@ def input_chunks(job: ScoringJob) -> Iterator[pa.RecordBatch]:
     return rechunk(stream(job.sources, job.schema, job.batch_rows), job.batch_rows)
 
 
-def score_local(job: ScoringJob) -> Iterator[pa.RecordBatch]:
+@contextlib.contextmanager
+def score_local(job: ScoringJob) -> Iterator[Iterator[pa.RecordBatch]]:
+    """The model loaded in this process; the chunks are read one ahead by a thread of their
+    own (:func:`~modelyard.serving.batch.prefetch`), so reading overlaps scoring."""
     from modelyard.flavors import load_model
-    from modelyard.serving.batch import ChunkScorer
+    from modelyard.serving.batch import ChunkScorer, prefetch
 
     model = load_model(job.model_dir, allow_pickle=job.allow_pickle)
     scorer = ChunkScorer(model, carry=job.carry, max_rows=job.batch_rows)
-    yield from scorer.score_all(input_chunks(job))
+    chunks = prefetch(input_chunks(job))
+    try:
+        yield scorer.score_all(chunks)
+    finally:
+        chunks.close()
 
 
 class _RayScorer:
@@ -78,6 +86,9 @@ class _RayScorer:
         model = load_model(self.folder, allow_pickle=allow_pickle)
         self.scorer = ChunkScorer(model, carry=carry, max_rows=rows)
 
+    def ready(self) -> bool:
+        return True
+
     def score(self, batch: pa.RecordBatch, first_row: int) -> pa.RecordBatch:
         return self.scorer.score(batch, first_row)
 
@@ -91,20 +102,63 @@ def _model_files(folder: Path) -> dict[str, bytes]:
     return {rel: path.read_bytes() for rel, path, _ in walk_files(folder)}
 
 
+LOOPBACK = "127.0.0.1"
+# Ray replaces a loopback node address by the host's own (``resolve_ip_for_localhost``) unless
+# "clusters" are off, as on a laptop; its servers then bind that address. Off for the start of
+# a job's own cluster, so every process binds loopback; usage stats are never sent.
+_LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def start_local_ray(num_cpus: int | None = None) -> None:
+    """A Ray cluster on this machine for one job, reachable from this machine only: every Ray
+    process binds loopback addresses (by default Ray binds the host's own interface address),
+    and no dashboard is served. Ray's processes inherit the settings while they start; this
+    process gets its own back afterwards, so a later ``ray.init(address=...)`` to a real
+    cluster still announces this machine's address."""
+    import os
+
+    import ray
+    from ray._private import ray_constants
+
+    saved_env = {key: os.environ.get(key) for key in _LOCAL_ONLY_ENV}
+    saved_flag = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ.update(_LOCAL_ONLY_ENV)
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read when ray.init resolves the node address
+    try:
+        ray.init(
+            num_cpus=num_cpus,
+            _node_ip_address=LOOPBACK,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
 def score_ray(
     job: ScoringJob, *, address: str | None = None, workers: int | None = None
-) -> Iterator[pa.RecordBatch]:
+) -> Iterator[Iterator[pa.RecordBatch]]:
     """Score on the Ray cluster at ``address`` (default: the one this process is connected to,
-    else a local one started for this job and stopped after it)."""
+    else a local one started for this job, on loopback only, and stopped after it). Entering
+    waits until every actor has loaded the model."""
     try:
         import ray
     except ImportError:
         raise InvalidParameter("--engine ray needs Ray: pip install 'modelyard[ray]'") from None
-    from modelyard.errors import InvalidInput, ModelyardError
 
     started = False
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        if address is None:
+            start_local_ray()
+        else:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
         started = True
     actors: list[Any] = []
     try:
@@ -115,28 +169,8 @@ def score_ray(
             actor_class.remote(files, job.allow_pickle, job.carry, job.batch_rows)
             for _ in range(count)
         ]
-        pending: collections.deque[Any] = collections.deque()
-
-        def take() -> pa.RecordBatch:
-            try:
-                return ray.get(pending.popleft())
-            except ray.exceptions.RayTaskError as exc:
-                cause = getattr(exc, "cause", None)  # the worker's own exception
-                if isinstance(cause, InvalidInput):
-                    raise InvalidInput(cause.message, cause.field) from None
-                if isinstance(cause, ModelyardError):
-                    raise ModelyardError(cause.message) from None
-                raise
-
-        first_row = 0
-        for index, chunk in enumerate(input_chunks(job)):
-            actor = actors[index % count]
-            pending.append(actor.score.remote(chunk, first_row))
-            first_row += chunk.num_rows
-            if len(pending) >= count * IN_FLIGHT_PER_WORKER:
-                yield take()
-        while pending:
-            yield take()
+        _ray_get(ray, [actor.ready.remote() for actor in actors])
+        yield _ray_results(ray, job, actors)
     finally:
         for actor in actors:
             with contextlib.suppress(Exception):
@@ -146,7 +180,42 @@ def score_ray(
             ray.shutdown()
 
 
-Engine = Callable[[ScoringJob], Iterator["pa.RecordBatch"]]
+def _ray_get(ray: Any, ref: Any) -> Any:
+    """``ray.get``, with a worker's modelyard error raised as itself (one clear line)."""
+    from modelyard.errors import InvalidInput, ModelyardError
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)  # the worker's own exception
+        if isinstance(cause, InvalidInput):
+            raise InvalidInput(cause.message, cause.field) from None
+        if isinstance(cause, ModelyardError):
+            raise ModelyardError(cause.message) from None
+        raise
+
+
+def _ray_results(ray: Any, job: ScoringJob, actors: list[Any]) -> Iterator[pa.RecordBatch]:
+    """Chunks dealt round-robin, ``IN_FLIGHT_PER_WORKER`` per actor; results in input order."""
+    from modelyard.serving.batch import prefetch
+
+    count = len(actors)
+    pending: collections.deque[Any] = collections.deque()
+    first_row = 0
+    with contextlib.closing(prefetch(input_chunks(job))) as chunks:
+        for index, chunk in enumerate(chunks):
+            actor = actors[index % count]
+            pending.append(actor.score.remote(chunk, first_row))
+            first_row += chunk.num_rows
+            if len(pending) >= count * IN_FLIGHT_PER_WORKER:
+                yield _ray_get(ray, pending.popleft())
+    while pending:
+        yield _ray_get(ray, pending.popleft())
+
+
+Engine = Callable[[ScoringJob], contextlib.AbstractContextManager[Iterator["pa.RecordBatch"]]]
+"""Entering an engine loads the model (and starts what it needs); the value is the iterator
+of result batches in input order; leaving releases everything."""
 
 
 def engine(name: str, *, address: str | None = None, workers: int | None = None) -> Engine:

@@ -54,7 +54,8 @@ class BatchResult:
     input: DatasetVersion
     run_id: str
     rows: int
-    seconds: float
+    seconds: float  # scoring: from the loaded model to the last row written
+    cpu_seconds: float  # CPU time of this process (all its threads) over those seconds
     drift: BatchDrift
     checks: tuple[CheckResult, ...] = ()  # monitor passes of the deployments serving the model
     report: Path | None = None
@@ -185,10 +186,12 @@ class _Job:
         ):
             run.use_dataset(self.input.ref)
             ws.store.lineage.add("model_version", self.version.ref, "run", run.id, "input")
-            started = time.perf_counter()
             target = scratch / f"{self.output}.parquet"
-            rows = _write(score(self.scoring), target, self.rows, progress)
-            seconds = time.perf_counter() - started
+            with score(self.scoring) as batches:  # the model is loaded: the clock starts
+                started, cpu_started = time.perf_counter(), time.process_time()
+                rows = _write(batches, target, self.rows, progress)
+                seconds = time.perf_counter() - started
+                cpu_seconds = time.process_time() - cpu_started
             added = add(
                 target,
                 name=self.output,
@@ -196,7 +199,14 @@ class _Job:
                 workspace=ws,
             ).version
             run.add_output("dataset_version", added.ref)
-            run.log_metrics({"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds})
+            run.log_metrics(
+                {
+                    "rows": rows,
+                    "seconds": seconds,
+                    "rows_per_s": rows / seconds,
+                    "cpu_seconds": cpu_seconds,
+                }
+            )
             drift = batch_drift(ws, self.version, self.input)
             if drift.report is not None:
                 run.log_metrics({k: v for k, v in drift.metrics.items() if v is not None})
@@ -220,6 +230,7 @@ class _Job:
             run_id=run.id,
             rows=rows,
             seconds=seconds,
+            cpu_seconds=cpu_seconds,
             drift=drift,
             checks=tuple(checks),
             report=Path(report) if report is not None and drift.report is not None else None,
@@ -227,26 +238,17 @@ class _Job:
 
 
 def _write(batches: Any, target: Path, total: int, progress: BatchProgress | None) -> int:
-    import pyarrow.parquet as pq
+    """Write ``batches`` into ``target`` from a writer thread (encoding overlaps scoring)."""
+    from modelyard.serving.batch import BatchWriter
 
-    from modelyard.serving.batch import writer_options
-
-    writer = None
-    rows = 0
-    try:
+    with BatchWriter(target) as writer:
         for batch in batches:
-            if writer is None:
-                writer = pq.ParquetWriter(target, batch.schema, **writer_options(batch.schema))
-            writer.write_batch(batch)
-            rows += batch.num_rows
+            writer.write(batch)
             if progress is not None:
-                progress(rows, total)
-    finally:
-        if writer is not None:
-            writer.close()
-    if rows != total:
-        raise DataError(f"scored {rows} rows, but the input has {total}")
-    return rows
+                progress(writer.rows, total)
+    if writer.rows != total:
+        raise DataError(f"scored {writer.rows} rows, but the input has {total}")
+    return writer.rows
 
 
 @contextlib.contextmanager

@@ -196,21 +196,46 @@ def read_meta(path: Path) -> ModelMeta:
     return ModelMeta.from_dict(data)
 
 
-def _frame(columns: dict[str, Any]) -> Any:
+Allocate = Callable[[tuple[int, int], Any], np.ndarray[Any, Any]]
+"""``allocate(shape, dtype)``: an uninitialised array for a model's input block. Batch scoring
+passes one backed by pyarrow's memory pool, which keeps its pages between chunks; a fresh
+``np.empty`` of 15 MB pays a page fault per 4 KiB every time (8 ms of 11 per 65,536 x 30 chunk)."""
+
+
+def _frame(columns: dict[str, Any], allocate: Allocate = np.empty) -> Any:
     import pandas as pd
 
     arrays = list(columns.values())
-    if len(arrays) > 1 and all(a.dtype.kind in "biuf" for a in arrays):
-        dtypes = {a.dtype for a in arrays}
-        if len(dtypes) == 1:
-            # One 2-D block: a frame of N separate column blocks is interleaved again by every
-            # estimator's to_numpy (measured 0.37 s against 0.01 s for 65,536 x 30 floats).
-            return pd.DataFrame(np.column_stack(arrays), columns=list(columns), copy=False)
+    if len(arrays) > 1 and _one_block(arrays):
+        # One 2-D block: a frame of N separate column blocks is interleaved again by every
+        # estimator's to_numpy (measured 0.37 s against 0.01 s for 65,536 x 30 floats).
+        # The block is laid out column after column, as pandas stores it and as pyarrow's
+        # to_pandas builds it: each column is one contiguous copy (3 ms for 65,536 x 30
+        # floats against 9 ms for the row-major np.column_stack).
+        block = allocate((len(arrays), len(arrays[0])), arrays[0].dtype)
+        for i, values in enumerate(arrays):
+            block[i] = values
+        return pd.DataFrame(block.T, columns=list(columns), copy=False)
     return pd.DataFrame(columns, copy=False)
 
 
-def _matrix(columns: dict[str, Any]) -> np.ndarray[Any, Any]:
+def _one_block(arrays: list[Any]) -> bool:
+    """Whether ``arrays`` are numeric columns of one dtype and length (one 2-D block)."""
+    return (
+        bool(arrays)
+        and all(a.dtype.kind in "biuf" and a.ndim == 1 for a in arrays)
+        and len({a.dtype for a in arrays}) == 1
+        and len({len(a) for a in arrays}) == 1
+    )
+
+
+def _matrix(columns: dict[str, Any], allocate: Allocate = np.empty) -> np.ndarray[Any, Any]:
     arrays = list(columns.values())
+    if _one_block(arrays):
+        matrix = allocate((len(arrays[0]), len(arrays)), arrays[0].dtype)
+        for j, values in enumerate(arrays):
+            matrix[:, j] = values
+        return matrix
     if all(a.dtype.kind in "biuf" for a in arrays):
         return np.column_stack(arrays)
     return np.column_stack([a.astype(object) for a in arrays])
@@ -261,7 +286,7 @@ class LoadedModel:
             else None
         )
 
-    def _prepare(self, batch: Any) -> tuple[Any, int]:
+    def _prepare(self, batch: Any, allocate: Allocate = np.empty) -> tuple[Any, int]:
         names = self.meta.signature.input_names
         if (
             isinstance(batch, np.ndarray)
@@ -281,9 +306,9 @@ class LoadedModel:
             columns = {k: np.asarray(v) for k, v in batch.items()}
             rows = len(next(iter(columns.values()))) if columns else 0
             if self._wants == "frame":
-                return _frame(columns), rows
+                return _frame(columns, allocate), rows
             if self._wants == "matrix":
-                return _matrix(columns), rows
+                return _matrix(columns, allocate), rows
             return columns, rows
         if type(batch).__name__ == "DataFrame":
             if self._wants == "frame":
@@ -301,11 +326,12 @@ class LoadedModel:
         return _normalize(self._predict(prepared), rows)
 
     def predict_with_proba(
-        self, batch: Any
+        self, batch: Any, *, allocate: Allocate = np.empty
     ) -> tuple[np.ndarray[Any, Any] | dict[str, np.ndarray[Any, Any]], np.ndarray[Any, Any] | None]:
         """Predictions and, for a classifier that has them, class probabilities (one column
-        per entry of :attr:`classes`), from one preparation of ``batch``."""
-        prepared, rows = self._prepare(batch)
+        per entry of :attr:`classes`), from one preparation of ``batch``. ``allocate`` makes
+        the input block the model is given (see :data:`Allocate`)."""
+        prepared, rows = self._prepare(batch, allocate)
         if self._proba is None:
             return _normalize(self._predict(prepared), rows), None
         proba = np.asarray(self._proba(prepared))
