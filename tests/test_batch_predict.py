@@ -588,10 +588,9 @@ def test_prefetch_hands_over_items_and_errors_in_order_and_stops_early() -> None
             closed.append(threading.current_thread().name)
 
     assert list(prefetch(items(), depth=2)) == list(range(10))
-    got = []
+    got: list[int] = []
     with pytest.raises(ValueError, match="bad item 4"):
-        for i in prefetch(items(fail_at=4)):
-            got.append(i)
+        got.extend(prefetch(items(fail_at=4)))
     assert got == [0, 1, 2, 3]  # everything before the error, in order
     early = prefetch(items(), depth=1)
     assert [next(early), next(early)] == [0, 1]
@@ -616,11 +615,15 @@ def test_the_batch_writer_raises_the_writers_error_and_abort_drops_the_rest(
     wrong = pa.RecordBatch.from_pydict({"other": pa.array(["x"])})
     writer = BatchWriter(tmp_path / "bad.parquet", depth=1)
     writer.write(good)
-    with pytest.raises(Exception, match="schema"):  # pyarrow: the batch does not fit the file
+
+    def write_all() -> None:
         writer.write(wrong)
         for _ in range(3):  # the error surfaces at a later write at the latest
             writer.write(good)
         writer.close()
+
+    with pytest.raises(Exception, match="schema"):  # pyarrow: the batch does not fit the file
+        write_all()
     writer.abort()  # idempotent after an error: nothing hangs
 
 

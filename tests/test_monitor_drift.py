@@ -272,10 +272,13 @@ def test_numeric_statistics_from_one_sort_equal_scipys_and_numpys(rows: int) -> 
     assert feature.psi == pytest.approx(psi, rel=1e-12)
     grid = (np.arange(1000) + 0.5) / 1000
     ordered = np.sort(finite)
-    w1 = stats.wasserstein_distance(
-        ref[(grid * len(ref)).astype(np.int64)],
-        ordered[(grid * len(ordered)).astype(np.int64)],
-    ) / reference.feature("x").scale
+    w1 = (
+        stats.wasserstein_distance(
+            ref[(grid * len(ref)).astype(np.int64)],
+            ordered[(grid * len(ordered)).astype(np.int64)],
+        )
+        / reference.feature("x").scale
+    )
     assert feature.wasserstein == pytest.approx(w1, rel=1e-12)
     assert feature.missing_share == pytest.approx(np.isnan(window).mean())
     report = detect_drift(reference, {"x": window})
