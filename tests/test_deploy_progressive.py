@@ -147,3 +147,32 @@ def test_a_bad_canary_is_aborted_at_the_first_step(
     actions = pg.rollouts(ws, NAME)
     assert actions[0]["status"] == pg.ABORTED
     assert failing in actions[0]["reason"]
+
+
+def test_the_cli_runs_a_canary_and_exits_non_zero_on_an_abort(
+    served: tuple[Workspace, int, str],
+) -> None:
+    ws, port, v1 = served
+    good, flaky = register(ws, SignToo()), register(ws, Flaky())
+    runner = CliRunner()
+    common = ["--name", NAME, "--target", "local", "--port", str(port), "--strategy", "canary",
+              "--steps", "50,100", "--interval", "3s", "--check", "min_requests=10",
+              "--check", "latency_p99_slack_ms=150", "--check", "min_labels=10000"]  # fmt: skip
+    refused = runner.invoke(cli, ["deploy", good, *common, "--check", "nope=1"])
+    assert refused.exit_code != 0
+    assert "unknown analysis threshold 'nope'" in refused.output
+    with Load(f"http://127.0.0.1:{port}", model="sign") as load:
+        _warm(load)
+        passed = runner.invoke(cli, ["deploy", good, *common, "--alias", ""])
+        aborted = runner.invoke(cli, ["deploy", flaky, *common])
+    assert passed.exit_code == 0, passed.output
+    assert "step 1: canary 50 %" in passed.output
+    assert "step 2: canary 100 %" in passed.output
+    assert f"{good} passed 2 step(s) and serves {NAME}" in passed.output
+    assert aborted.exit_code == 1, aborted.output
+    assert "aborted, the serving version keeps all the traffic" in aborted.output
+    assert "error rate" in aborted.output
+    assert load.failed == []
+    dep = deploy.get_deployment(NAME, workspace=ws)
+    assert dep.current is not None
+    assert dep.current.model_ref == good
