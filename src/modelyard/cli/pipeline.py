@@ -48,9 +48,8 @@ _run_options = [
     click.option(
         "--runner",
         type=click.Choice(["local", "docker"]),
-        default="local",
-        show_default=True,
-        help="Where steps run.",
+        default=None,
+        help="Where steps run (run: local; resume: where the original run ran).",
     ),
 ]
 
@@ -80,7 +79,7 @@ def run(
     jobs: int,
     no_cache: bool,
     in_process: bool,
-    runner: str,
+    runner: str | None,
 ) -> None:
     """Run the pipeline defined in FILE."""
     from modelyard.pipeline.params import parse_assignments
@@ -92,7 +91,7 @@ def run(
         workspace=ws,
         jobs=jobs,
         use_cache=not no_cache,
-        runner=_runner(ws, runner, in_process),
+        runner=_runner(ws, runner or "local", in_process),
         pipeline_name=name,
         on_event=_print_event,
     )
@@ -104,7 +103,7 @@ def run(
 @_with_run_options
 @pass_workspace
 def resume(
-    ws: Workspace, run_id: str, jobs: int, no_cache: bool, in_process: bool, runner: str
+    ws: Workspace, run_id: str, jobs: int, no_cache: bool, in_process: bool, runner: str | None
 ) -> None:
     """Re-run what did not finish in pipeline run RUN (a new run reusing finished steps)."""
     from modelyard.pipeline.run import resume_pipeline
@@ -179,14 +178,25 @@ def show(ws: Workspace, run_id: str) -> None:
 
 @pipeline.command("compile")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--target", type=click.Choice(["argo"]), default="argo", show_default=True)
+@click.option(
+    "--target",
+    type=click.Choice(["argo", "kubeflow"]),
+    default="argo",
+    show_default=True,
+    help="argo: an Argo Workflow; kubeflow: a KFP v2 pipeline spec (needs modelyard[kubeflow]).",
+)
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the manifest here (default: standard output).",
 )
-@click.option("--image", default=None, help="The step image (default: [pipeline] image).")
+@click.option(
+    "--image",
+    default=None,
+    help="The default step image (default: [pipeline.TARGET] image); a step's own image "
+    "([pipeline.steps.NAME] image, @step(image=...)) still wins.",
+)
 @param_option("Default for a workflow parameter (repeatable).")
 @click.option("--name", help="Which pipeline, when FILE defines several.")
 @click.option(
@@ -206,40 +216,58 @@ def compile_(
     name: str | None,
     allow_local_state: bool,
 ) -> None:
-    """Compile the pipeline in FILE to an Argo Workflows manifest.
+    """Compile the pipeline in FILE to an Argo Workflows manifest or a Kubeflow pipeline.
 
     \b
     The pods share state through the team's store and artifact location, set in
-    modelyard.toml:
+    modelyard.toml ([pipeline.kubeflow] for --target kubeflow):
       [pipeline.argo]
       image = "registry.example/project-steps:1"
       store_secret = "modelyard-store"         # Secret, key "url": the PostgreSQL URL
       artifacts_claim = "modelyard-artifacts"  # or artifacts_url = "s3://bucket/prefix"
     Without them compiling is refused, naming what to add.
     """
-    from modelyard.pipeline.argo import compile_argo, to_yaml
     from modelyard.pipeline.params import parse_assignments
 
-    manifest = compile_argo(
-        file,
-        workspace=ws,
-        image=image,
-        params=parse_assignments(params),
-        pipeline_name=name,
-        allow_local_state=allow_local_state,
-    )
-    text = to_yaml(manifest)
+    if target == "kubeflow":
+        from modelyard.pipeline.kubeflow import compile_kubeflow
+
+        text = compile_kubeflow(
+            file,
+            workspace=ws,
+            image=image,
+            params=parse_assignments(params),
+            pipeline_name=name,
+            allow_local_state=allow_local_state,
+        )
+        what = "Kubeflow pipeline spec"
+    else:
+        from modelyard.pipeline.argo import compile_argo, to_yaml
+
+        manifest = compile_argo(
+            file,
+            workspace=ws,
+            image=image,
+            params=parse_assignments(params),
+            pipeline_name=name,
+            allow_local_state=allow_local_state,
+        )
+        text = to_yaml(manifest)
+        what = f"Argo Workflow {manifest['metadata']['generateName']}…"
     if output is None:
         click.echo(text, nl=False)
     else:
         output.write_text(text, encoding="utf-8")
-        console().print(f"wrote Argo Workflow {manifest['metadata']['generateName']}… to {output}")
+        console().print(f"wrote {what} to {output}")
 
 
-def _runner(ws: Workspace, name: str, in_process: bool) -> Runner:
+def _runner(ws: Workspace, name: str | None, in_process: bool) -> Runner | None:
+    """The runner asked for; None: the default (resume: the original run's)."""
     from modelyard.pipeline.run import make_runner
 
-    return make_runner("in-process" if in_process else name, ws)
+    if in_process:
+        return make_runner("in-process", ws)
+    return None if name is None else make_runner(name, ws)
 
 
 def _print_event(event: StepEvent) -> None:

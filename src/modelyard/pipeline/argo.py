@@ -15,13 +15,10 @@ The pipeline run's id is the workflow's uid without its dashes, so every pod der
 first task failed, and a retried first pod finds the run it already started. The worker side
 of these modes is :mod:`modelyard.pipeline.argo_run`.
 
-Cluster settings come from the ``[pipeline.argo]`` table of the workspace config: ``image``,
-``workdir`` (where the image holds the project, default ``/workspace``), ``store_secret`` (a
-Secret with the store URL under key ``url``), ``artifacts_claim`` (a PersistentVolumeClaim
-mounted at ``/artifacts``) or ``artifacts_url`` (``s3://bucket/prefix``), ``service_account``.
-Without a shared store and a shared artifact location every pod would record into its own
-empty SQLite file and folder, so compiling refuses and names the settings to add, unless
-``allow_local_state`` says that is meant (a one-node trial).
+Cluster settings come from the ``[pipeline.argo]`` table of the workspace config (see
+:mod:`modelyard.pipeline.cluster`): without a shared store and a shared artifact location every
+pod would record into its own empty SQLite file and folder, so compiling refuses and names the
+settings to add, unless ``allow_local_state`` says that is meant (a one-node trial).
 """
 
 from __future__ import annotations
@@ -31,16 +28,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelyard.errors import ConfigError, PipelineDefinitionError
+from modelyard.errors import PipelineDefinitionError
+from modelyard.pipeline.cluster import ARTIFACTS_MOUNT, ClusterSettings
 from modelyard.pipeline.graph import Graph, build_graph
 from modelyard.pipeline.loader import load_pipeline
 from modelyard.pipeline.params import resolve_params
+from modelyard.pipeline.step_images import compiled_images
 
 if TYPE_CHECKING:
     from modelyard.workspace import Workspace
 
 OUTPUTS_FILE = "/tmp/modelyard-outputs.json"
-ARTIFACTS_MOUNT = "/artifacts"
 DEFAULT_IMAGE = "modelyard-step:latest"
 START = "modelyard-start"  # the first task and its template
 FINISH = "modelyard-finish"  # the exit handler's template
@@ -60,16 +58,13 @@ def compile_argo(
     graph = build_graph(load_pipeline(path, pipeline_name))
     _check_task_names(graph)
     values = resolve_params(graph, params)
-    cfg = _settings(workspace)
+    cfg = ClusterSettings.of(workspace, "argo")
     if not allow_local_state:
-        _require_shared_state(cfg)
-    image = image or str(cfg.get("image", DEFAULT_IMAGE))
-    workdir = str(cfg.get("workdir", "/workspace"))
-    try:
-        rel = path.resolve().relative_to(workspace.root)
-    except ValueError:
-        raise ConfigError(f"{path} is outside the workspace {workspace.root}") from None
-    pipeline_file = f"{workdir.rstrip('/')}/{rel.as_posix()}"
+        cfg.require_shared_state()
+    image = image or cfg.image or DEFAULT_IMAGE
+    images = compiled_images(workspace, graph, image)
+    workdir = cfg.workdir
+    pipeline_file = cfg.pipeline_file(path, workspace)
     name = graph.pipeline.name
     common = ["--pipeline-file", pipeline_file, "--pipeline", name, "--pipeline-run", RUN_ID]
     start_args = ["--argo-start", *common, "--workflow", "{{workflow.name}}"]
@@ -84,7 +79,7 @@ def compile_argo(
         {"name": FINISH, "container": _container(finish_args, image, workdir, cfg)},
     ]
     for step in graph.order:
-        templates.append(_step_template(graph, step, image, workdir, pipeline_file, cfg))
+        templates.append(_step_template(graph, step, images[step], workdir, pipeline_file, cfg))
     spec: dict[str, Any] = {
         "entrypoint": "pipeline",
         "onExit": FINISH,
@@ -95,14 +90,11 @@ def compile_argo(
         },
         "templates": templates,
     }
-    if cfg.get("service_account"):
-        spec["serviceAccountName"] = str(cfg["service_account"])
-    if cfg.get("artifacts_claim"):
+    if cfg.service_account:
+        spec["serviceAccountName"] = cfg.service_account
+    if cfg.artifacts_claim:
         spec["volumes"] = [
-            {
-                "name": "artifacts",
-                "persistentVolumeClaim": {"claimName": str(cfg["artifacts_claim"])},
-            }
+            {"name": "artifacts", "persistentVolumeClaim": {"claimName": cfg.artifacts_claim}}
         ]
     return {
         "apiVersion": "argoproj.io/v1alpha1",
@@ -166,15 +158,18 @@ def _tasks(graph: Graph) -> list[dict[str, Any]]:
     return tasks
 
 
-def _container(args: list[str], image: str, workdir: str, cfg: Mapping[str, Any]) -> dict[str, Any]:
+def _container(args: list[str], image: str, workdir: str, cfg: ClusterSettings) -> dict[str, Any]:
     env: list[dict[str, Any]] = [{"name": "MODELYARD_WORKSPACE", "value": workdir}]
-    if cfg.get("store_secret"):
+    if cfg.store_secret:
         env.append(
             {
                 "name": "MODELYARD_STORE_URL",
-                "valueFrom": {"secretKeyRef": {"name": str(cfg["store_secret"]), "key": "url"}},
+                "valueFrom": {"secretKeyRef": {"name": cfg.store_secret, "key": "url"}},
             }
         )
+    env += [
+        {"name": k, "value": v} for k, v in cfg.environment().items() if k != "MODELYARD_WORKSPACE"
+    ]
     container: dict[str, Any] = {
         "image": image,
         "command": ["python", "-m", "modelyard.pipeline.worker"],
@@ -182,11 +177,8 @@ def _container(args: list[str], image: str, workdir: str, cfg: Mapping[str, Any]
         "workingDir": workdir,
         "env": env,
     }
-    if cfg.get("artifacts_claim"):
-        env.append({"name": "MODELYARD_ARTIFACT_ROOT", "value": ARTIFACTS_MOUNT})
+    if cfg.artifacts_claim:
         container["volumeMounts"] = [{"name": "artifacts", "mountPath": ARTIFACTS_MOUNT}]
-    elif cfg.get("artifacts_url"):
-        env.append({"name": "MODELYARD_ARTIFACTS_URL", "value": str(cfg["artifacts_url"])})
     return container
 
 
@@ -196,7 +188,7 @@ def _step_template(
     image: str,
     workdir: str,
     pipeline_file: str,
-    cfg: Mapping[str, Any],
+    cfg: ClusterSettings,
 ) -> dict[str, Any]:
     node = graph.nodes[step]
     spec = node.spec
@@ -224,35 +216,6 @@ def _step_template(
     if spec.timeout:
         template["activeDeadlineSeconds"] = int(spec.timeout + 0.999)
     return template
-
-
-def _require_shared_state(cfg: Mapping[str, Any]) -> None:
-    missing = []
-    if not cfg.get("store_secret"):
-        missing.append(
-            'store_secret = "modelyard-store"      # a Secret whose key "url" is the team\'s '
-            "PostgreSQL URL"
-        )
-    if not cfg.get("artifacts_claim") and not cfg.get("artifacts_url"):
-        missing.append(
-            'artifacts_claim = "modelyard-artifacts"  # a ReadWriteMany PersistentVolumeClaim, '
-            'or artifacts_url = "s3://bucket/prefix"'
-        )
-    if missing:
-        lines = "\n".join(f"  {line}" for line in missing)
-        raise ConfigError(
-            "every pod of the workflow would get its own empty store and artifact folder; "
-            f"add to modelyard.toml:\n  [pipeline.argo]\n{lines}\n"
-            "(or compile with --allow-local-state for a one-node trial)"
-        )
-
-
-def _settings(workspace: Workspace) -> Mapping[str, Any]:
-    section = workspace.settings.section("pipeline")
-    argo = section.get("argo", {})
-    if not isinstance(argo, Mapping):
-        raise ConfigError("[pipeline.argo] in the workspace config must be a table")
-    return argo
 
 
 def _param_text(value: Any) -> str:

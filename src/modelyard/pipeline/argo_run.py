@@ -16,7 +16,7 @@ import re
 import sys
 import threading
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,7 +67,6 @@ def _parser(mode: str) -> argparse.ArgumentParser:
 def run_argo_start(argv: Sequence[str]) -> int:
     """``--argo-start``: the pipeline's tracked run and its pipeline run record, one pending
     row per step. Idempotent, so a retried pod does no harm."""
-    from modelyard.tracking import start_run
     from modelyard.workspace import Workspace
 
     parser = _parser("--argo-start")
@@ -78,30 +77,46 @@ def run_argo_start(argv: Sequence[str]) -> int:
     run_id = pipeline_run_id(ns.pipeline_run)
     graph = build_graph(load_pipeline(Path(ns.pipeline_file), ns.pipeline))
     params = resolve_params(graph, parse_assignments(ns.param))
-    name = graph.pipeline.name
+    tags = {"modelyard.argo.workflow": ns.workflow} if ns.workflow else {}
     ws = Workspace.find()
     try:
-        if not _exists(lambda: ws.store.runs.get(run_id)):
-            tags = {"modelyard.kind": "pipeline", "modelyard.runner": RUNNER}
-            if ns.workflow:
-                tags["modelyard.argo.workflow"] = ns.workflow
-            active = start_run(
-                name, pipeline=name, params=params, tags=tags, workspace=ws, run_id=run_id
-            )
-            active.detach()  # the exit handler ends it; steps keep its heartbeat going
-        if not _exists(lambda: ws.store.pipelines.get(run_id)):
-            ws.store.pipelines.create_run(
-                run_id,
-                pipeline=name,
-                pipeline_file=ns.pipeline_file,
-                params=params,
-                runner=RUNNER,
-                steps=graph.order,
-            )
+        open_pipeline_run(ws, run_id, graph, params, ns.pipeline_file, runner=RUNNER, tags=tags)
     finally:
         ws.close()
-    print(f"pipeline run {run_id} ({name}) started")
+    print(f"pipeline run {run_id} ({graph.pipeline.name}) started")
     return 0
+
+
+def open_pipeline_run(
+    ws: Workspace,
+    run_id: str,
+    graph: Graph,
+    params: Mapping[str, Any],
+    pipeline_file: str,
+    *,
+    runner: str,
+    tags: Mapping[str, str],
+) -> None:
+    """The pipeline's tracked run (left running: the exit handler ends it) and its pipeline
+    run record with one pending row per step; what exists already is kept (a retried pod)."""
+    from modelyard.tracking import start_run
+
+    name = graph.pipeline.name
+    if not _exists(lambda: ws.store.runs.get(run_id)):
+        all_tags = {"modelyard.kind": "pipeline", "modelyard.runner": runner, **tags}
+        active = start_run(
+            name, pipeline=name, params=dict(params), tags=all_tags, workspace=ws, run_id=run_id
+        )
+        active.detach()  # the exit handler ends it; steps keep its heartbeat going
+    if not _exists(lambda: ws.store.pipelines.get(run_id)):
+        ws.store.pipelines.create_run(
+            run_id,
+            pipeline=name,
+            pipeline_file=pipeline_file,
+            params=dict(params),
+            runner=runner,
+            steps=graph.order,
+        )
 
 
 def run_argo_step(argv: Sequence[str]) -> int:
@@ -129,7 +144,7 @@ def run_argo_step(argv: Sequence[str]) -> int:
     parent = None if ns.pipeline_run is None else pipeline_run_id(ns.pipeline_run)
     ws = Workspace.find()
     try:
-        step = _ArgoStep(ws, graph, ns.step, parent, ns.pipeline_file)
+        step = ClusterStep(ws, graph, ns.step, parent, ns.pipeline_file)
         # Argo will rerun the container while its retries last; only the last failure is final.
         final = ns.retry >= graph.nodes[ns.step].spec.retries
         outputs = step.run(params, upstream, final=final)
@@ -141,8 +156,9 @@ def run_argo_step(argv: Sequence[str]) -> int:
     return 0
 
 
-class _ArgoStep:
-    """One attempt of one step, and its bookkeeping in the pipeline run (when there is one)."""
+class ClusterStep:
+    """One attempt of one step in a pod, and its bookkeeping in the pipeline run (when there
+    is one). Shared by the Argo and Kubeflow modes of the worker."""
 
     def __init__(
         self, ws: Workspace, graph: Graph, step: str, parent: str | None, pipeline_file: str
@@ -158,9 +174,12 @@ class _ArgoStep:
             self.ws.store.pipelines.update_step(self.parent, self.step, **values)
 
     def run(
-        self, params: Mapping[str, Any], upstream: Mapping[str, Any], *, final: bool
+        self, params: Mapping[str, Any], upstream: Mapping[str, Any], *, final: bool | None
     ) -> dict[str, Any] | None:
-        """The step's outputs, or None when it failed (the error is recorded and printed)."""
+        """The step's outputs, or None when it failed (the error is recorded and printed).
+
+        ``final`` says whether a failure is the step's last (the platform will not retry);
+        ``None`` counts the attempts recorded in the step's row against its ``retries``."""
         from modelyard.store.schema import utcnow
 
         if self.parent is not None:
@@ -172,6 +191,9 @@ class _ArgoStep:
                 ended_at=None,
                 error=None,
             )
+            if final is None:
+                final = row.attempts + 1 > self.graph.nodes[self.step].spec.retries
+        final = True if final is None else final
         with _keep_alive(self.ws, self.parent):
             try:
                 outputs, error = self._execute(params, upstream)
@@ -269,29 +291,48 @@ def run_argo_finish(argv: Sequence[str]) -> int:
 def _finish(
     ws: Workspace, run_id: str, ns: argparse.Namespace, failures: Sequence[Mapping[str, Any]]
 ) -> tuple[str, str | None]:
+    messages = _messages_by_template(failures)
+    return settle_pipeline_run(
+        ws,
+        run_id,
+        succeeded=ns.status == ARGO_SUCCEEDED,
+        ended=f"the Argo workflow ended {ns.status}",
+        platform_message=_first_message(failures),
+        step_message=lambda step: messages.get(step_template_name(step)),
+        ancestors=ancestors_of(ns.pipeline_file, ns.pipeline),
+    )
+
+
+def settle_pipeline_run(
+    ws: Workspace,
+    run_id: str,
+    *,
+    succeeded: bool,
+    ended: str,
+    platform_message: str | None,
+    step_message: Callable[[str], str | None],
+    ancestors: Mapping[str, set[str]],
+) -> tuple[str, str | None]:
+    """What an exit handler does once the platform is done: settle every step left unsettled
+    (pending: skipped; running: failed, with the platform's message for it) and end the
+    pipeline run and its tracked run. ``succeeded`` is the platform's verdict; ``ended`` says
+    how it ended, for the messages."""
     from modelyard.store.schema import utcnow
 
     repo = ws.store.pipelines
-    workflow_ended = f"the Argo workflow ended {ns.status}"
     try:
         record = repo.get(run_id)
     except NotFound:
         record = None
     if record is None:  # the start task failed before recording it; its tracked run may exist
-        error = _first_message(failures) or workflow_ended
+        error = platform_message or ended
         if _exists(lambda: ws.store.runs.get(run_id)):
             ws.store.runs.finish(run_id, RUN_FAILED, error)
         return RUN_FAILED, error
-    messages = _messages_by_template(failures)
-    ancestors = _ancestors(ws, ns)
     failed: dict[str, str] = {}
     for s in record.steps:  # in pipeline order: upstream steps are settled first
         if s.status == STEP_RUNNING:
-            error = (
-                s.error
-                or messages.get(step_template_name(s.step))
-                or f"did not finish: {workflow_ended}"
-            )
+            error = s.error or step_message(s.step) or f"did not finish: {ended}"
             repo.update_step(run_id, s.step, status=STEP_FAILED, error=error, ended_at=utcnow())
             if s.run_id is not None and ws.store.runs.get(s.run_id).status == RUN_RUNNING:
                 ws.store.runs.finish(s.run_id, RUN_FAILED, error)
@@ -300,26 +341,26 @@ def _finish(
             failed[s.step] = s.error or "failed"
         elif s.status == STEP_PENDING:
             upstream_failed = bool(ancestors.get(s.step, set()) & set(failed))
-            reason = "an upstream step failed" if upstream_failed else f"not run: {workflow_ended}"
+            reason = "an upstream step failed" if upstream_failed else f"not run: {ended}"
             repo.update_step(run_id, s.step, status=STEP_SKIPPED, error=reason)
     all_done = all(s.status in STEP_DONE for s in repo.get(run_id).steps)
-    if ns.status == ARGO_SUCCEEDED and all_done:
+    if succeeded and all_done:
         status, summary = RUN_FINISHED, None
     else:
         status = RUN_FAILED
         summary = "; ".join(f"step {n!r} failed: {e}" for n, e in failed.items()) or (
-            _first_message(failures) or workflow_ended
+            platform_message or ended
         )
     repo.finish_run(run_id, status, summary)
     ws.store.runs.finish(run_id, status, summary)
     return status, summary
 
 
-def _ancestors(ws: Workspace, ns: argparse.Namespace) -> dict[str, set[str]]:
+def ancestors_of(pipeline_file: str, pipeline: str | None) -> dict[str, set[str]]:
     """Each step's upstream steps, transitively; empty when the pipeline no longer loads (the
     exit handler must still close the records)."""
     try:
-        graph = build_graph(load_pipeline(Path(ns.pipeline_file), ns.pipeline))
+        graph = build_graph(load_pipeline(Path(pipeline_file), pipeline))
     except ModelyardError:
         return {}
     result: dict[str, set[str]] = {}

@@ -26,6 +26,7 @@ from modelyard.pipeline.params import resolve_params
 from modelyard.pipeline.reads import read_digests
 from modelyard.pipeline.runners.base import Execution, Runner
 from modelyard.pipeline.serializers import StoredValue, dump
+from modelyard.pipeline.step_images import step_environments
 from modelyard.store.pipeline_entities import (
     STEP_CACHED,
     STEP_DONE,
@@ -68,6 +69,9 @@ class _Outcome:
     status: str
     outputs: dict[str, StoredValue] = field(default_factory=dict)
     error: str | None = None
+
+
+RESUMABLE_RUNNERS = ("local", "in-process", "docker")
 
 
 def make_runner(name: str, workspace: Workspace) -> Runner:
@@ -121,11 +125,15 @@ def resume_pipeline(
     on_event: EventHandler | None = None,
 ) -> PipelineRun:
     """A new pipeline run with the same file and parameters as ``run_id`` that takes over the
-    outputs of every step that finished there and runs only the rest."""
+    outputs of every step that finished there and runs only the rest. Without ``runner`` it
+    runs where the original ran (local, docker, in-process; a run of a compiled Argo or
+    Kubeflow pipeline resumes in local subprocesses)."""
     from modelyard.workspace import resolve
 
     ws = resolve(workspace)
     old = ws.store.pipelines.get(run_id)
+    if runner is None:
+        runner = make_runner(old.runner if old.runner in RESUMABLE_RUNNERS else "local", ws)
     path = Path(old.pipeline_file)
     graph = build_graph(load_pipeline(path, old.pipeline))
     values = resolve_params(graph, old.params)
@@ -207,6 +215,7 @@ class _Orchestrator:
         self.on_event = on_event or (lambda _e: None)
         self.name = graph.pipeline.name
         self.order = [n for n in graph.order if only is None or n in only]
+        self.environments = step_environments(ws, graph)
         self.run_id = ""
         self.run_dir = Path()
         self.published: dict[str, dict[str, StoredValue]] = {}
@@ -457,6 +466,9 @@ class _Orchestrator:
             "scratch_dir": str(scratch),
             "result_path": str(result_path),
         }
+        env = self.environments[name]
+        if not env.shared:  # a step image of its own (the docker runner reads it)
+            task["environment"] = {"image": env.image, "requirements": list(env.requirements)}
         task_path = scratch / "task.json"
         task_path.write_text(json.dumps(task, indent=1), encoding="utf-8")
         execution = self.runner.execute(task_path, timeout=spec.timeout, log_path=scratch / "log")

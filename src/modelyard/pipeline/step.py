@@ -122,6 +122,8 @@ class StepSpec:
     timeout: float | None = None
     pickle: bool = False
     reads: tuple[Read, ...] = ()
+    image: str | None = None  # a prebuilt image this step runs in (docker, Argo, Kubeflow)
+    requirements: tuple[str, ...] = ()  # the step image's packages, when it has its own
 
     @property
     def source_file(self) -> Path:
@@ -155,6 +157,8 @@ def step(
     timeout: float | None = None,
     pickle: bool = False,
     reads: Read | Sequence[Read] = (),
+    image: str | None = None,
+    requirements: Sequence[str] = (),
 ) -> Callable[[F], F]: ...
 
 
@@ -170,6 +174,8 @@ def step(
     timeout: float | None = None,
     pickle: bool = False,
     reads: Read | Sequence[Read] = (),
+    image: str | None = None,
+    requirements: Sequence[str] = (),
 ) -> F | Callable[[F], F]:
     """Declare a function as a pipeline step; the function itself is returned unchanged.
 
@@ -179,7 +185,15 @@ def step(
     ``retry_delay * 2**n`` seconds. ``timeout`` (seconds) kills an attempt that runs longer.
     ``pickle=True`` lets outputs that no safe serializer handles be pickled: only for values
     you produce and trust.
+
+    ``image`` and ``requirements`` give the step an image of its own on the docker runner and
+    in compiled Argo and Kubeflow pipelines (``[pipeline.steps.NAME]`` in ``modelyard.toml``
+    overrides both; see :mod:`modelyard.pipeline.step_images`): a prebuilt image, or the
+    installed packages (with what they need, at the versions installed here) the docker runner
+    builds the step's image from.
     """
+    from modelyard.pipeline.step_images import check_image, check_requirements
+
     if retries < 0:
         raise InvalidValue("retries must be >= 0")
     if timeout is not None and timeout <= 0:
@@ -188,6 +202,8 @@ def step(
     for r in read_list:
         if not isinstance(r, Read):
             raise InvalidValue(f"reads= takes files(...), datasets(...) or models(...), not {r!r}")
+    step_image = check_image(image, "@step(image=...)") if image is not None else None
+    step_requirements = check_requirements(requirements, "@step(requirements=...)")
 
     def decorate(f: F) -> F:
         step_name = validate_name(name or f.__name__, "step name")
@@ -210,6 +226,8 @@ def step(
             timeout=timeout,
             pickle=pickle,
             reads=read_list,
+            image=step_image,
+            requirements=step_requirements,
         )
         setattr(f, STEP_ATTR, spec)
         return f

@@ -26,7 +26,9 @@ Task file::
       "pipeline_run_id": "9a1b…",             # the pipeline's tracked run
       "attempt": 1,
       "scratch_dir": "/abs/ws/.modelyard/pipeline-runs/<run>/<step>/attempt-1",
-      "result_path": "/abs/ws/.modelyard/pipeline-runs/<run>/<step>/attempt-1/result.json"
+      "result_path": "/abs/ws/.modelyard/pipeline-runs/<run>/<step>/attempt-1/result.json",
+      "environment": {"image": null,          # optional: the step's own image, or the packages
+                      "requirements": ["…"]}   #   of its own image (the docker runner reads it)
     }
 
 The worker makes the task's workspace current (``with ws.use():``, see
@@ -47,7 +49,9 @@ that never started) is a failed step: the orchestrator reports the exit status a
 
 For Argo Workflows, where no orchestrator writes task files, the worker has Argo modes:
 ``python -m modelyard.pipeline.worker --argo …`` runs a step, ``--argo-start`` and
-``--argo-finish`` open and close the pipeline run (see :mod:`modelyard.pipeline.argo_run`).
+``--argo-finish`` open and close the pipeline run (see :mod:`modelyard.pipeline.argo_run`);
+Kubeflow Pipelines' are ``--kfp``, ``--kfp-start`` and ``--kfp-finish``
+(:mod:`modelyard.pipeline.kfp_run`).
 
 Outputs written by a failed step are never *published*: the orchestrator records outputs in the
 store only after reading a successful result file, so an interrupted step leaves at most
@@ -93,6 +97,15 @@ def main(argv: list[str] | None = None) -> int:
             "--argo": argo_run.run_argo_step,
             "--argo-start": argo_run.run_argo_start,
             "--argo-finish": argo_run.run_argo_finish,
+        }[args[0]]
+        return mode(args)
+    if args and args[0] in ("--kfp", "--kfp-start", "--kfp-finish"):
+        from modelyard.pipeline import kfp_run
+
+        mode = {
+            "--kfp": kfp_run.run_kfp_step,
+            "--kfp-start": kfp_run.run_kfp_start,
+            "--kfp-finish": kfp_run.run_kfp_finish,
         }[args[0]]
         return mode(args)
     if len(args) != 1:

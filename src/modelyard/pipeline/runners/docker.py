@@ -17,6 +17,12 @@ Workspace config (``modelyard.toml``)::
     requirements = ["scikit-learn", "skops"]         # installed packages the steps import
     network = "host"
     # image = "registry/team/steps:1"                # a prebuilt step image: skip the build
+
+Without ``requirements`` the shared step image holds the installed distributions the project's
+code imports (and ``skops`` with scikit-learn, for modelyard's serializers). A step may have an
+image of its own (``[pipeline.steps.NAME]`` or ``@step(image=..., requirements=...)``, see
+:mod:`modelyard.pipeline.step_images`): the orchestrator puts it in the task file, and this
+runner uses that image, or builds one holding modelyard and only the step's requirements.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelyard import image_contract as contract
-from modelyard.errors import ConfigError
+from modelyard.errors import ConfigError, ModelyardError
 from modelyard.pipeline.runners.base import WORKER_MODULE, Execution
 
 if TYPE_CHECKING:
@@ -60,7 +66,7 @@ class DockerRunner:
         *,
         engine: DockerEngine | None = None,
         base_image: str | None = None,
-        requirements: Sequence[str] = DEFAULT_REQUIREMENTS,
+        requirements: Sequence[str] | None = None,
         image: str | None = None,
         network: str = "host",
         wheelhouse_dir: Path | None = None,
@@ -71,24 +77,34 @@ class DockerRunner:
 
         self.engine = engine or DockerEngine.from_env()
         self.base_image = v.check_image_ref("base image", base_image or DEFAULT_BASE_IMAGE)
-        self.requirements = tuple(requirements)
+        # None: what the project's code imports, found when the image is built
+        self.requirements = None if requirements is None else tuple(requirements)
         self.image = v.check_image_ref("step image", image) if image else None
         self.network = v.check_text("docker network", network)
         self.wheelhouse_dir = wheelhouse_dir
         self.progress = progress or (lambda _msg: None)
         self._lock = threading.Lock()
+        self._own_images: dict[tuple[str, ...], str] = {}
+        self._workspace_root: Path | None = None
+        self._pipeline_file: Path | None = None
 
     @classmethod
     def from_workspace(cls, workspace: Workspace) -> DockerRunner:
         """A runner configured by the workspace's ``[docker]`` table (all keys optional)."""
+        from modelyard.pipeline.step_images import check_requirements
+
         conf = workspace.settings.section("docker")
-        requirements = conf.get("requirements", [])
-        if not isinstance(requirements, list) or not all(isinstance(r, str) for r in requirements):
-            raise ConfigError("[docker] requirements must be a list of package names")
+        requirements = None
+        if "requirements" in conf:
+            try:
+                listed = check_requirements(conf["requirements"], "[docker] requirements")
+            except ModelyardError as exc:
+                raise ConfigError(exc.message) from None
+            requirements = (*DEFAULT_REQUIREMENTS, *listed)
         wheelhouse = conf.get("wheelhouse")
         return cls(
             base_image=_opt_str(conf, "base_image"),
-            requirements=(*DEFAULT_REQUIREMENTS, *requirements),
+            requirements=requirements,
             image=_opt_str(conf, "image"),
             network=_opt_str(conf, "network") or "host",
             wheelhouse_dir=(workspace.root / str(wheelhouse)) if wheelhouse else None,
@@ -101,26 +117,62 @@ class DockerRunner:
         image exists, building it when the project's code or dependencies changed."""
         self.engine.ping()
         with self._lock:
+            self._workspace_root, self._pipeline_file = workspace_root, pipeline_file
             if self.image is None or not self.engine.image_exists(self.image):
-                self.image = self.image or build_step_image(
-                    workspace_root,
-                    pipeline_file,
-                    engine=self.engine,
-                    base_image=self.base_image,
-                    requirements=self.requirements,
-                    wheelhouse_dir=self.wheelhouse_dir,
-                    progress=self.progress,
-                )
+                self.image = self.image or self._build(self.shared_requirements(pipeline_file))
+
+    def shared_requirements(self, pipeline_file: Path) -> tuple[str, ...]:
+        """The shared step image's packages: ``[docker] requirements``, or what the project's
+        code imports; with what modelyard needs to serialize their values."""
+        from modelyard.pipeline.step_images import detect_requirements, with_implied
+
+        if self.requirements is not None:
+            return with_implied(self.requirements)
+        code = [path for _rel, path in _project_code(pipeline_file.resolve().parent)]
+        return with_implied((*DEFAULT_REQUIREMENTS, *detect_requirements(code)))
+
+    def _build(self, requirements: Sequence[str]) -> str:
+        assert self._workspace_root is not None
+        assert self._pipeline_file is not None
+        return build_step_image(
+            self._workspace_root,
+            self._pipeline_file,
+            engine=self.engine,
+            base_image=self.base_image,
+            requirements=requirements,
+            wheelhouse_dir=self.wheelhouse_dir,
+            progress=self.progress,
+        )
+
+    def image_for(self, task: Mapping[str, Any]) -> str | None:
+        """The step's own image (its ``environment`` in the task), built once per set of
+        requirements; else the shared one (None before ``prepare``)."""
+        from modelyard.pipeline.step_images import check_image, check_requirements, with_implied
+
+        env = task.get("environment") or {}
+        if not isinstance(env, Mapping):
+            raise ConfigError("task file: environment must be an object")
+        if env.get("image"):
+            return check_image(env["image"], f"step {task.get('step')!r}")
+        own = check_requirements(env.get("requirements") or [], f"step {task.get('step')!r}")
+        if not own:
+            return self.image
+        wanted = with_implied((*DEFAULT_REQUIREMENTS, *own))
+        with self._lock:
+            if wanted not in self._own_images:
+                self._own_images[wanted] = self._build(wanted)
+            return self._own_images[wanted]
 
     def execute(self, task_path: Path, *, timeout: float | None, log_path: Path) -> Execution:
         started = time.monotonic()
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        if self.image is None:
+        task = json.loads(task_path.read_text(encoding="utf-8"))
+        image = self.image_for(task)
+        if image is None:
             log_path.write_text("docker runner: prepare() was not called; no step image\n")
             return Execution(None, False, 0.0, log_path)
-        task = json.loads(task_path.read_text(encoding="utf-8"))
         container = f"modelyard-step-{uuid.uuid4().hex[:12]}"
-        args = self.run_args(task, task_path, container)
+        args = self.run_args(task, task_path, container, image)
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
                 self.engine.command(args),
@@ -141,9 +193,12 @@ class DockerRunner:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def run_args(self, task: Mapping[str, Any], task_path: Path, container: str) -> list[str]:
+    def run_args(
+        self, task: Mapping[str, Any], task_path: Path, container: str, image: str | None = None
+    ) -> list[str]:
         """The ``docker run`` arguments for one task (public for tests and for debugging)."""
-        assert self.image is not None
+        image = image or self.image
+        assert image is not None
         root = str(task["workspace_root"])
         args = ["run", "--rm", "--name", container, "--network", self.network]
         args += ["--user", f"{os.getuid()}:{os.getgid()}", "-e", "HOME=/tmp", "-w", root]
@@ -151,7 +206,7 @@ class DockerRunner:
         args += ["--label", f"io.modelyard.step={task.get('step', '')}"]
         for path in _mounts(task, task_path):
             args += ["-v", f"{path}:{path}"]
-        args += ["--entrypoint", "python", self.image, "-m", WORKER_MODULE, str(task_path)]
+        args += ["--entrypoint", "python", image, "-m", WORKER_MODULE, str(task_path)]
         return args
 
     def _kill(self, container: str, proc: subprocess.Popen[bytes]) -> None:

@@ -1,0 +1,243 @@
+"""Each step in its own image: ``@step(image=..., requirements=...)`` and
+``[pipeline.steps.NAME]``, for the docker runner and the Argo and Kubeflow compilers; the
+docker runner's default requirements; ``pipeline resume`` keeping the original run's runner."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from modelyard.cli.main import cli
+from modelyard.errors import ConfigError, InvalidValue
+from modelyard.pipeline import step
+from modelyard.pipeline.argo import compile_argo
+from modelyard.pipeline.graph import build_graph
+from modelyard.pipeline.loader import load_pipeline
+from modelyard.pipeline.runners.docker import DockerRunner
+from modelyard.pipeline.step_images import (
+    StepEnvironment,
+    detect_requirements,
+    step_environments,
+    with_implied,
+)
+from modelyard.workspace import Workspace
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "maintenance"
+
+SOURCE = """
+import importlib.util
+from modelyard.pipeline import Pipeline, step
+
+def has(module):
+    return importlib.util.find_spec(module) is not None
+
+@step
+def shared() -> dict:
+    from sklearn.linear_model import LinearRegression  # makes the shared image hold sklearn
+    return {"sklearn": has("sklearn"), "skops": has("skops"), "jsonschema": has("jsonschema")}
+
+@step(requirements=["jsonschema"], image=None)
+def own(shared: dict) -> dict:
+    return {"sklearn": has("sklearn"), "jsonschema": has("jsonschema"), "before": shared}
+
+@step(image="registry.example/prebuilt:1")
+def prebuilt(own: dict) -> dict:
+    return own
+
+pipeline = Pipeline("images", [shared, own, prebuilt])
+"""
+
+
+@pytest.fixture
+def pipeline_file(sqlite_workspace: Workspace) -> Path:
+    path = sqlite_workspace.root / "images.py"
+    path.write_text(textwrap.dedent(SOURCE))
+    return path
+
+
+def _config(ws: Workspace, text: str) -> Workspace:
+    config = ws.root / "modelyard.toml"
+    config.write_text(config.read_text() + textwrap.dedent(text))
+    return Workspace.at(ws.root, {})
+
+
+def test_the_decorator_and_the_table_give_each_step_its_environment(
+    pipeline_file: Path, sqlite_workspace: Workspace
+) -> None:
+    graph = build_graph(load_pipeline(pipeline_file))
+    assert step_environments(sqlite_workspace, graph) == {
+        "shared": StepEnvironment(),
+        "own": StepEnvironment(requirements=("jsonschema",)),
+        "prebuilt": StepEnvironment(image="registry.example/prebuilt:1"),
+    }
+    ws = _config(
+        sqlite_workspace,
+        """
+        [pipeline.steps.own]
+        image = "registry.example/own:2"
+
+        [pipeline.steps.prebuilt]
+        image = "registry.example/prebuilt:3"
+        requirements = ["pyyaml>=6"]
+        """,
+    )
+    envs = step_environments(ws, graph)
+    # the table wins key by key: own keeps the decorator's requirements, gets the image
+    assert envs["own"] == StepEnvironment("registry.example/own:2", ("jsonschema",))
+    assert envs["prebuilt"] == StepEnvironment("registry.example/prebuilt:3", ("pyyaml>=6",))
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('image = "bad image; rm -rf /"', "image"),
+        ("image = 3", "must be a string"),
+        ('requirements = "scikit-learn"', "must be a list"),
+        ('requirements = ["pkg @ https://example.com/pkg.whl"]', "no URL or marker"),
+        ('requirements = ["not a requirement!"]', "is not a requirement"),
+        ('imgae = "x:1"', "unknown key 'imgae'"),
+    ],
+)
+def test_bad_step_settings_are_refused_naming_the_table(
+    pipeline_file: Path, sqlite_workspace: Workspace, table: str, message: str
+) -> None:
+    ws = _config(sqlite_workspace, f"\n[pipeline.steps.own]\n{table}\n")
+    with pytest.raises((ConfigError, InvalidValue), match=message) as caught:
+        step_environments(ws, build_graph(load_pipeline(pipeline_file)))
+    assert "[pipeline.steps.own]" in str(caught.value)
+
+
+def test_bad_decorator_arguments_fail_at_definition() -> None:
+    with pytest.raises(InvalidValue, match="must be a list"):
+        step(requirements="scikit-learn")  # type: ignore[arg-type]
+    with pytest.raises(InvalidValue, match="image"):
+        step(image="Not A Valid Ref")
+
+
+def test_compiled_pipelines_use_each_steps_image_and_refuse_unbuildable_ones(
+    pipeline_file: Path, sqlite_workspace: Workspace
+) -> None:
+    # "own" has requirements and no image: a cluster cannot build it
+    with pytest.raises(ConfigError, match=r"step 'own' has requirements of its own but no image"):
+        compile_argo(pipeline_file, workspace=sqlite_workspace, allow_local_state=True)
+    ws = _config(sqlite_workspace, '\n[pipeline.steps.own]\nimage = "registry.example/own:2"\n')
+    manifest = compile_argo(
+        pipeline_file, workspace=ws, image="registry.example/shared:1", allow_local_state=True
+    )
+    images = {
+        t["name"]: t["container"]["image"]
+        for t in manifest["spec"]["templates"]
+        if "container" in t
+    }
+    assert images == {
+        "modelyard-start": "registry.example/shared:1",
+        "modelyard-finish": "registry.example/shared:1",
+        "step-shared": "registry.example/shared:1",
+        "step-own": "registry.example/own:2",
+        "step-prebuilt": "registry.example/prebuilt:1",
+    }
+
+
+def test_the_orchestrator_hands_a_steps_own_environment_to_the_runner(
+    pipeline_file: Path, sqlite_workspace: Workspace
+) -> None:
+    """The task file carries the step's environment; the shared steps' have none."""
+    result = CliRunner().invoke(cli, ["pipeline", "run", str(pipeline_file), "--in-process"])
+    assert result.exit_code == 0, result.output
+    tasks = {
+        json.loads(p.read_text())["step"]: json.loads(p.read_text())
+        for p in (sqlite_workspace.state_dir / "pipeline-runs").glob("*/*/attempt-1/task.json")
+    }
+    assert "environment" not in tasks["shared"]
+    assert tasks["own"]["environment"] == {"image": None, "requirements": ["jsonschema"]}
+    assert tasks["prebuilt"]["environment"] == {
+        "image": "registry.example/prebuilt:1",
+        "requirements": [],
+    }
+
+
+def test_the_docker_runners_default_requirements_are_what_the_code_imports() -> None:
+    """Found on main: a first docker run of the maintenance pipeline failed three times
+    (sklearn, skops, orjson missing) until [docker] requirements listed them. Now the shared
+    image holds what the project's code imports, skops with scikit-learn, and orjson comes with
+    modelyard itself."""
+    found = detect_requirements(sorted(EXAMPLE.glob("*.py")))
+    assert {"scikit-learn", "pandas", "numpy"} <= set(found)
+    assert "modelyard" not in found
+    runner = DockerRunner(engine=object())  # type: ignore[arg-type]
+    shared = runner.shared_requirements(EXAMPLE / "pipeline.py")
+    assert shared[0] == "modelyard"
+    assert "scikit-learn" in shared
+    assert "skops" in shared
+    from modelyard.images import lock_from_environment
+
+    lock = lock_from_environment(["modelyard"], exclude=())
+    assert "orjson" in {name.lower() for name in lock}
+
+
+def test_listed_requirements_get_what_modelyard_needs_for_their_values() -> None:
+    assert with_implied(["modelyard", "scikit-learn"]) == ("modelyard", "scikit-learn", "skops")
+    assert with_implied(["modelyard", "scikit-learn", "skops"]).count("skops") == 1
+    assert with_implied(["modelyard", "click"]) == ("modelyard", "click")
+
+
+def test_a_steps_prebuilt_image_is_used_by_the_docker_runner() -> None:
+    runner = DockerRunner(engine=object(), image="registry.example/shared:1")  # type: ignore[arg-type]
+    assert runner.image_for({"step": "a"}) == "registry.example/shared:1"
+    own = {"step": "b", "environment": {"image": "registry.example/b:1", "requirements": []}}
+    assert runner.image_for(own) == "registry.example/b:1"
+    args = runner.run_args(
+        {"workspace_root": "/ws", "artifact_root": "/ws/a", "step": "b"},
+        Path("/ws/t/task.json"),
+        "c1",
+        "registry.example/b:1",
+    )
+    assert args[args.index("python") + 1] == "registry.example/b:1"
+
+
+FLAKY = """
+from pathlib import Path
+from modelyard.pipeline import Pipeline, step
+
+@step
+def first() -> int:
+    return 1
+
+@step
+def second(first: int) -> int:
+    if not Path("ok").exists():
+        raise RuntimeError("not yet")
+    return first + 1
+
+pipeline = Pipeline("flaky", [first, second])
+"""
+
+
+def test_resume_keeps_the_original_runs_runner(sqlite_workspace: Workspace) -> None:
+    """Found on main: `pipeline resume` ran every resumed run in local subprocesses, whatever
+    the original used (a docker run resumed outside its containers)."""
+    path = sqlite_workspace.root / "flaky.py"
+    path.write_text(textwrap.dedent(FLAKY))
+    runner = CliRunner()
+    failed = runner.invoke(cli, ["pipeline", "run", str(path), "--in-process"])
+    assert failed.exit_code != 0
+    (original,) = sqlite_workspace.store.pipelines.list("flaky")
+    assert original.runner == "in-process"
+    (sqlite_workspace.root / "ok").write_text("")
+    resumed = runner.invoke(cli, ["pipeline", "resume", original.id])
+    assert resumed.exit_code == 0, resumed.output
+    newest = sqlite_workspace.store.pipelines.list("flaky")[0]
+    assert newest.resumed_from == original.id
+    assert newest.runner == "in-process"
+    # --runner still chooses
+    (sqlite_workspace.root / "ok").unlink()
+    runner.invoke(cli, ["pipeline", "run", str(path), "--in-process"])
+    again = sqlite_workspace.store.pipelines.list("flaky")[0]
+    (sqlite_workspace.root / "ok").write_text("")
+    chosen = runner.invoke(cli, ["pipeline", "resume", again.id, "--runner", "local"])
+    assert chosen.exit_code == 0, chosen.output
+    assert sqlite_workspace.store.pipelines.list("flaky")[0].runner == "local"
