@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
@@ -229,29 +229,22 @@ def compile_(
     """
     from modelyard.pipeline.params import parse_assignments
 
+    options: dict[str, Any] = {
+        "workspace": ws,
+        "image": image,
+        "params": parse_assignments(params),
+        "pipeline_name": name,
+        "allow_local_state": allow_local_state,
+    }
     if target == "kubeflow":
         from modelyard.pipeline.kubeflow import compile_kubeflow
 
-        text = compile_kubeflow(
-            file,
-            workspace=ws,
-            image=image,
-            params=parse_assignments(params),
-            pipeline_name=name,
-            allow_local_state=allow_local_state,
-        )
+        text = compile_kubeflow(file, **options)
         what = "Kubeflow pipeline spec"
     else:
         from modelyard.pipeline.argo import compile_argo, to_yaml
 
-        manifest = compile_argo(
-            file,
-            workspace=ws,
-            image=image,
-            params=parse_assignments(params),
-            pipeline_name=name,
-            allow_local_state=allow_local_state,
-        )
+        manifest = compile_argo(file, **options)
         text = to_yaml(manifest)
         what = f"Argo Workflow {manifest['metadata']['generateName']}…"
     if output is None:

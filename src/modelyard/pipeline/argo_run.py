@@ -133,27 +133,58 @@ def run_argo_step(argv: Sequence[str]) -> int:
     parser.add_argument("--param", action="append", default=[])
     parser.add_argument("--upstream", action="append", default=[])
     ns = parser.parse_args(list(argv))
+    graph, params, upstream = step_arguments(ns)
+    parent = None if ns.pipeline_run is None else pipeline_run_id(ns.pipeline_run)
+    ws = Workspace.find()
+    # Argo will rerun the container while its retries last; only the last failure is final.
+    final = ns.retry >= graph.nodes[ns.step].spec.retries
+    return run_step_pod(ws, graph, ns, parent, params, upstream, final=final)
 
+
+def run_step_pod(
+    ws: Workspace,
+    graph: Graph,
+    ns: argparse.Namespace,
+    parent: str | None,
+    params: Mapping[str, Any],
+    upstream: Mapping[str, Any],
+    *,
+    final: bool | None,
+) -> int:
+    """Run ``ns.step`` (see :meth:`ClusterStep.run`), close ``ws``, and write the outputs to
+    ``ns.outputs_file`` for the platform: the exit status of a step's pod."""
+    try:
+        step = ClusterStep(ws, graph, ns.step, parent, ns.pipeline_file)
+        outputs = step.run(params, upstream, final=final)
+    finally:
+        ws.close()
+    if outputs is None:
+        return 1
+    write_outputs(ns.outputs_file, outputs)
+    return 0
+
+
+def step_arguments(ns: argparse.Namespace) -> tuple[Graph, dict[str, Any], dict[str, Any]]:
+    """A step pod's graph, parameters and upstream outputs, from its parsed arguments
+    (``--pipeline-file``, ``--pipeline``, ``--step``, ``--param``, ``--upstream``)."""
     graph = build_graph(load_pipeline(Path(ns.pipeline_file), ns.pipeline))
     if ns.step not in graph.nodes:
         raise NotFound(f"pipeline {graph.pipeline.name!r} has no step {ns.step!r}")
     params = resolve_params(graph, parse_assignments(ns.param))
     upstream: dict[str, Any] = {}
     for doc in ns.upstream:
-        upstream.update(json.loads(doc))
-    parent = None if ns.pipeline_run is None else pipeline_run_id(ns.pipeline_run)
-    ws = Workspace.find()
-    try:
-        step = ClusterStep(ws, graph, ns.step, parent, ns.pipeline_file)
-        # Argo will rerun the container while its retries last; only the last failure is final.
-        final = ns.retry >= graph.nodes[ns.step].spec.retries
-        outputs = step.run(params, upstream, final=final)
-    finally:
-        ws.close()
-    if outputs is None:
-        return 1
-    Path(ns.outputs_file).write_text(json.dumps(outputs), encoding="utf-8")
-    return 0
+        value = json.loads(doc)
+        if not isinstance(value, dict):
+            raise ConfigError(f"--upstream {doc[:80]!r} is not a JSON object of outputs")
+        upstream.update(value)
+    return graph, params, upstream
+
+
+def write_outputs(path: str, outputs: Mapping[str, Any]) -> None:
+    """The step's ``{output: {digest, serializer}}`` where the platform reads it."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(outputs), encoding="utf-8")
 
 
 class ClusterStep:

@@ -25,12 +25,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from modelyard.errors import ConfigError, NotFound
+from modelyard.errors import ConfigError
 from modelyard.pipeline.argo_run import (
-    ClusterStep,
     ancestors_of,
     open_pipeline_run,
+    run_step_pod,
     settle_pipeline_run,
+    step_arguments,
 )
 from modelyard.pipeline.graph import build_graph
 from modelyard.pipeline.loader import load_pipeline
@@ -97,31 +98,13 @@ def run_kfp_step(argv: Sequence[str]) -> int:
     parser.add_argument("--upstream", action="append", default=[])
     ns = parser.parse_args(list(argv))
     run_id = kfp_run_id(ns.job_uuid, ns.job_name)
-    graph = build_graph(load_pipeline(Path(ns.pipeline_file), ns.pipeline))
-    if ns.step not in graph.nodes:
-        raise NotFound(f"pipeline {graph.pipeline.name!r} has no step {ns.step!r}")
-    params = resolve_params(graph, parse_assignments(ns.param))
-    upstream: dict[str, Any] = {}
-    for doc in ns.upstream:
-        value = json.loads(doc)
-        if not isinstance(value, dict):
-            raise ConfigError(f"--upstream {doc[:80]!r} is not a JSON object of outputs")
-        upstream.update(value)
+    graph, params, upstream = step_arguments(ns)
     ws = Workspace.find()
     # KFP's container spec has no working directory: the step's relative paths mean the
     # workspace, as they do in the local runner and in Argo (workingDir).
     os.chdir(ws.root)
-    try:
-        step = ClusterStep(ws, graph, ns.step, run_id, ns.pipeline_file)
-        outputs = step.run(params, upstream, final=None)
-    finally:
-        ws.close()
-    if outputs is None:
-        return 1
-    target = Path(ns.outputs_file)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(outputs), encoding="utf-8")
-    return 0
+    # KFP does not say which attempt this is: the step's row counts them
+    return run_step_pod(ws, graph, ns, run_id, params, upstream, final=None)
 
 
 def run_kfp_finish(argv: Sequence[str]) -> int:

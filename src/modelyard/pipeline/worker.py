@@ -88,26 +88,26 @@ __all__ = [
 ]
 
 
+# The modes of compiled pipelines' pods: (module, function), imported only when used.
+_PLATFORM_MODES = {
+    "--argo": ("argo_run", "run_argo_step"),
+    "--argo-start": ("argo_run", "run_argo_start"),
+    "--argo-finish": ("argo_run", "run_argo_finish"),
+    "--kfp": ("kfp_run", "run_kfp_step"),
+    "--kfp-start": ("kfp_run", "run_kfp_start"),
+    "--kfp-finish": ("kfp_run", "run_kfp_finish"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] in ("--argo", "--argo-start", "--argo-finish"):
-        from modelyard.pipeline import argo_run
+    if args and args[0] in _PLATFORM_MODES:
+        import importlib
 
-        mode = {
-            "--argo": argo_run.run_argo_step,
-            "--argo-start": argo_run.run_argo_start,
-            "--argo-finish": argo_run.run_argo_finish,
-        }[args[0]]
-        return mode(args)
-    if args and args[0] in ("--kfp", "--kfp-start", "--kfp-finish"):
-        from modelyard.pipeline import kfp_run
-
-        mode = {
-            "--kfp": kfp_run.run_kfp_step,
-            "--kfp-start": kfp_run.run_kfp_start,
-            "--kfp-finish": kfp_run.run_kfp_finish,
-        }[args[0]]
-        return mode(args)
+        module, function = _PLATFORM_MODES[args[0]]
+        mode = getattr(importlib.import_module(f"modelyard.pipeline.{module}"), function)
+        code: int = mode(args)
+        return code
     if len(args) != 1:
         print("usage: python -m modelyard.pipeline.worker TASK_JSON_PATH", file=sys.stderr)
         return EXIT_BAD_TASK
