@@ -441,3 +441,67 @@ def test_the_maintenance_pipeline_runs_end_to_end_with_kfp_local(
         assert ws.artifacts.exists(registered["digest"])
     finally:
         ws.close()
+
+
+FAILING = """
+from modelyard.pipeline import Pipeline, step
+
+@step
+def numbers(n_rows: int = 3) -> list:
+    return list(range(n_rows))
+
+@step
+def fit(numbers: list) -> float:
+    raise RuntimeError(f"diverged on {len(numbers)} rows")
+
+@step
+def report(fit: float) -> dict:
+    return {"fit": fit}
+
+pipeline = Pipeline("failing", [numbers, fit, report])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+@pytest.mark.postgres
+def test_a_failing_step_fails_the_kfp_run_and_the_exit_handler_settles_the_rest(
+    kfp_python: Path, maintenance_step_image: str, pg_url: str, tmp_path: Path
+) -> None:
+    root = _workspace(
+        tmp_path, SHARED.replace("registry.example/maintenance-steps:1", maintenance_step_image)
+    )
+    (root / "pipeline.py").write_text(textwrap.dedent(FAILING))
+    artifacts = tmp_path / "team-artifacts"
+    artifacts.mkdir()
+    spec = tmp_path / "failing.yaml"
+    done = _compile(kfp_python, root, "-o", str(spec))
+    assert done.returncode == 0, done.stderr + done.stdout
+    pipeline_root = tmp_path / "kfp-root"
+    pipeline_root.mkdir()
+    command = [str(kfp_python), "-c", RUN_LOCAL, str(spec), str(pipeline_root), str(root)]
+    command += [str(artifacts), pg_url, json.dumps({"n_rows": 5})]
+    run = subprocess.run(
+        command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=900
+    )
+    log = run.stdout[-6000:] + run.stderr[-6000:]
+    assert run.returncode == 0, log
+
+    ws = Workspace.at(
+        root, {"MODELYARD_STORE_URL": pg_url, "MODELYARD_ARTIFACT_ROOT": str(artifacts)}
+    )
+    try:
+        (record,) = ws.store.pipelines.list("failing", 10)
+        assert record.runner == "kubeflow"
+        assert record.status == "failed", log
+        assert record.error == "step 'fit' failed: RuntimeError: diverged on 5 rows"
+        steps = {s.step: (s.status, s.error) for s in record.steps}
+        assert steps == {
+            "numbers": ("finished", None),
+            "fit": ("failed", "RuntimeError: diverged on 5 rows"),
+            "report": ("skipped", "an upstream step failed"),
+        }
+        assert ws.store.runs.get(record.id).status == "failed"
+        assert ws.store.runs.get(record.step("fit").run_id).status == "failed"
+    finally:
+        ws.close()
