@@ -403,3 +403,44 @@ def test_duplicate_column_names_are_a_clear_error(workspace: Workspace, tmp_path
         data.add(csv, name="dup", workspace=workspace)
     with pytest.raises(NotFound):
         workspace.store.datasets.get("dup")
+
+
+@pytest.mark.local_only
+def test_link_shares_the_files_blocks_and_the_store_still_checks_them(
+    sqlite_workspace: Workspace, tmp_path: Path
+) -> None:
+    """``link=True``: no copy (a reflink, or a hard link where the filesystem has no reflinks);
+    the blob still holds exactly the bytes hashed, and a later in-place edit of the file is
+    caught by the store's verification instead of being served."""
+    ws = sqlite_workspace
+    src = tmp_path / "linked.csv"
+    src.write_text(CSV)
+    version = data.add(src, name="linked", link=True, workspace=ws).version
+    blob = ws.artifacts.local_path(version.digest)  # type: ignore[attr-defined]
+    assert blob.read_bytes() == CSV.encode()
+    assert version.profile is not None and version.profile["row_count"] == 5
+    if os.stat(blob).st_ino == os.stat(src).st_ino:  # a hard link: the same file
+        with src.open("r+") as f:
+            f.write("X")
+        with pytest.raises(CorruptArtifact):
+            ws.artifacts.get_bytes(version.digest)
+
+
+def test_the_profile_taken_while_storing_is_the_stored_bytes_profile(
+    sqlite_workspace: Workspace, tmp_path: Path
+) -> None:
+    """Storing and profiling read the file side by side; the profile must be the one the
+    stored blob gives (the source is profiled, so it must be these very bytes)."""
+    from modelyard.data.formats import TableSource
+    from modelyard.data.profile import profile_tables
+
+    ws = sqlite_workspace
+    src = tmp_path / "big.csv"
+    rows = "".join(f"{i},{i * 0.5},{'abc'[i % 3]},{i % 2 == 0}\n" for i in range(200_000))
+    src.write_text("id,amount,city,flag\n" + rows)
+    version = data.add(src, name="big", workspace=ws).version
+    blob = ws.artifacts.local_path(version.digest)  # type: ignore[attr-defined]
+    assert blob.read_bytes() == src.read_bytes()  # copy_file_range copied it all
+    columns, profile = profile_tables([TableSource(blob, str(src), "csv")], None, ws.artifacts)
+    assert version.profile == profile
+    assert version.schema is not None and version.schema["columns"] == columns

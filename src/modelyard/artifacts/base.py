@@ -37,8 +37,10 @@ class ArtifactStore(Protocol):
     """True for a store that refuses writes (``put_*`` raise :class:`ArtifactError`)."""
 
     @abstractmethod
-    def put_file(self, path: Path, progress: Progress | None = None) -> str:
-        """Store a file's bytes; ``progress`` is called with each chunk's size."""
+    def put_file(self, path: Path, progress: Progress | None = None, *, link: bool = False) -> str:
+        """Store a file's bytes; ``progress`` is called with each chunk's size. ``link`` lets
+        a local store share the file's blocks instead of copying them (a reflink, else a hard
+        link): only for files nobody will modify in place."""
 
     @abstractmethod
     def put_bytes(self, data: bytes) -> str:

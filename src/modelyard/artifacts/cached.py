@@ -35,8 +35,8 @@ class CachedArtifactStore(ArtifactStore):
         return self.cache.path(digest)
 
     # -- writes: cache, then the store of record ----------------------------------------------
-    def put_file(self, path: Path, progress: Progress | None = None) -> str:
-        digest = self.cache.put_file(path, progress)
+    def put_file(self, path: Path, progress: Progress | None = None, *, link: bool = False) -> str:
+        digest = self.cache.put_file(path, progress, link=link)
         self.upload(digest)
         return digest
 

@@ -50,26 +50,57 @@ class LocalArtifactStore(ArtifactStore):
             raise ArtifactError(f"artifact store {self.root} is read-only")
 
     # -- writes --------------------------------------------------------------------------------
-    def put_file(self, path: Path, progress: Progress | None = None) -> str:
-        """Copy and hash in one streaming pass; memory stays at one chunk."""
+    def put_file(self, path: Path, progress: Progress | None = None, *, link: bool = False) -> str:
+        """Hash the file in one streaming pass (memory stays at one chunk) while the kernel
+        copies it (``copy_file_range``: no second trip through this process).
+
+        ``link``: share the file's blocks instead, by a reflink (copy-on-write, safe) where
+        the filesystem has them, else by a hard link when the store is on the same filesystem
+        (the blob then *is* the file: modifying it in place later corrupts the blob, which
+        reads detect). Otherwise, and whenever linking fails, the bytes are copied."""
         self._check_writable()
         h = hashlib.sha256()
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp_dir(), prefix="put-")
         try:
-            with os.fdopen(fd, "wb") as out, path.open("rb") as src:
-                while chunk := src.read(CHUNK_SIZE):
-                    h.update(chunk)
-                    out.write(chunk)
+            with os.fdopen(fd, "wb") as out, path.open("rb", buffering=0) as src:
+                before = _signature(os.fstat(src.fileno()))
+                shared = link and _reflink(src.fileno(), out.fileno())
+                copy = _Copier(src.fileno(), out.fileno()) if not shared else None
+                buffer = bytearray(CHUNK_SIZE)
+                view = memoryview(buffer)
+                while n := src.readinto(buffer):
+                    h.update(view[:n])
+                    if copy is not None:
+                        copy.chunk(view[:n])
                     if progress is not None:
-                        progress(len(chunk))
+                        progress(n)
                 out.flush()
                 os.fsync(out.fileno())
-            return self._commit(tmp_name, f"sha256:{h.hexdigest()}")
+                changed = _signature(os.fstat(src.fileno())) != before
+            # The kernel copied from the file after this process read it: if the file changed
+            # meanwhile, the copy is what counts, and its own digest names it.
+            digest = digest_file(Path(tmp_name)) if changed else f"sha256:{h.hexdigest()}"
+            if link and not changed and not shared and self._hard_link(path, digest):
+                os.unlink(tmp_name)  # the copy was not needed after all
+                return digest
+            return self._commit(tmp_name, digest)
         except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
             self._full(exc, str(path))
             raise
+
+    def _hard_link(self, path: Path, digest: str) -> bool:
+        final = self.path(digest)
+        if _refresh(final):
+            return True
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, final)
+        except OSError:  # another filesystem, or links not allowed: keep the copy
+            return False
+        _fsync_dir(final.parent)
+        return True
 
     def put_bytes(self, data: bytes) -> str:
         self._check_writable()
@@ -179,6 +210,55 @@ def _refresh(blob: Path) -> bool:
     except OSError:  # a read-only folder or someone else's blob: it cannot be collected here
         return blob.is_file()
     return True
+
+
+def _signature(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+_FICLONE = 0x40049409  # linux/fs.h: share the extents of one file with another
+
+
+def _reflink(src: int, dst: int) -> bool:
+    """Make ``dst`` a copy-on-write clone of ``src`` (Btrfs, XFS, ...); False where the
+    filesystem cannot."""
+    import fcntl
+
+    try:
+        fcntl.ioctl(dst, _FICLONE, src)
+    except OSError:
+        return False
+    return True
+
+
+class _Copier:
+    """Copies the chunks just hashed from ``src`` to ``dst`` inside the kernel
+    (``copy_file_range``, the pages are still cached), writing them from here where the kernel
+    cannot (other filesystems, old kernels)."""
+
+    def __init__(self, src: int, dst: int) -> None:
+        self.src, self.dst, self.offset = src, dst, 0
+        self.in_kernel = hasattr(os, "copy_file_range")
+
+    def chunk(self, data: memoryview) -> None:
+        n = len(data)
+        done = 0
+        if self.in_kernel:
+            try:
+                while done < n:
+                    copied = os.copy_file_range(
+                        self.src, self.dst, n - done, self.offset + done, self.offset + done
+                    )
+                    if copied == 0:
+                        break  # the source shrank under us: the hash covers what was read
+                    done += copied
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                self.in_kernel = False
+        while done < n:
+            done += os.pwrite(self.dst, data[done:], self.offset + done)
+        self.offset += n
 
 
 def _fsync_dir(folder: Path) -> None:

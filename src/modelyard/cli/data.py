@@ -47,8 +47,14 @@ def data() -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--name", "-n", required=True, help="Dataset name (letters, digits, . _ -).")
 @click.option("--description", "-d", help="What this version is.")
+@click.option(
+    "--link",
+    is_flag=True,
+    help="Share the file's blocks with the local store instead of copying them (reflink, else "
+    "hard link); only for a file nobody will modify in place afterwards.",
+)
 @pass_workspace
-def add_cmd(ws: Workspace, path: Path, name: str, description: str | None) -> None:
+def add_cmd(ws: Workspace, path: Path, name: str, description: str | None, link: bool) -> None:
     """Snapshot PATH (a file or folder) as the next version of dataset NAME.
 
     Identical content returns the existing version; CSV and Parquet files are profiled.
@@ -85,7 +91,7 @@ def add_cmd(ws: Workspace, path: Path, name: str, description: str | None) -> No
             bar.update(tasks[phase], completed=done, total=total)
 
         result = datasets.add(
-            path, name=name, description=description, workspace=ws, progress=progress
+            path, name=name, description=description, workspace=ws, progress=progress, link=link
         )
     v = result.version
     what = (

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import os
 import stat
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +50,9 @@ profiling restarts after widening a column type."""
 class AddResult:
     version: DatasetVersion
     created: bool  # False: this exact content already was a version of the dataset
+
+
+_Profiled = tuple[dict[str, Any] | None, dict[str, Any] | None]  # (schema, profile)
 
 
 class _Meter:
@@ -86,14 +91,19 @@ def add(
     description: str | None = None,
     workspace: Workspace | None = None,
     progress: AddProgress | None = None,
+    link: bool = False,
 ) -> AddResult:
     """Snapshot ``path`` as dataset ``name``: identical content returns the existing version
-    (``created=False``); changed content becomes version N+1."""
+    (``created=False``); changed content becomes version N+1.
+
+    ``link=True`` shares the file's blocks with a local artifact store instead of copying them
+    (a reflink where the filesystem has them, else a hard link): only for a file that will not
+    be modified in place afterwards."""
     from modelyard.data.resolve import using_workspace
 
     validate_name(name, "dataset name")
     with using_workspace(workspace) as ws:
-        return _add(ws, Path(path), name, description, progress)
+        return _add(ws, Path(path), name, description, progress, link)
 
 
 def _add(
@@ -102,6 +112,7 @@ def _add(
     name: str,
     description: str | None,
     progress: AddProgress | None,
+    link: bool = False,
 ) -> AddResult:
     from modelyard.data.formats import (
         FORMAT_DIRECTORY,
@@ -117,6 +128,7 @@ def _add(
     except OSError as exc:
         raise DataError(f"{source}: cannot read: {exc.strerror}") from None
     artifacts = ws.artifacts
+    overlapped: _Profiled | DataError | None = None  # a file's profile, taken while storing
 
     if stat.S_ISDIR(st.st_mode):
         files = _walk(source)
@@ -136,17 +148,28 @@ def _add(
         if st.st_size == 0:
             raise DataError(f"{source}: the file is empty; there is nothing to snapshot")
         meter = _Meter(progress, PHASE_STORE, st.st_size)
-        try:
-            digest = artifacts.put_file(source, meter)
-        except PermissionError:
-            raise DataError(f"{source}: permission denied") from None
-        stored = [digest]
         fmt = detect_format(source)
         kind, size, count = "file", st.st_size, 1
         sources = []
         if fmt in TABULAR_FORMATS:
-            blob = artifacts.local_path(digest)
-            sources.append((source.name, TableSource(blob, str(source), fmt), st.st_size))
+            sources.append((source.name, TableSource(source, str(source), fmt), st.st_size))
+        # Storing (hash and copy) and profiling read the file side by side, each on its own
+        # core; the profile is of the source, so it counts only if the source did not change.
+        with ThreadPoolExecutor(1, thread_name_prefix="data-add") as pool:
+            storing = pool.submit(artifacts.put_file, source, meter, link=link)
+            overlapped = _profile_quietly(sources, artifacts, progress, fmt) if sources else None
+            try:
+                digest = storing.result()
+            except PermissionError:
+                raise DataError(f"{source}: permission denied") from None
+        stored = [digest]
+        if sources and (overlapped is None or _changed(source, st)):
+            blob = artifacts.local_path(digest)  # profile exactly the stored bytes
+            sources = [(source.name, TableSource(blob, str(source), fmt), st.st_size)]
+            overlapped = None
+        elif overlapped is not None and isinstance(overlapped, DataError):
+            _discard(ws, stored, time.time())
+            raise overlapped
     else:
         raise DataError(f"{source}: not a regular file or folder")
     stored_at = time.time()
@@ -159,14 +182,12 @@ def _add(
         return AddResult(existing, False)
 
     try:
-        schema, profile = _profile(sources, artifacts, progress, fmt=fmt)
+        if kind == "file" and overlapped is not None and not isinstance(overlapped, DataError):
+            schema, profile = overlapped
+        else:
+            schema, profile = _profile(sources, artifacts, progress, fmt=fmt)
     except DataError:
-        from modelyard.garbage import discard_unreferenced
-
-        # No orphan left behind; if even that fails, the error to report is still the data's
-        # (and 'modelyard gc' collects the blobs later).
-        with contextlib.suppress(ModelyardError, OSError):
-            discard_unreferenced(ws, stored, stored_at=stored_at)
+        _discard(ws, stored, stored_at)
         raise
     version, created = ws.store.datasets.add_version(
         name,
@@ -182,6 +203,44 @@ def _add(
         created_by=_user(),
     )
     return AddResult(version, created)
+
+
+def _discard(ws: Workspace, stored: list[str], stored_at: float) -> None:
+    """No orphan left behind; if even that fails, the error to report is still the data's
+    (and 'modelyard gc' collects the blobs later)."""
+    from modelyard.garbage import discard_unreferenced
+
+    with contextlib.suppress(ModelyardError, OSError):
+        discard_unreferenced(ws, stored, stored_at=stored_at)
+
+
+def _profile_quietly(
+    sources: list[tuple[str, TableSource, int]],
+    artifacts: ArtifactStore,
+    progress: AddProgress | None,
+    fmt: str,
+) -> _Profiled | DataError | None:
+    """The profile, the data's own error (reported once the bytes are stored and can be
+    discarded), or None when the file could not be read here (then the blob is profiled)."""
+    try:
+        return _profile(sources, artifacts, progress, fmt=fmt)
+    except DataError as exc:
+        return exc
+    except OSError:
+        return None
+
+
+def _changed(source: Path, before: os.stat_result) -> bool:
+    try:
+        now = source.stat()
+    except OSError:
+        return True
+    return (now.st_size, now.st_mtime_ns, now.st_ctime_ns, now.st_ino) != (
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ctime_ns,
+        before.st_ino,
+    )
 
 
 def _walk(root: Path) -> list[tuple[str, Path, int]]:

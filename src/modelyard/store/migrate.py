@@ -54,8 +54,6 @@ def check_version(engine: Engine) -> bool:
 
     The common case, a database already at head, is answered without importing Alembic (a
     tenth of a second of every command): one query against the head read from the files."""
-    from alembic.script import ScriptDirectory
-
     head = _head_from_files()
     if head is not None:
         try:
@@ -65,6 +63,8 @@ def check_version(engine: Engine) -> bool:
             current = None  # no such table yet: Alembic decides below
         if current == head:
             return True
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(alembic_config())
     with engine.connect() as conn:
         current = current_revision(conn)
