@@ -418,7 +418,8 @@ def test_link_shares_the_files_blocks_and_the_store_still_checks_them(
     version = data.add(src, name="linked", link=True, workspace=ws).version
     blob = ws.artifacts.local_path(version.digest)  # type: ignore[attr-defined]
     assert blob.read_bytes() == CSV.encode()
-    assert version.profile is not None and version.profile["row_count"] == 5
+    assert version.profile is not None
+    assert version.profile["row_count"] == 5
     if os.stat(blob).st_ino == os.stat(src).st_ino:  # a hard link: the same file
         with src.open("r+") as f:
             f.write("X")
@@ -443,4 +444,5 @@ def test_the_profile_taken_while_storing_is_the_stored_bytes_profile(
     assert blob.read_bytes() == src.read_bytes()  # copy_file_range copied it all
     columns, profile = profile_tables([TableSource(blob, str(src), "csv")], None, ws.artifacts)
     assert version.profile == profile
-    assert version.schema is not None and version.schema["columns"] == columns
+    assert version.schema is not None
+    assert version.schema["columns"] == columns
