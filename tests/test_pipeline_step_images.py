@@ -241,3 +241,38 @@ def test_resume_keeps_the_original_runs_runner(sqlite_workspace: Workspace) -> N
     chosen = runner.invoke(cli, ["pipeline", "resume", again.id, "--runner", "local"])
     assert chosen.exit_code == 0, chosen.output
     assert sqlite_workspace.store.pipelines.list("flaky")[0].runner == "local"
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_each_step_runs_in_an_image_holding_only_its_own_requirements(
+    engine: object, base_image: str, pipeline_file: Path, sqlite_workspace: Workspace
+) -> None:
+    """The docker runner builds the shared image from what the code imports (scikit-learn,
+    so skops too) and "own"'s image from modelyard and jsonschema alone; "prebuilt" runs in
+    the image it names (here: own's, tagged)."""
+    from modelyard.pipeline.run import run_pipeline
+
+    runner = DockerRunner(engine=engine, base_image=base_image)  # type: ignore[arg-type]
+    ws = _config(
+        sqlite_workspace, '\n[pipeline.steps.prebuilt]\nimage = "modelyard-test/prebuilt:1"\n'
+    )
+    # "prebuilt" must exist locally: tag the shared image under its name once it is built
+    runner.prepare(ws.root, pipeline_file)
+    assert runner.image is not None
+    engine.run(["tag", runner.image, "modelyard-test/prebuilt:1"])  # type: ignore[attr-defined]
+    try:
+        run = run_pipeline(pipeline_file, workspace=ws, runner=runner)
+        assert run.status == "finished", run.error
+        digest = run.step("prebuilt").outputs["prebuilt"]["digest"]  # type: ignore[index]
+        seen = json.loads(ws.artifacts.get_bytes(digest))
+        assert seen["before"] == {"sklearn": True, "skops": True, "jsonschema": False}
+        assert seen["sklearn"] is False
+        assert seen["jsonschema"] is True
+        ((requirements, image),) = runner._own_images.items()
+        assert "jsonschema" in requirements
+        assert "scikit-learn" not in requirements
+        assert image != runner.image
+    finally:
+        engine.run(["rmi", "modelyard-test/prebuilt:1"], check=False)  # type: ignore[attr-defined]
+        ws.close()
