@@ -505,3 +505,87 @@ def test_a_failing_step_fails_the_kfp_run_and_the_exit_handler_settles_the_rest(
         assert ws.store.runs.get(record.step("fit").run_id).status == "failed"
     finally:
         ws.close()
+
+
+RETRYING = """
+from pathlib import Path
+from modelyard.pipeline import Pipeline, step
+
+@step
+def numbers(n_rows: int = 3) -> list:
+    return list(range(n_rows))
+
+@step(retries=1)
+def fit(numbers: list) -> float:
+    if not Path("ok").exists():
+        raise RuntimeError("not yet")
+    return float(sum(numbers))
+
+@step
+def report(fit: float) -> dict:
+    if Path("boom").exists():
+        raise RuntimeError("boom")
+    return {"fit": fit}
+
+pipeline = Pipeline("retrying", [numbers, fit, report])
+"""
+
+
+def test_kfp_pods_count_attempts_against_retries(
+    sqlite_workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KFP reruns a failed task for its retry policy without telling the pod which attempt it
+    is: the step's row counts them, so only the failure past ``retries`` is final. The pods'
+    command lines are the ones the compiler writes (worker modes, called here in-process)."""
+    from modelyard.pipeline.worker import main
+
+    ws = sqlite_workspace
+    path = ws.root / "retrying.py"
+    path.write_text(textwrap.dedent(RETRYING))
+    monkeypatch.setenv("MODELYARD_WORKSPACE", str(ws.root))
+
+    def pod(mode: str, uuid: str, *args: str) -> int:
+        common = ["--pipeline-file", str(path), "--pipeline", "retrying"]
+        code = main([mode, *common, "--job-uuid", uuid, "--job-name", "retrying-job", *args])
+        monkeypatch.chdir(ws.root)
+        return code
+
+    def step(uuid: str, name: str, *upstream: Path) -> tuple[int, Path]:
+        out = tmp_path / uuid / name / "outputs"
+        ups = [a for u in upstream for a in ("--upstream", u.read_text())]
+        return pod("--kfp", uuid, "--step", name, "--outputs-file", str(out), *ups), out
+
+    first = "0f3c9a1b-2d4e-4f60-8a7b-9c0d1e2f3a4b"
+    run_id = first.replace("-", "")
+    assert pod("--kfp-start", first, "--param", "n_rows=4") == 0
+    code, numbers = step(first, "numbers")
+    assert code == 0
+    assert json.loads(numbers.read_text())["numbers"]["serializer"] == "json"
+    code, _ = step(first, "fit", numbers)
+    assert code == 1
+    row = ws.store.pipelines.get(run_id).step("fit")
+    assert (row.status, row.attempts, row.error) == ("running", 1, "RuntimeError: not yet")
+    (ws.root / "ok").write_text("")
+    code, fit = step(first, "fit", numbers)  # KFP's retry
+    assert code == 0
+    row = ws.store.pipelines.get(run_id).step("fit")
+    assert (row.status, row.attempts) == ("finished", 2)
+    assert step(first, "report", fit)[0] == 0
+    assert pod("--kfp-finish", first, "--status", '{"state": "SUCCEEDED", "error": {}}') == 0
+    record = ws.store.pipelines.get(run_id)
+    assert (record.status, record.runner) == ("finished", "kubeflow")
+    assert record.params == {"n_rows": 4}
+
+    # a step without retries fails at once; the exit handler ends the run with it
+    second = "1f3c9a1b-2d4e-4f60-8a7b-9c0d1e2f3a4b"
+    (ws.root / "boom").write_text("")
+    assert pod("--kfp-start", second) == 0
+    _, numbers = step(second, "numbers")
+    _, fit = step(second, "fit", numbers)
+    assert step(second, "report", fit)[0] == 1
+    row = ws.store.pipelines.get(second.replace("-", "")).step("report")
+    assert (row.status, row.error) == ("failed", "RuntimeError: boom")
+    failed = '{"state": "FAILED", "error": {"code": 9, "message": "Task report failed."}}'
+    assert pod("--kfp-finish", second, "--status", failed) == 0
+    record = ws.store.pipelines.get(second.replace("-", ""))
+    assert (record.status, record.error) == ("failed", "step 'report' failed: RuntimeError: boom")
