@@ -305,6 +305,14 @@ def test_every_page_shows_its_numbers_and_links_resolve(
         assert len(links) == 3, links  # the deployment, its model, its lineage
         for link in links:
             _open_and_check(page, link)
+        # The deployment's page shows its rollouts: each step's analysis, per variant.
+        page.goto(f"{url}/#/deployments/{world.deployment}")
+        rollout = page.locator(".rollout").first
+        expect(rollout).to_contain_text("canary rollout")
+        expect(rollout).to_contain_text("step 1: canary 5% — FAILED")
+        expect(rollout.locator("td.fail")).to_have_text("FAIL")
+        expect(rollout.locator(".chart, canvas").first).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "11b-deployment-rollouts.png"), full_page=True)
 
         # Compare two runs: each run's params and metric values in its own column.
         train = next(r for r in steps if r.name == "train")

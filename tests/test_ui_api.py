@@ -137,6 +137,7 @@ def build_world(ws: Workspace, rows: int = 600) -> World:
             "deployment", DEPLOYMENT, "monitor_report", str(report.id), "monitored"
         )
         reports.append(report.id)
+    _record_rollout(ws, version.ref)
     fired = {"policy": "retrain-on-drift", "status": "fired", "reasons": [f"{DRIFTED} drifted"]}
     ws.store.monitoring.set_fired(reports[-1], [fired])
     ws.store.monitoring.add_action(
@@ -149,6 +150,25 @@ def build_world(ws: Workspace, rows: int = 600) -> World:
         finished=True,
     )
     return World(run.id, "sensors@1", version.ref, DEPLOYMENT, tuple(reports))
+
+
+def _record_rollout(ws: Workspace, primary: str) -> None:
+    """An aborted canary of maintenance@9 as the rollout controller records it."""
+    from modelyard.monitor.analysis import Analysis, CheckResult
+    from modelyard.monitor.progressive import ABORTED, ACTION, StepRecord, canary_steps
+
+    results = (
+        CheckResult("error rate", 0.05, 0.0, "<= primary + 0.01", False, "5.00% vs 0.00%"),
+        CheckResult("p99 latency ms", 12.0, 10.0, "<= primary x 1.5 + 20", True, "12 vs 10"),
+    )
+    now = datetime.now(UTC).isoformat()
+    step = StepRecord(1, canary_steps([5], 60)[0], Analysis("canary", now, now, 80, 1500, results))
+    ws.store.monitoring.add_action(
+        report_id=None, deployment=DEPLOYMENT, policy="deploy", action=ACTION, status=ABORTED,
+        reason="step 1 failed: error rate", finished=True,
+        detail={"candidate": "maintenance@9", "primary": primary, "strategy": "canary",
+                "steps": [step.to_dict()]},
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -211,6 +231,15 @@ def test_every_page_of_the_lifecycle(world: World, client: Any) -> None:
     detail = get(client, f"/deployments/{DEPLOYMENT}")
     assert [p["p50_ms"] for p in detail["health"]] == [3.0, 4.0]
     assert detail["events"][0]["message"] == f"serving {world.model_ref}"
+    (rollout,) = detail["rollouts"]
+    assert (rollout["strategy"], rollout["candidate"], rollout["status"]) == (
+        "canary",
+        "maintenance@9",
+        "aborted",
+    )
+    (step,) = rollout["steps"]
+    assert [c["check"] for c in step["analysis"]["results"]] == ["error rate", "p99 latency ms"]
+    assert step["analysis"]["passed"] is False
 
     mon = get(client, "/monitoring", deployment=DEPLOYMENT)
     assert [r["id"] for r in mon["reports"]] == list(world.reports)

@@ -98,6 +98,7 @@ export function DeploymentPage(props: { name: string }) {
           <LineChart time title="error rate" series={[timeSeries(h, "error_rate", "errors")]} />
         </div>
       )}
+      {(d.config?.candidate || d.rollouts?.length > 0) && <Rollouts d={d} />}
       <div class="grid">
         <div class="panel">
           <h3>Revisions</h3>
@@ -128,6 +129,78 @@ export function DeploymentPage(props: { name: string }) {
         </div>
       </div>
     </section>
+  );
+}
+
+// Progressive rollouts: the variants serving now, and each rollout's steps with their analysis
+// (candidate vs serving version on the same window) and the per-variant series over the steps.
+function Rollouts(props: { d: any }) {
+  const { d } = props;
+  const candidate = d.config?.candidate;
+  const split = d.config?.split;
+  const num = (v: any) => (v === null || v === undefined ? "—" : Number(v).toPrecision(4));
+  return (
+    <div class="panel">
+      <h3>Variants and rollouts</h3>
+      <p>
+        primary {d.model ?? "—"}
+        {candidate && (
+          <>
+            {" "}· candidate {candidate.ref} · {split ? `${split.mode} ${split.percent}%` : "no traffic yet"}
+            {split?.sticky ? ` (sticky by ${split.sticky})` : ""}
+          </>
+        )}
+      </p>
+      {(d.rollouts ?? []).map((r: any) => {
+        const at = (s: any) => Date.parse(s.analysis.until) / 1000;
+        const check = (s: any, name: string, key: string) =>
+          s.analysis.results.find((c: any) => c.check === name)?.[key] ?? null;
+        const series = (name: string) => [
+          { label: "candidate", points: r.steps.map((s: any) => [at(s), check(s, name, "candidate")]) as [number, number | null][] },
+          { label: "serving", points: r.steps.map((s: any) => [at(s), check(s, name, "primary")]) as [number, number | null][] },
+        ];
+        return (
+          <div class="rollout">
+            <h4>
+              {r.strategy} rollout {r.id} of {r.candidate} (serving {r.primary}):{" "}
+              <span class={`status ${r.status}`}>{r.status}</span>
+            </h4>
+            {r.reason && <p>{r.reason}</p>}
+            {r.steps.length > 0 && (
+              <div class="charts">
+                <LineChart time title="p99 latency (ms) by variant" series={series("p99 latency ms")} />
+                <LineChart time title="error rate by variant" series={series("error rate")} />
+              </div>
+            )}
+            {r.steps.map((s: any) => (
+              <table>
+                <caption>
+                  step {s.index}: {s.mode} {s.percent}% — {s.analysis.passed ? "passed" : "FAILED"}
+                </caption>
+                <tr>
+                  <th>check</th>
+                  <th>candidate</th>
+                  <th>serving</th>
+                  <th>limit</th>
+                  <th>result</th>
+                  <th>detail</th>
+                </tr>
+                {s.analysis.results.map((c: any) => (
+                  <tr>
+                    <td>{c.check}</td>
+                    <td>{num(c.candidate)}</td>
+                    <td>{num(c.primary)}</td>
+                    <td>{c.limit}</td>
+                    <td class={c.passed === false ? "fail" : ""}>{c.passed === null ? "n/a" : c.passed ? "pass" : "FAIL"}</td>
+                    <td>{c.detail}</td>
+                  </tr>
+                ))}
+              </table>
+            ))}
+          </div>
+        );
+      })}
+    </div>
   );
 }
 

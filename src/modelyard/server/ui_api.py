@@ -420,7 +420,15 @@ def deployment(
         "revisions": _plain(list(reversed(dep.revisions))),
         "events": _plain(list(reversed(repo.events(dep.name, limit=50)))),
         "health": _with_rates([_health_point(r) for r in reversed(reports)]),
+        "rollouts": _plain(_rollouts(ws, dep.name)) if monitoring is not None else [],
     }
+
+
+def _rollouts(ws: Any, name: str) -> list[dict[str, Any]]:
+    """The latest progressive rollouts (shadow/canary) with every step's analysis table."""
+    from modelyard.monitor.progressive import rollouts
+
+    return rollouts(ws, name, limit=5)
 
 
 # -- monitoring ----------------------------------------------------------------------------------
