@@ -4,9 +4,12 @@ be 0) on the docker and local targets.
 
     python benchmarks/packaging_deploy.py [--base-image REF] [--requests-after 200]
         [--maintenance WORKSPACE]   # also report the maintenance example's image size
+        [--builds-only]             # image figures only, no deployments
 
 The cold build uses ``--no-cache`` semantics (every layer rebuilt, wheels already on the
-host); the rebuild is a second model version with the same dependencies.
+host); the rebuild is a second model version with the same dependencies. Both builders run
+side by side: Docker's (``modelyard build``) and the daemonless OCI writer (``modelyard build
+--builder oci``, base read from the engine with ``docker save``), each with its size per layer.
 """
 
 from __future__ import annotations
@@ -58,6 +61,39 @@ def _rollout_loss(
     }
 
 
+def _docker_layers(tag: str) -> list[tuple[str, str]]:
+    from modelyard.images import DockerEngine
+
+    out = DockerEngine.from_env().run(
+        ["history", "--no-trunc", "--format", "{{.Size}}\t{{.CreatedBy}}", tag]
+    )
+    rows = []
+    for line in reversed(out.stdout.decode().splitlines()):
+        size, _, created_by = line.partition("\t")
+        if size not in ("0B", "0"):
+            rows.append((f"docker:   layer {created_by.strip()[:50]}", size))
+    return rows
+
+
+def _oci_builds(ws: object, refs: list[str], base: str) -> list[tuple[str, str]]:
+    from modelyard.packaging.oci_build import build_oci_image
+
+    cold = build_oci_image(refs[0], workspace=ws, base_image=base, no_cache=True)  # type: ignore[arg-type]
+    warm = build_oci_image(refs[1], workspace=ws, base_image=base)  # type: ignore[arg-type]
+    rows = [
+        ("oci: cold build (no cache, base already read)", f"{cold.build_seconds:.1f} s"),
+        ("oci: rebuild for a new model version", f"{warm.build_seconds:.1f} s"),
+        ("oci: image size (scikit-learn churn model)", f"{cold.size / 1e6:.0f} MB"),
+    ]
+    base_size = sum(layer.uncompressed_size for role, layer in cold.layers if role == "base")
+    rows.append(("oci:   layer base", f"{base_size / 1e6:.1f} MB"))
+    for role, layer in cold.layers:
+        if role != "base":
+            rows.append((f"oci:   layer {role}", f"{layer.uncompressed_size / 1e6:.1f} MB "
+                         f"({layer.descriptor.size / 1e6:.1f} MB gzip)"))  # fmt: skip
+    return rows
+
+
 def main() -> None:
     from _deploy_helpers import register_churn
     from modelyard.deploy.probe import free_port
@@ -68,6 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--base-image", default=SERVE_BASE)
     parser.add_argument("--maintenance", type=Path, default=None)
+    parser.add_argument("--builds-only", action="store_true")
     args = parser.parse_args()
     if args.base_image == SERVE_BASE:
         build_base_image(SERVE_BASE)
@@ -79,11 +116,13 @@ def main() -> None:
         cold = build_model_image(refs[0], workspace=ws, base_image=args.base_image, no_cache=True)
         warm = build_model_image(refs[1], workspace=ws, base_image=args.base_image)
         rows += [
-            ("cold build (no cache, wheels on host)", f"{cold.info.build_seconds:.1f} s"),
-            ("rebuild for a new model version", f"{warm.info.build_seconds:.1f} s"),
-            ("image size (scikit-learn churn model)", f"{cold.size / 1e6:.0f} MB"),
+            ("docker: cold build (no cache, wheels on host)", f"{cold.info.build_seconds:.1f} s"),
+            ("docker: rebuild for a new model version", f"{warm.info.build_seconds:.1f} s"),
+            ("docker: image size (scikit-learn churn model)", f"{cold.size / 1e6:.0f} MB"),
         ]
-        for target in ("docker", "local"):
+        rows += _docker_layers(cold.tag)
+        rows += _oci_builds(ws, refs, args.base_image)
+        for target in () if args.builds_only else ("docker", "local"):
             result = _rollout_loss(ws, target, refs, free_port(), f"bench-{target}")
             rows += [
                 (f"{target}: deploy (2 replicas) until ready", f"{result['deploy_ready_s']:.1f} s"),

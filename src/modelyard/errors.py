@@ -42,7 +42,9 @@ code raises these and knows nothing of HTTP or terminals.
     │   ├── EngineUnavailable                     no Docker engine answers on its socket
     │   ├── ImageBuildFailed                      a build failed (the build log is attached)
     │   ├── WheelhouseError                       a locked package has no wheel to install
-    │   └── RegistryError                         a container registry refused or did not answer
+    │   ├── RegistryError                         a container registry refused or did not answer
+    │   └── ImageVerificationFailed               an image whose registry content does not match
+    │                                             its registered version (modelyard verify)
     ├── RetrainStopped                            a retrain stopped between two steps (SIGTERM,
     │                                             or its lease was lost)
     ├── HTTPError                                 a model server's error answer (status, headers)
@@ -305,6 +307,11 @@ class RegistryError(ImageError):
     """A push or pull a container registry refused (credentials) or never answered."""
 
 
+class ImageVerificationFailed(ImageError):
+    """An image whose labels, model layer or SBOM in the registry differ from its registered
+    version (``modelyard verify``)."""
+
+
 class DeployError(ModelyardError):
     """A deployment that could not be started, changed or stopped (a port in use, a target
     that is not there)."""
@@ -347,6 +354,7 @@ __all__ = [
     "HTTPError",
     "ImageBuildFailed",
     "ImageError",
+    "ImageVerificationFailed",
     "InsufficientStorage",
     "InvalidInput",
     "InvalidName",

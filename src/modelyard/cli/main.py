@@ -86,6 +86,7 @@ cli.add_command(_packaging_cli.build)
 cli.add_command(_packaging_cli.dockerfile)
 cli.add_command(_packaging_cli.push)
 cli.add_command(_packaging_cli.sbom)
+cli.add_command(_packaging_cli.verify)
 cli.add_command(_deploy_cli.deploy)
 cli.add_command(_deploy_cli.deployments)
 

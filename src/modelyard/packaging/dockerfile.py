@@ -12,7 +12,7 @@ import hashlib
 import json
 import sys
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,15 +67,20 @@ def image_repository(model_name: str) -> str:
     return f"modelyard/{model_name.lower()}"
 
 
-def serving_lock(ws: Workspace, version: ModelVersion) -> dict[str, str]:
-    """Exact versions for the image: the closure of ``modelyard[serve]`` plus the flavor's
-    requirements (names and dependencies as installed here), each at the version the training
-    run recorded, else the version the model was saved with, else the one installed here."""
+def serving_lock(
+    ws: Workspace, version: ModelVersion, without: Collection[str] = ()
+) -> dict[str, str]:
+    """Exact versions for the image: the closure of ``modelyard[serve]`` (less the roots named
+    in ``without``) plus the flavor's requirements (names and dependencies as installed here),
+    each at the version the training run recorded, else the version the model was saved with,
+    else the one installed here."""
     from modelyard.images import lock_from_environment
     from modelyard.images.wheelhouse import canonical_name
 
     flavor_reqs = dict(version.requirements or {})
-    closure = lock_from_environment([*serving_requirements(), *sorted(flavor_reqs)])
+    left_out = {canonical_name(n) for n in without}
+    roots = [r for r in serving_requirements() if canonical_name(r.split("[")[0]) not in left_out]
+    closure = lock_from_environment([*roots, *sorted(flavor_reqs)])
     trained: dict[str, str] = {}
     if version.run_id is not None:
         run = ws.store.runs.get(version.run_id)
@@ -198,6 +203,7 @@ def plan_model_image(
     base_image: str | None = None,
     wheelhouse_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    without: Collection[str] = (),
 ) -> ModelImagePlan:
     """Resolve ``ref``, export (and verify) its folder, lock and fetch its wheels: everything
     up to the build. A missing or corrupted artifact fails here, before any image exists."""
@@ -213,7 +219,7 @@ def plan_model_image(
     check_code_trust(version)  # an image of untrusted code is never built
     base = v.check_image_ref("base image", base_image or default_base_image(ws))
     model_dir = _stage_model(ws, export_model(ws, version), version)
-    lock = serving_lock(ws, version)
+    lock = serving_lock(ws, version, without)
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     house = prepare_wheelhouse(
         lock,
@@ -223,10 +229,20 @@ def plan_model_image(
     )
     run = ws.store.runs.get(version.run_id) if version.run_id else None
     entrypoint = [
-        "python", "-m", "modelyard.serving", "--model-dir", MODEL_DIR,
-        "--name", version.name, "--version", str(version.version),
-        "--host", "0.0.0.0", "--port", str(SERVE_PORT),
-    ]  # fmt: skip
+        "python",
+        "-m",
+        "modelyard.serving",
+        "--model-dir",
+        MODEL_DIR,
+        "--name",
+        version.name,
+        "--version",
+        str(version.version),
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(SERVE_PORT),
+    ]
     if version.code_trusted:
         entrypoint.append("--allow-pickle")
     spec = ImageSpec(

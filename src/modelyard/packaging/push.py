@@ -36,6 +36,10 @@ class PushResult:
     tags: tuple[str, ...]
     digest: str  # the registry's manifest digest
     ref: str  # REPO@DIGEST: what deployments pull
+    # An image of the OCI builder is pushed with its SBOM beside it (packaging.oci_push).
+    sbom_ref: str | None = None  # REPO:sha256-<hex>.sbom
+    sbom_digest: str | None = None
+    sbom_referrers_api: bool = False
 
 
 def registry_repository(registry: str, model_name: str) -> str:
@@ -61,6 +65,10 @@ def push_model_image(
     """Push the image built for ``ref`` as ``:VERSION`` and ``:sha-<12 hex of the model
     digest>``; record the remote digest on the version after pulling it back by digest.
 
+    An image the OCI builder wrote (``modelyard build --builder oci``) is pushed without a
+    Docker engine, with the distribution API, and its SBOM beside it
+    (:mod:`modelyard.packaging.oci_push`).
+
     A registry that is down or answers 5xx is tried ``attempts`` times with doubling waits;
     then :class:`RegistryError` is raised, the local tags made for the push are removed, and
     nothing is recorded. Refused credentials fail at once (retrying cannot help).
@@ -70,13 +78,37 @@ def push_model_image(
     from modelyard.workspace import resolve as resolve_workspace
 
     ws = resolve_workspace(workspace)
-    engine = engine or DockerEngine.from_env()
     version = resolve(ref, ws)
     if version.image_id is None:
         raise NotFound(f"{version.ref} has no image yet; build it first: modelyard build {ref}")
     repo = registry_repository(registry, version.name)
     host = repo.split("/", 1)[0]
+    from modelyard.packaging.oci_push import oci_manifest_of, push_oci_image
+
+    oci = oci_manifest_of(ws, version)
+    if oci is not None:
+        pushed = push_oci_image(
+            ws,
+            version,
+            oci,
+            repo,
+            username=username,
+            password=password,
+            attempts=attempts,
+            backoff_s=backoff_s,
+            sleep=sleep,
+        )
+        return PushResult(
+            pushed.version,
+            pushed.tags,
+            pushed.digest,
+            pushed.ref,
+            sbom_ref=f"{repo}:{pushed.sbom.tag}",
+            sbom_digest=pushed.sbom.digest,
+            sbom_referrers_api=pushed.sbom.referrers_api,
+        )
     tags = (f"{repo}:{version.version}", f"{repo}:sha-{version.digest.split(':')[-1][:12]}")
+    engine = engine or DockerEngine.from_env()
     engine.ping()
     if engine.inspect_image(version.image_id) is None:
         raise NotFound(
