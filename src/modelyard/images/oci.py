@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from modelyard.errors import ImageError
+from modelyard.hashing import digest_file
 
 # 1980-01-01T00:00:00Z: the oldest time a zip entry can hold, the date modelyard gives every
 # entry of a reproducible archive (model files, wheels, layers alike).
@@ -358,7 +359,7 @@ def _hardlink_copies(ordered: list[Entry]) -> list[Entry]:
         for i in indexes:
             entry = ordered[i]
             assert entry.source is not None
-            key = (_file_sha256(entry.source), entry.mode)
+            key = (digest_file(entry.source), entry.mode)
             if key in first:
                 out[i] = Entry(
                     entry.path,
@@ -371,14 +372,6 @@ def _hardlink_copies(ordered: list[Entry]) -> list[Entry]:
             else:
                 first[key] = entry.path
     return out
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _add(tar: tarfile.TarFile, entry: Entry) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelyard.errors import ImageBuildFailed, ImageError
+from modelyard.errors import ImageBuildFailed, InvalidReference
 from modelyard.images.oci import (
     DOCKER_LAYER,
     DOCKER_LIST,
@@ -68,9 +68,7 @@ def load_base(
     """Resolve ``name`` (see the module docstring) and put its blobs into ``layout``."""
     try:
         ref: ImageRef | None = ImageRef.parse(name)
-    except ImageError:
-        ref = None
-    except Exception:
+    except InvalidReference:  # no registry host in the name: a local image
         ref = None
     if ref is not None:
         digest, config, layers = _from_registry(ref, layout, username, password)

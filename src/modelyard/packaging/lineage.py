@@ -8,8 +8,25 @@ from typing import TYPE_CHECKING
 from modelyard.units import format_size
 
 if TYPE_CHECKING:
+    from modelyard.store.models_entities import ModelVersion
     from modelyard.tracking.lineage import NodeType
     from modelyard.workspace import Workspace
+
+
+def record_push(ws: Workspace, version: ModelVersion, repo: str, digest: str) -> str:
+    """Record ``REPO@DIGEST`` as where ``version``'s image was pushed; returns that ref."""
+    remote = f"{repo}@{digest}"
+    ws.store.models.set_image(
+        version.name,
+        version.version,
+        image_id=version.image_id,
+        image_digest=digest,
+        image_size=version.image_size,
+        image_ref=remote,
+    )
+    if version.image_id is not None:
+        ws.store.lineage.add("image", version.image_id, "image", remote, "pushed_as")
+    return remote
 
 
 def _label(ws: Workspace, node_id: str) -> str:

@@ -82,6 +82,7 @@ def push_oci_image(
 ) -> OciPush:
     from modelyard.images.oci import ImageLayout
     from modelyard.images.registry import Registry
+    from modelyard.packaging.lineage import record_push
     from modelyard.packaging.oci_build import LAYOUT_DIR
     from modelyard.packaging.sbom import sbom_of
 
@@ -109,19 +110,9 @@ def push_oci_image(
             sleep(backoff_s * 2 ** (attempt - 1))
     else:  # pragma: no cover - the loop breaks or raises
         raise RegistryError(str(last))
-    remote = f"{repo}@{digest}"
     created = _created(layout, data)
     sbom = push_sbom(reg, path, manifest, sbom_of(version.ref, ws), created)
-    ws.store.models.set_image(
-        version.name,
-        version.version,
-        image_id=version.image_id,
-        image_digest=digest,
-        image_size=version.image_size,
-        image_ref=remote,
-    )
-    assert version.image_id is not None
-    ws.store.lineage.add("image", version.image_id, "image", remote, "pushed_as")
+    remote = record_push(ws, version, repo, digest)
     ws.store.lineage.add("image", remote, "image", f"{repo}@{sbom.digest}", SBOM_RELATION)
     return OciPush(
         ws.store.models.get_version(version.name, version.version), tags, digest, remote, sbom

@@ -127,16 +127,9 @@ def push_model_image(
             for tag in tags:
                 eng.run(["rmi", "--no-prune", tag], check=False)
             raise
-    remote = f"{repo}@{digest}"
-    ws.store.models.set_image(
-        version.name,
-        version.version,
-        image_id=version.image_id,
-        image_digest=digest,
-        image_size=version.image_size,
-        image_ref=remote,
-    )
-    ws.store.lineage.add("image", version.image_id, "image", remote, "pushed_as")
+    from modelyard.packaging.lineage import record_push
+
+    remote = record_push(ws, version, repo, digest)
     return PushResult(
         ws.store.models.get_version(version.name, version.version), tags, digest, remote
     )
