@@ -255,6 +255,10 @@ def test_push_to_an_open_registry_records_the_remote_digest(
     )
     with urllib.request.urlopen(req, timeout=5) as resp:
         assert resp.headers["Docker-Content-Digest"] == version.image_digest
+    # The SBOM is pushed beside it (distribution 2.8: under the sha256-<hex>.sbom tag).
+    sbom_tag = version.image_digest.replace(":", "-") + ".sbom"
+    assert sbom_tag in _tags(OPEN_REGISTRY, "test/churn")
+    assert f"Pushed the SBOM as {OPEN_REGISTRY}/test/churn:{sbom_tag}" in result.output
 
 
 def test_push_with_a_password_on_stdin_and_a_wrong_one(

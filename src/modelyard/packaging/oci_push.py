@@ -119,6 +119,35 @@ def push_oci_image(
     )
 
 
+def push_sbom_beside(
+    ws: Workspace,
+    version: ModelVersion,
+    repo: str,
+    digest: str,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+) -> SbomPush | None:
+    """Push the SBOM the build recorded beside the image ``REPO@DIGEST`` a Docker push made,
+    and record it; None when the build recorded none (an image built before SBOMs)."""
+    from modelyard.images.oci import Descriptor
+    from modelyard.images.registry import Registry
+    from modelyard.packaging.sbom import sbom_of
+
+    try:
+        sbom = sbom_of(version.ref, ws)
+    except NotFound:
+        return None
+    host, _, path = repo.partition("/")
+    reg = Registry(host, username=username, password=password)
+    data, media, _ = reg.get_manifest(path, digest)
+    created = json.loads(data).get("annotations", {}).get("org.opencontainers.image.created")
+    pushed = push_sbom(reg, path, Descriptor(media, digest, len(data)), sbom, created)
+    remote = f"{repo}@{digest}"
+    ws.store.lineage.add("image", remote, "image", f"{repo}@{pushed.digest}", SBOM_RELATION)
+    return pushed
+
+
 def _transient(exc: RegistryError) -> bool:
     text = str(exc)
     return "does not answer" in text or " answered 5" in text

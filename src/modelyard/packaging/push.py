@@ -66,8 +66,8 @@ def push_model_image(
     digest>``; record the remote digest on the version after pulling it back by digest.
 
     An image the OCI builder wrote (``modelyard build --builder oci``) is pushed without a
-    Docker engine, with the distribution API, and its SBOM beside it
-    (:mod:`modelyard.packaging.oci_push`).
+    Docker engine, with the distribution API. Either way the SBOM the build recorded is pushed
+    beside the image (:mod:`modelyard.packaging.oci_push`).
 
     A registry that is down or answers 5xx is tried ``attempts`` times with doubling waits;
     then :class:`RegistryError` is raised, the local tags made for the push are removed, and
@@ -128,10 +128,18 @@ def push_model_image(
                 eng.run(["rmi", "--no-prune", tag], check=False)
             raise
     from modelyard.packaging.lineage import record_push
+    from modelyard.packaging.oci_push import push_sbom_beside
 
     remote = record_push(ws, version, repo, digest)
+    sbom = push_sbom_beside(ws, version, repo, digest, username=username, password=password)
     return PushResult(
-        ws.store.models.get_version(version.name, version.version), tags, digest, remote
+        ws.store.models.get_version(version.name, version.version),
+        tags,
+        digest,
+        remote,
+        sbom_ref=f"{repo}:{sbom.tag}" if sbom else None,
+        sbom_digest=sbom.digest if sbom else None,
+        sbom_referrers_api=bool(sbom and sbom.referrers_api),
     )
 
 
