@@ -150,7 +150,7 @@ def main() -> int:
                 if start + (minute - 1) * 60 <= when < start + minute * 60
             ]
             span = min(60.0, args.minutes * 60 - (minute - 1) * 60)
-            if window:
+            if window and span > 0:  # answers that land just after the last minute: none
                 print(
                     f"  minute {minute:3}: {len(window) / span:6.0f} req/s  "
                     f"p99 {_p99(window):6.1f} ms  load {os.getloadavg()[0]:.2f}",
