@@ -367,3 +367,31 @@ def test_a_fresh_venv_from_the_lock_gives_the_same_digest(
     assert set(statuses(result).values()) == {MATCHED}, result.rows
     assert "a fresh venv of Python" in reason(result, "environment")
     assert "the same lock as the run" in reason(result, "environment")
+
+
+def test_a_recorded_command_cannot_lead_out_of_the_checkout(
+    script_repo: tuple[Path, Workspace],
+) -> None:
+    """Tags can be edited by anyone who may write runs: the recorded script path is checked."""
+    import json
+
+    from sklearn.dummy import DummyClassifier
+
+    import modelyard
+
+    repo, ws = script_repo
+    with modelyard.start_run(name="train", workspace=ws) as run:
+        assert "modelyard.source" not in ws.store.runs.get(run.id).tags  # pytest is __main__
+        run.set_tag(
+            "modelyard.source",
+            json.dumps({"script": "../../evil.py", "module": None, "args": [], "cwd": "."}),
+        )
+        x = points(1)[["a", "b"]]
+        run.log_model(DummyClassifier().fit(x, [0] * len(x)), input_example=x.head(2))
+    models.register(run.id, "clf", workspace=ws)
+
+    result = reproduce("clf@1", workspace=ws, env="current")
+
+    assert statuses(result)["code"] == DIFFERS
+    assert "the recorded script '../../evil.py' is outside the repository" in reason(result, "code")
+    assert result.run_id is None

@@ -29,6 +29,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -111,7 +112,6 @@ def reproduce(
     from the recorded lock) or ``current`` (this interpreter). ``patch``: the run's
     uncommitted changes (``git diff HEAD --binary``), required when its tree was dirty.
     ``params``: overrides of a pipeline's recorded parameters."""
-    from modelyard.models import resolve as resolve_model
     from modelyard.workspace import resolve as resolve_workspace
 
     if env not in ENVS:
@@ -120,13 +120,30 @@ def reproduce(
         raise NotFound(f"patch file {patch} does not exist")
     say = progress or (lambda _msg: None)
     ws = resolve_workspace(workspace)
+    try:
+        return _reproduce_version(ws, ref, env, patch, dict(params or {}), say)
+    finally:
+        if workspace is None:  # found here: close its store
+            ws.close()
+
+
+def _reproduce_version(
+    ws: Workspace,
+    ref: str,
+    env: str,
+    patch: Path | None,
+    params: dict[str, str],
+    say: Callable[[str], None],
+) -> Reproduction:
+    from modelyard.models import resolve as resolve_model
+
     version = resolve_model(ref, workspace=ws)
     began = time.monotonic()
     rows: dict[str, Row] = {}
     new_digest: str | None = None
     new_run: str | None = None
     try:
-        new_run, new_digest = _reproduce(ws, version, env, patch, dict(params or {}), rows, say)
+        new_run, new_digest = _reproduce(ws, version, env, patch, params, rows, say)
     except _Stop as stop:
         rows[stop.row] = Row(stop.row, DIFFERS, stop.reason)
         for name in ROWS:
@@ -354,8 +371,10 @@ def _spec(
         )
     else:
         source = plan.source
-        cwd = tree / source.cwd
-        if source.script is not None and not (tree / source.script).is_file():
+        cwd = _inside(tree, source.cwd, "working folder")
+        if source.module is not None and not _MODULE.fullmatch(source.module):
+            raise _Stop("code", f"the recorded module {source.module!r} is not a module name")
+        if source.script is not None and not _inside(tree, source.script, "script").is_file():
             raise _Stop(
                 "code",
                 f"{source.script} is not in commit {code.commit[:12]} (it was not committed)",
@@ -368,6 +387,18 @@ def _spec(
         )
     path = scratch / "spec.json"
     path.write_text(json.dumps(spec, indent=1), encoding="utf-8")
+    return path
+
+
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _inside(tree: Path, relative: str, what: str) -> Path:
+    """``tree / relative``, refused when the recorded path leads out of the checkout (tags can
+    be edited, so they are checked like any user input)."""
+    path = (tree / relative).resolve()
+    if path != tree.resolve() and tree.resolve() not in path.parents:
+        raise _Stop("code", f"the recorded {what} {relative!r} is outside the repository")
     return path
 
 
