@@ -88,6 +88,11 @@ def test_durations() -> None:
     assert parse_duration(2, "x") == 2
     with pytest.raises(ConfigError, match="x must be a duration"):
         parse_duration(True, "x")
+    # Endless or overflowing durations are refused (a lease of inf seconds was a traceback).
+    for endless in ("9" * 400 + "d", "2000000000d", float("inf"), float("nan"), 1e300):
+        with pytest.raises(ConfigError, match="x must be at most 3650 days"):
+            parse_duration(endless, "x")
+    assert parse_duration("3650d", "x") == 3650 * 86400
 
 
 def test_consecutive_windows() -> None:

@@ -36,6 +36,7 @@ Parsing happens when a :class:`MonitorConfig` is built, and every error names th
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -92,6 +93,8 @@ _WINDOWS = re.compile(r"(?:for|in)\s+(?P<n>\d+)\s+(?:consecutive\s+)?windows?")
 _LABELS = re.compile(r"with\s+(?:at\s+least\s+)?(?P<n>\d+)\s+labels?")
 _DOWN = re.compile(r"(?:the\s+)?(?:service\s+)?(?:is\s+)?down")
 _DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d)?")
+#: The longest duration taken (ten years): longer ones overflow leases and waits.
+MAX_DURATION_S = 3650 * 86400.0
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 Window = Mapping[str, float | None]
@@ -272,6 +275,9 @@ def parse_duration(value: Any, where: str) -> float:
         raise ConfigError(f"{where} must be a duration like 300 or '5m', not {value!r}")
     if seconds < 0:
         raise ConfigError(f"{where} must not be negative")
+    if not math.isfinite(seconds) or seconds > MAX_DURATION_S:
+        # An endless wait is a stop, not a duration; beyond this, leases and waits overflow.
+        raise ConfigError(f"{where} must be at most {MAX_DURATION_S // 86400:.0f} days")
     return seconds
 
 
