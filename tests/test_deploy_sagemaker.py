@@ -477,3 +477,26 @@ def test_deploy_strategies_map_onto_shadow_variants_and_traffic_shifting(
         "TrafficRoutingConfiguration"]  # fmt: skip
     assert routing == {"Type": "CANARY", "WaitIntervalInSeconds": 600,
                        "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 5}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--strategy", "canary", "--steps", "50,10"), "canary steps must grow"),
+        (("--strategy", "canary", "--steps", "5,5,100"), "canary steps must grow"),
+        (("--strategy", "canary", "--interval", "9" * 400 + "d"), "at most 3650 days"),
+        (("--strategy", "shadow", "--sample", "2"), "not in the range"),
+    ],
+)
+def test_bad_strategy_flags_are_one_line_errors(
+    pushed: Workspace, flags: tuple[str, ...], message: str
+) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["-C", str(pushed.root), "deploy", "churn@2", "--target", "sagemaker", "--name", "api",
+         "--role-arn", ROLE, *flags, "--dry-run", "-o", "json"],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert isinstance(result.exception, SystemExit), result.output  # not a traceback
+    assert message in result.output
+    assert pushed.store.deployments.find("api") is None

@@ -118,6 +118,8 @@ class PlatformStrategy:
             )
         if not self.steps or any(not 0 < s <= 100 for s in self.steps):
             raise InvalidParameter(f"canary steps are shares in % (0 to 100], not {self.steps}")
+        if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
+            raise InvalidParameter(f"canary steps must grow, not {list(self.steps)}")
 
     @property
     def sample_percent(self) -> int:
