@@ -14,7 +14,7 @@ from modelyard.deploy.target import TrafficSplit
 from modelyard.errors import ConfigError, InvalidParameter
 from modelyard.monitor.analysis import Counts, Thresholds, analyse
 from modelyard.monitor.policy import load_config
-from modelyard.monitor.progressive import canary_steps, parse_steps, shadow_step
+from modelyard.monitor.progressive import RolloutPlan, canary_steps, parse_steps, shadow_step
 from modelyard.serving.predlog import FEEDBACK, PREDICTIONS, SegmentLog, read_predictions
 from modelyard.serving.variants import Split, parse_split, variant_of
 
@@ -157,6 +157,10 @@ def test_steps_and_splits_are_checked() -> None:
         shadow_step(0, 30)
     with pytest.raises(InvalidParameter, match="header name"):
         TrafficSplit("canary", 5, sticky="x u")
+    # A bad sticky header is refused with the plan, before a candidate starts (it was refused
+    # only at the first step, after the candidate had started and the rollout was recorded).
+    with pytest.raises(InvalidParameter, match="header name"):
+        RolloutPlan(canary_steps([5, 100], 60), sticky="x\nbad")
 
 
 def test_retrain_policies_take_a_rollout() -> None:

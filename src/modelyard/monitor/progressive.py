@@ -118,6 +118,10 @@ class RolloutPlan:
     def __post_init__(self) -> None:
         if not self.steps:
             raise InvalidParameter("a progressive rollout needs at least one step")
+        if self.sticky is not None:  # refused before a candidate starts, not at its first step
+            from modelyard.deploy.target import TrafficSplit
+
+            TrafficSplit(CANARY, 100.0, self.sticky)
 
 
 @dataclass(frozen=True)
