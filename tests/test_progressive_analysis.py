@@ -70,6 +70,31 @@ def test_disagreement_distance_quality_and_latency_fail(tmp_path: Path) -> None:
     assert any("agreement: 25.0% of 40 rows answered alike" in t for t in result.failed_texts())
 
 
+def test_a_client_reusing_request_ids_cannot_fail_the_agreement(tmp_path: Path) -> None:
+    """Requests sharing one client-chosen x-request-id are not paired with each other's
+    answers (every one of them answered alike by both versions)."""
+    now = time.time_ns()
+    records: list[tuple[object, ...]] = []
+    for i in range(40):
+        rid = f"r{i}" if i < 20 else "same"
+        records.append((rid, now, "m", "1", "v2", [[i]], [i], 0.002, 1, "primary"))
+        records.append((rid, now, "m", "2", "v2", [[i]], [i], 0.002, 1, "shadow"))
+    _write(tmp_path, records, {})
+    result = analyse(
+        tmp_path,
+        mode="shadow",
+        primary_version="1",
+        candidate_version="2",
+        since=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1),
+        until=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1),
+        counts=Counts(),
+        thresholds=Thresholds(min_requests=10),
+    )
+    by = {r.check: r for r in result.results}
+    assert by["agreement"].candidate == 1.0, by["agreement"]
+    assert "of 20 rows" in by["agreement"].detail
+
+
 def test_errors_and_faults_fail_and_too_few_requests_give_no_pass(tmp_path: Path) -> None:
     now = time.time_ns()
     records = [(f"r{i}", now, "m", "2", "v2", [[i]], [1], 0.002, 1, "canary") for i in range(5)]
