@@ -446,3 +446,26 @@ def test_the_profile_taken_while_storing_is_the_stored_bytes_profile(
     assert version.profile == profile
     assert version.schema is not None
     assert version.schema["columns"] == columns
+
+
+@pytest.mark.local_only
+def test_a_linked_add_profiles_the_file_once(
+    sqlite_workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the benchmark: the hard link changed the file's change time, the add took it
+    for a modified file and profiled it a second time from the store."""
+    import importlib
+
+    add_module = importlib.import_module("modelyard.data.add")  # the package exports add()
+    calls = []
+    real = add_module._profile
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(add_module, "_profile", counting)
+    src = tmp_path / "once.csv"
+    src.write_text(CSV)
+    data.add(src, name="once", link=True, workspace=sqlite_workspace)
+    assert len(calls) == 1

@@ -163,7 +163,7 @@ def _add(
             except PermissionError:
                 raise DataError(f"{source}: permission denied") from None
         stored = [digest]
-        if sources and (overlapped is None or _changed(source, st)):
+        if sources and (overlapped is None or _changed(source, st, linked=link)):
             blob = artifacts.local_path(digest)  # profile exactly the stored bytes
             sources = [(source.name, TableSource(blob, str(source), fmt), st.st_size)]
             overlapped = None
@@ -230,17 +230,20 @@ def _profile_quietly(
         return None
 
 
-def _changed(source: Path, before: os.stat_result) -> bool:
+def _changed(source: Path, before: os.stat_result, *, linked: bool = False) -> bool:
+    """Whether the file changed since ``before``. A hard link into the store changes the
+    file's change time (its link count), so a linked add compares size, modification time and
+    inode only."""
     try:
         now = source.stat()
     except OSError:
         return True
-    return (now.st_size, now.st_mtime_ns, now.st_ctime_ns, now.st_ino) != (
-        before.st_size,
-        before.st_mtime_ns,
-        before.st_ctime_ns,
-        before.st_ino,
-    )
+
+    def signature(st: os.stat_result) -> tuple[int, ...]:
+        base = (st.st_size, st.st_mtime_ns, st.st_ino)
+        return base if linked else (*base, st.st_ctime_ns)
+
+    return signature(now) != signature(before)
 
 
 def _walk(root: Path) -> list[tuple[str, Path, int]]:
