@@ -158,6 +158,26 @@ def test_split_files_and_variants() -> None:
     assert variant_of({b"x-modelyard-variant": b"shadow"}, "primary") == "primary"
 
 
+def test_a_split_file_replaced_within_one_clock_tick_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from modelyard.serving import variants
+
+    monkeypatch.setattr(variants, "POLL_S", 0.0)
+    path = tmp_path / "split.json"
+    path.write_text('{"mode": "canary", "percent": 25, "candidates": ["http://a:1"]}')
+    stamp = os.stat(path).st_mtime_ns
+    split_file = variants.SplitFile(path)
+    assert split_file.current() == Split("canary", 25.0, (("a", 1),))
+    new = tmp_path / "split.tmp"  # written as the rollout writes it: a new file, renamed
+    new.write_text('{"mode": "canary", "percent": 50, "candidates": ["http://a:1"]}')
+    os.utime(new, ns=(stamp, stamp))  # same size, same modification time
+    new.replace(path)
+    assert split_file.current() == Split("canary", 50.0, (("a", 1),))
+
+
 def test_haproxy_weights_and_sticky_hashing() -> None:
     text = render_haproxy_config(["a", "b"], candidates=["c"], candidate_percent=25, sticky="x-u")
     assert "  server r1 a:8080 check inter 1s fall 2 rise 1 weight 96" in text

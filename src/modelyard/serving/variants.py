@@ -123,7 +123,7 @@ class SplitFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._checked = 0.0
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self.split: Split | None = None
 
     def current(self) -> Split | None:
@@ -136,7 +136,9 @@ class SplitFile:
         except OSError:
             self._stamp, self.split = None, None
             return None
-        stamp = (st.st_mtime_ns, st.st_size)
+        # The inode too: each write replaces the file, and two writes of one size within one
+        # clock tick (25 -> 50 %) share a modification time.
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         if stamp != self._stamp:
             self._stamp = stamp
             try:
