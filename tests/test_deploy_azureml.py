@@ -116,6 +116,22 @@ def test_dry_run_writes_yaml_azure_ml_loads(
     assert pushed.store.deployments.find("churn-api") is None  # a dry run records nothing
 
 
+def test_a_dry_run_dir_that_cannot_be_made_is_a_one_line_error(
+    pushed: Workspace, tmp_path: Path
+) -> None:
+    (tmp_path / "afile").write_text("")
+    for folder in (tmp_path / "afile" / "azure", Path("/proc/modelyard-cannot")):
+        result = CliRunner().invoke(
+            cli,
+            ["-C", str(pushed.root), "deploy", "churn@1", "--target", "azureml", "--name",
+             "churn-api", "--dry-run", "-o", "yaml", "--dry-run-dir", str(folder)],
+        )  # fmt: skip
+        assert result.exit_code == 2, result.output
+        assert isinstance(result.exception, SystemExit)  # not a traceback
+        assert f"--dry-run-dir {folder}: " in result.output
+        assert "managedOnlineEndpoint" not in result.output  # nothing printed either
+
+
 def test_what_azure_ml_refuses_is_refused_before_anything(
     pushed: Workspace, azure_ml_python: Path, tmp_path: Path
 ) -> None:

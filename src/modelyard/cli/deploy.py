@@ -234,9 +234,9 @@ def run(
 
         from modelyard.deploy.kubernetes import to_yaml
 
-        click.echo((to_yaml(manifests) if output == "yaml" else json.dumps(manifests)).rstrip())
-        if dry_run_dir:
+        if dry_run_dir:  # written first: a folder that cannot be written fails before output
             _write_documents(manifests, dry_run_dir, output)
+        click.echo((to_yaml(manifests) if output == "yaml" else json.dumps(manifests)).rstrip())
         return
     dep = api.deploy(spec, workspace=ws)
     current = dep.current
@@ -330,7 +330,7 @@ def _write_documents(documents: list[dict[str, Any]], folder: str, output: str) 
     from modelyard.deploy.kubernetes import to_yaml
 
     out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, str] = {}
     for number, doc in enumerate(documents, 1):
         kind = str(
             doc.get("kind")
@@ -339,8 +339,13 @@ def _write_documents(documents: list[dict[str, Any]], folder: str, output: str) 
         ).removesuffix(".schema.json")
         suffix = "yml" if output == "yaml" else "json"
         name = f"{number:02d}-{re.sub(r'[^A-Za-z0-9]+', '-', kind)}.{suffix}"
-        text = to_yaml([doc]) if output == "yaml" else json.dumps(doc, indent=2) + "\n"
-        (out / name).write_text(text, encoding="utf-8")
+        files[name] = to_yaml([doc]) if output == "yaml" else json.dumps(doc, indent=2) + "\n"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (out / name).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise click.UsageError(f"--dry-run-dir {folder}: {exc.strerror or exc}") from None
 
 
 def _print_auth(out: Any, dep: Deployment | None) -> None:
