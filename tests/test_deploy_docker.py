@@ -44,6 +44,7 @@ def images(
     ws.close()
 
 
+@pytest.mark.timeout(1200)  # three image builds in the fixture, on a loaded machine
 def test_docker_rollout_without_loss_and_automatic_rollback(
     images: tuple[Workspace, list[str]],
     engine: DockerEngine,
