@@ -33,6 +33,8 @@ def test_parse(text: str, expected: Ref) -> None:
         ("churn@sha256:abc", "64 hex digits"),
         ("churn@$(rm)", "after '@' comes"),
         ("-x", "may use letters"),
+        ("churn@" + "9" * 30, "versions go up to 2147483647"),  # was OverflowError in SQLite
+        ("churn@\u00b2", "after '@' comes"),  # '²'.isdigit(), int('²') a ValueError
     ],
 )
 def test_bad_references_name_the_problem(text: str, message: str) -> None:

@@ -17,6 +17,7 @@ from modelyard.hashing import is_digest
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
 LATEST = "latest"
+MAX_VERSION = 2**31 - 1
 
 
 def validate_name(name: str, kind: str = "name") -> str:
@@ -55,10 +56,12 @@ class Ref:
             raise InvalidReference(f"{kind} {text!r}: {exc}") from None
         if not sep or selector == LATEST:
             return cls(name)
-        if selector.isdigit():
+        if selector.isascii() and selector.isdigit():  # not '²', which isdigit() takes
             version = int(selector)
             if version < 1:
                 raise InvalidReference(f"{kind} {text!r}: versions start at 1")
+            if version > MAX_VERSION:  # a database integer column holds no more
+                raise InvalidReference(f"{kind} {text!r}: versions go up to {MAX_VERSION}")
             return cls(name, version=version)
         if selector.startswith("sha256:"):
             if not is_digest(selector):
