@@ -41,7 +41,9 @@ those instead. The same tests apply (outputs with few distinct integer values ar
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +64,7 @@ CORRECTIONS = ("fdr_bh", "fdr_by", "bonferroni", "none")
 VIEW_BINS = 20
 QUANTILE_GRID = 1000
 MAX_VIEW_CATEGORIES = 20
+IN_FLIGHT = 2  # features tested at once (threads); memory: that many columns
 
 
 @dataclass(frozen=True)
@@ -471,28 +474,41 @@ def detect_drift(
     """Compare ``current`` (feature name → column: array, list, or anything ``numpy.asarray``
     takes) with ``reference``, feature by feature.
 
-    ``current`` is read one feature at a time (``current[name]``) and each column is dropped
-    before the next, so a lazy mapping that loads columns on demand (from Parquet, say) keeps
-    memory at one column. Features the reference does not know are ignored; reference features
+    ``current`` is read one feature at a time (``current[name]``, always from the calling
+    thread) and each column is dropped once tested, so a lazy mapping that loads columns on
+    demand (from Parquet, say) keeps memory at ``IN_FLIGHT`` columns while that many are
+    tested at once. Features the reference does not know are ignored; reference features
     absent from ``current`` become ``missing_feature`` findings.
     """
     config = config or DriftConfig()
     results: list[FeatureDrift] = []
     findings: list[Finding] = []
-    for ref in reference.features:
-        if ref.name not in current:
-            findings.append(
-                Finding(ref.name, "missing_feature", 0, 1.0, "not present in the window")
-            )
-            continue
-        column = current[ref.name]
-        if ref.kind == NUMERIC:
-            result, found = _numeric(ref, column, config)
+    # Features are tested by IN_FLIGHT threads (sorting and searching release the GIL) while
+    # this thread reads the next column; waiting for the oldest test keeps at most IN_FLIGHT
+    # columns alive. Results keep the reference's feature order.
+    slots: list[Finding | Future[tuple[FeatureDrift, list[Finding]]]] = []
+    pending: deque[Future[tuple[FeatureDrift, list[Finding]]]] = deque()
+    with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="modelyard-drift") as pool:
+        for ref in reference.features:
+            if ref.name not in current:
+                slots.append(
+                    Finding(ref.name, "missing_feature", 0, 1.0, "not present in the window")
+                )
+                continue
+            column = current[ref.name]
+            test = _numeric if ref.kind == NUMERIC else _categorical
+            pending.append(pool.submit(test, ref, column, config))
+            slots.append(pending[-1])
+            del column
+            if len(pending) >= IN_FLIGHT:
+                pending.popleft().result()
+    for slot in slots:
+        if isinstance(slot, Finding):
+            findings.append(slot)
         else:
-            result, found = _categorical(ref, column, config)
-        del column
-        results.append(result)
-        findings.extend(found)
+            result, found = slot.result()
+            results.append(result)
+            findings.extend(found)
     tested = [i for i, r in enumerate(results) if r.p_value is not None]
     adjusted = _adjust([results[i].p_value or 0.0 for i in tested], config.correction)
     for i, p_adj in zip(tested, adjusted, strict=True):
