@@ -135,6 +135,7 @@ def _step_of(container: Mapping[str, Any]) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # the first test installs kfp's venv (minutes, once)
 def test_compile_writes_a_kfp_spec_with_one_container_component_per_step(
     kfp_python: Path, tmp_path: Path
 ) -> None:
@@ -216,6 +217,7 @@ def test_compile_writes_a_kfp_spec_with_one_container_component_per_step(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # the first test installs kfp's venv (minutes, once)
 def test_retries_and_timeouts_become_kfp_settings(kfp_python: Path, tmp_path: Path) -> None:
     root = _workspace(tmp_path, SHARED)
     (root / "pipeline.py").write_text(
@@ -363,6 +365,7 @@ def _generate_batch(root: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.docker
 @pytest.mark.postgres
+@pytest.mark.timeout(1500)  # kfp's venv, the step image, ten containers: a shared machine
 def test_the_maintenance_pipeline_runs_end_to_end_with_kfp_local(
     kfp_python: Path, maintenance_step_image: str, pg_url: str, tmp_path: Path
 ) -> None:
@@ -465,6 +468,7 @@ pipeline = Pipeline("failing", [numbers, fit, report])
 @pytest.mark.slow
 @pytest.mark.docker
 @pytest.mark.postgres
+@pytest.mark.timeout(1500)  # kfp's venv, the step image, ten containers: a shared machine
 def test_a_failing_step_fails_the_kfp_run_and_the_exit_handler_settles_the_rest(
     kfp_python: Path, maintenance_step_image: str, pg_url: str, tmp_path: Path
 ) -> None:

@@ -245,6 +245,7 @@ def test_resume_keeps_the_original_runs_runner(sqlite_workspace: Workspace) -> N
 
 @pytest.mark.docker
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # builds two step images (scikit-learn's wheels) on a shared machine
 def test_each_step_runs_in_an_image_holding_only_its_own_requirements(
     engine: object, base_image: str, pipeline_file: Path, sqlite_workspace: Workspace
 ) -> None:
