@@ -81,7 +81,7 @@ def _oci_builds(ws: object, refs: list[str], base: str) -> list[tuple[str, str]]
     cold = build_oci_image(refs[0], workspace=ws, base_image=base, no_cache=True)  # type: ignore[arg-type]
     warm = build_oci_image(refs[1], workspace=ws, base_image=base)  # type: ignore[arg-type]
     rows = [
-        ("oci: cold build (no cache, base already read)", f"{cold.build_seconds:.1f} s"),
+        ("oci: cold build (no cache, base read with docker save)", f"{cold.build_seconds:.1f} s"),
         ("oci: rebuild for a new model version", f"{warm.build_seconds:.1f} s"),
         ("oci: image size (scikit-learn churn model)", f"{cold.size / 1e6:.0f} MB"),
     ]

@@ -169,3 +169,12 @@ def test_image_refs_parse(text: str, expected: tuple[str, str, str | None, str |
 def test_bad_image_refs_are_refused(text: str) -> None:
     with pytest.raises(InvalidReference):
         ImageRef.parse(text)
+
+
+def test_without_bytecode_no_pyc_is_shipped(tmp_path: Path) -> None:
+    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+    root = tmp_path / "venv"
+    build_venv([_wheel(tmp_path)], root, VenvLayout("/opt/v", minor), "/usr/bin/python3",
+               bytecode=False)  # fmt: skip
+    assert (root / "lib" / f"python{minor}" / "site-packages" / "demo" / "__init__.py").is_file()
+    assert not list(root.rglob("*.pyc"))
