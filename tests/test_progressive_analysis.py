@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,6 +177,71 @@ def test_a_split_file_replaced_within_one_clock_tick_is_read_again(
     os.utime(new, ns=(stamp, stamp))  # same size, same modification time
     new.replace(path)
     assert split_file.current() == Split("canary", 50.0, (("a", 1),))
+
+
+def test_mirrors_to_a_hanging_shadow_hold_bounded_memory(tmp_path: Path) -> None:
+    """A shadow that reads nothing: each mirror keeps its body until it times out. Large
+    bodies are dropped once the mirrors in flight hold MAX_MIRROR_BYTES (a count alone let 64
+    bodies of 8 MiB pile up), and every client is answered by the serving version at once."""
+    import asyncio
+    import json
+
+    from modelyard.serving import variants
+
+    outcomes: list[tuple[str, str]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        headers = [(b"x-request-id", b"r"), (b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"[1]"})
+
+    async def main() -> tuple[list[int], int]:
+        hang = asyncio.Event()
+        accepted: list[Any] = []
+
+        async def never_answers(reader: Any, writer: Any) -> None:
+            accepted.append(writer)
+            await hang.wait()
+
+        server = await asyncio.start_server(never_answers, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        split = tmp_path / "split.json"
+        split.write_text(json.dumps(
+            {"mode": "shadow", "percent": 100, "candidates": [f"http://127.0.0.1:{port}"]}
+        ))  # fmt: skip
+        body = b"x" * (4 << 20)
+        router = variants.VariantRouter(app, split, 8 << 20, lambda v, o: outcomes.append((v, o)))
+        statuses = []
+        for _ in range(20):
+            sent: list[dict[str, Any]] = []
+
+            async def receive() -> dict[str, Any]:
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            async def send(message: dict[str, Any], sent: list[Any] = sent) -> None:
+                sent.append(message)
+
+            scope = {"type": "http", "method": "POST", "path": "/invocations", "headers": []}
+            await asyncio.wait_for(router(scope, receive, send), 5)
+            statuses.append(sent[0]["status"])
+            await asyncio.sleep(0)  # let the mirror start
+        in_flight = router._mirror_bytes
+        for task in list(router._mirrors):
+            task.cancel()
+        await asyncio.gather(*router._mirrors, return_exceptions=True)
+        hang.set()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+        return statuses, in_flight
+
+    statuses, in_flight = asyncio.run(main())
+    assert statuses == [200] * 20
+    assert in_flight <= variants.MAX_MIRROR_BYTES
+    assert outcomes.count(("shadow", "dropped")) == 20 - variants.MAX_MIRROR_BYTES // (4 << 20)
 
 
 def test_haproxy_weights_and_sticky_hashing() -> None:

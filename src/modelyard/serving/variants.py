@@ -12,8 +12,8 @@ re-reads when it changes (checked at most every :data:`POLL_S` seconds, one ``st
 the answer went out, to a candidate (same body, same ``x-request-id``, and
 ``x-modelyard-variant: shadow`` so the candidate logs them as such). Its answer is read and
 dropped: it never reaches a client, and a candidate that fails, hangs or is gone costs the
-client nothing (mirrors run in the background, at most :data:`MAX_MIRRORS` at a time per
-worker; beyond that a mirror is skipped and counted).
+client nothing (mirrors run in the background, at most :data:`MAX_MIRRORS` at a time and
+:data:`MAX_MIRROR_BYTES` of bodies per worker; beyond that a mirror is skipped and counted).
 
 **canary** (the ``local`` target; Docker weights its proxy instead): ``percent`` of the
 prediction requests are answered by a candidate, relayed as they come. With ``sticky`` the
@@ -52,6 +52,9 @@ PRIMARY = "primary"
 VARIANT_HEADER = b"x-modelyard-variant"
 POLL_S = 0.5
 MAX_MIRRORS = 64
+#: The most request bytes held by mirrors in flight per worker (64 bodies of the 8 MiB limit to
+#: a hanging shadow would hold 512 MiB).
+MAX_MIRROR_BYTES = 32 * 1024 * 1024
 TIMEOUT_S = 10.0
 _PREDICT_SUFFIXES = ("/infer",)
 _FORWARDED = (b"content-type", b"authorization", b"inference-header-content-length", b"accept")
@@ -179,6 +182,9 @@ class _Upstream:
                 if reused:  # the server closed an idle connection: one retry on a new one
                     continue
                 raise
+            except BaseException:  # cancelled by the caller's timeout: no socket left open
+                writer.close()
+                raise
             status, out_headers, out_body, keep = answer
             if keep and len(self._idle) < 16:
                 self._idle.append((reader, writer))
@@ -220,6 +226,7 @@ class VariantRouter:
         self.count = count
         self._upstreams: dict[tuple[str, int], _Upstream] = {}
         self._mirrors: set[asyncio.Task[None]] = set()
+        self._mirror_bytes = 0
         self._turn = 0
 
     def _upstream(self, split: Split) -> _Upstream:
@@ -299,7 +306,8 @@ class VariantRouter:
     def _mirror(
         self, split: Split, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
     ) -> None:
-        if len(self._mirrors) >= MAX_MIRRORS:
+        size = len(body)
+        if len(self._mirrors) >= MAX_MIRRORS or self._mirror_bytes + size > MAX_MIRROR_BYTES:
             self.count(SHADOW, "dropped")
             return
         upstream = self._upstream(split)
@@ -307,7 +315,13 @@ class VariantRouter:
             self._send_mirror(upstream, target, [*headers, (VARIANT_HEADER, b"shadow")], body)
         )
         self._mirrors.add(task)
-        task.add_done_callback(self._mirrors.discard)
+        self._mirror_bytes += size
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._mirrors.discard(task)
+            self._mirror_bytes -= size
+
+        task.add_done_callback(done)
 
     async def _send_mirror(
         self, upstream: _Upstream, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
