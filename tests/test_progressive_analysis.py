@@ -244,6 +244,60 @@ def test_mirrors_to_a_hanging_shadow_hold_bounded_memory(tmp_path: Path) -> None
     assert outcomes.count(("shadow", "dropped")) == 20 - variants.MAX_MIRROR_BYTES // (4 << 20)
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [b"garbage\r\n\r\n", b"HTTP/1.1 200 OK\r\nx: " + b"y" * 100_000 + b"\r\n\r\n"],
+    ids=["not-http", "overlong-head"],
+)
+def test_a_canary_answering_garbage_falls_back_to_the_serving_version(
+    tmp_path: Path, answer: bytes
+) -> None:
+    import asyncio
+    import json
+
+    from modelyard.serving import variants
+
+    outcomes: list[tuple[str, str]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"[1]"})
+
+    async def main() -> list[dict[str, Any]]:
+        async def garbage(reader: Any, writer: Any) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        split = tmp_path / "split.json"
+        split.write_text(json.dumps(
+            {"mode": "canary", "percent": 100, "candidates": [f"http://127.0.0.1:{port}"]}
+        ))  # fmt: skip
+        router = variants.VariantRouter(app, split, 1 << 20, lambda v, o: outcomes.append((v, o)))
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"[[1]]", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/invocations", "headers": []}
+        await asyncio.wait_for(router(scope, receive, send), 5)
+        server.close()
+        await server.wait_closed()
+        return sent
+
+    sent = asyncio.run(main())
+    assert sent[0]["status"] == 200  # this server's own answer
+    assert sent[1]["body"] == b"[1]"
+    assert outcomes == [("canary", "unreachable")]
+
+
 def test_haproxy_weights_and_sticky_hashing() -> None:
     text = render_haproxy_config(["a", "b"], candidates=["c"], candidate_percent=25, sticky="x-u")
     assert "  server r1 a:8080 check inter 1s fall 2 rise 1 weight 96" in text

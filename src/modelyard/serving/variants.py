@@ -197,9 +197,15 @@ class _Upstream:
 async def _read_response(
     reader: asyncio.StreamReader,
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
-    head = await reader.readuntil(b"\r\n\r\n")
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.LimitOverrunError:
+        raise ValueError("the candidate's answer has an overlong head") from None
     lines = head[:-4].split(b"\r\n")
-    status = int(lines[0].split(b" ", 2)[1])
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        raise ValueError(f"not an HTTP answer: {lines[0][:80]!r}")
+    status = int(parts[1])
     headers = []
     length = 0
     keep = True
