@@ -137,6 +137,9 @@ def test_thresholds_from_config_and_overrides() -> None:
         Thresholds().override({"min_agreement": "high"}, "[deploy.analysis]")
     with pytest.raises(ConfigError, match="must be >= 0"):
         Thresholds().override({"min_agreement": -1}, "[deploy.analysis]")
+    for key, value in (("max_error_rate_increase", "nan"), ("min_requests", "inf")):
+        with pytest.raises(ConfigError, match=f"{key} must be a finite number"):
+            Thresholds().override({key: value}, "--check")
 
 
 def test_split_files_and_variants() -> None:

@@ -100,6 +100,8 @@ class Thresholds:
                 number = float(raw)
             except (TypeError, ValueError):
                 raise ConfigError(f"{where}: {key} must be a number, not {raw!r}") from None
+            if not math.isfinite(number):  # nan passed every comparison; int(inf) overflowed
+                raise ConfigError(f"{where}: {key} must be a finite number, not {raw!r}")
             changes[key] = int(number) if key in ("min_requests", "min_labels") else number
         try:
             return replace(self, **changes)
