@@ -242,6 +242,7 @@ def test_docker_pulls_and_runs_it_read_only_as_its_user(built: Built, engine: Do
         assert answer["outputs"][0]["data"] == [1, 0]
     finally:
         engine.run(["rm", "-f", name], check=False)
+        engine.run(["rmi", ref], check=False)  # each run pushes to a new repository
 
 
 def _verify(ws: Path, ref: str) -> Any:
