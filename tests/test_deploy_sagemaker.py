@@ -164,6 +164,9 @@ def test_missing_role_and_bad_options_are_refused_before_anything(pushed: Worksp
         SageMakerOptions(role_arn=ROLE, ecr_repository="docker.io/library/x")
     with pytest.raises(InvalidParameter, match="traffic must be one of"):
         SageMakerOptions(role_arn=ROLE, traffic="blue")
+    for region in ("../x", "eu-west-1\n", "", "-eu"):  # recorded, and a host name to boto3
+        with pytest.raises(InvalidParameter, match="is not an AWS region"):
+            SageMakerOptions(role_arn=ROLE, region=region)
     spec = deploy.DeploySpec("churn@1", "api", target="sagemaker")
     with pytest.raises(InvalidParameter, match="--role-arn"):
         deploy.deploy(spec, workspace=pushed)

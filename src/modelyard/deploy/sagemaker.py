@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 #: or ``shadow``: the new model as a shadow variant beside the serving one.
 TRAFFIC = ("all_at_once", "canary", "linear", "shadow")
 SHADOW_VARIANT = "Shadow"
+_REGION = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
 _ROLE = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+$")
 _REPO = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9._/-]+$")
 
@@ -89,6 +90,8 @@ class SageMakerOptions(TargetOptions):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "alarms", tuple(self.alarms))  # a list when read back
+        if not _REGION.fullmatch(self.region):  # botocore's rule: it becomes a host name
+            raise InvalidParameter(f"{self.region!r} is not an AWS region (like eu-west-1)")
         if self.role_arn and not _ROLE.match(self.role_arn):
             raise InvalidParameter(f"{self.role_arn!r} is not an IAM role ARN")
         if self.ecr_repository and not _REPO.match(self.ecr_repository):
