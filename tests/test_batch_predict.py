@@ -542,7 +542,13 @@ def test_the_local_ray_cluster_listens_on_loopback_only(ray_cluster: Any) -> Non
     sockets = _listening(ray_pids)
     names = {psutil.Process(p).name() for p, _, _ in sockets}
     assert {"gcs_server", "raylet"} <= names, names  # the scan does see Ray's servers
-    exposed = [s for s in sockets if not ipaddress.ip_address(s[1]).is_loopback]
+
+    def loopback(address: str) -> bool:
+        ip = ipaddress.ip_address(address)
+        mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1, an IPv6 socket's view
+        return (mapped or ip).is_loopback
+
+    exposed = [s for s in sockets if not loopback(s[1])]
     assert not exposed, f"Ray listens beyond loopback: {exposed}"
     assert ray_cluster.util.get_node_ip_address() == "127.0.0.1"
 
