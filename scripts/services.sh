@@ -115,6 +115,17 @@ else
   log "promtool not available; the /metrics checks will skip (or fail under CI)"
 fi
 
+# --- Client venvs (kserve, azure-ai-ml, kfp; see tests/_client_venvs.py): made here, with a time
+# budget of their own, so no test waits for pip inside its timeout.
+PROJECT_DIR="$(cd "$SCRIPTS_DIR/.." && pwd)"
+if [ -x "$PROJECT_DIR/.venv/bin/python" ]; then
+  if timeout "${MODELYARD_CLIENT_VENV_BUDGET_S:-1800}" "$PROJECT_DIR/.venv/bin/python" "$PROJECT_DIR/tests/_client_venvs.py"; then
+    log "client venvs ready"
+  else
+    log "client venvs not all made; the tests needing them make them (or fail under CI)"
+  fi
+fi
+
 if [ -x /usr/bin/chromium ]; then
   log "chromium ready at /usr/bin/chromium"
 else

@@ -31,7 +31,6 @@ from modelyard.deploy.azureml import (
 from modelyard.errors import InvalidParameter, RolloutFailed
 from modelyard.workspace import Workspace
 
-AZURE_AI_ML = ["azure-ai-ml>=1.20,<2"]
 CHECKER = Path(__file__).with_name("_azureml_check.py")
 IMAGE = f"127.0.0.1:5000/models/churn@{DIGESTS[1]}"
 ROUTES = {
@@ -43,7 +42,7 @@ ROUTES = {
 
 @pytest.fixture(scope="session")
 def azure_ml_python() -> Path:
-    return client_python("azure-ai-ml", AZURE_AI_ML)
+    return client_python("azure-ai-ml")
 
 
 def load_with_azure_ml(python: Path, files: list[Path]) -> list[dict[str, Any]]:

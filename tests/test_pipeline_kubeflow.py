@@ -32,7 +32,6 @@ from _client_venvs import client_python
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "maintenance"
-KFP = ["kfp==2.17.3", "kfp-kubernetes==2.17.3"]
 SHARED = """
 [pipeline.kubeflow]
 image = "registry.example/maintenance-steps:1"
@@ -96,7 +95,7 @@ print(json.dumps({
 @pytest.fixture(scope="session")
 def kfp_python() -> Path:
     """A venv with this checkout's ``[kubeflow]`` extra (kfp, kfp-kubernetes, docker)."""
-    return client_python("kfp", [f"--editable={ROOT}[kubeflow]", *KFP])
+    return client_python("kfp")
 
 
 def _workspace(tmp_path: Path, config: str = SHARED) -> Path:

@@ -34,7 +34,6 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore::gevent.monkey.MonkeyPatchWarning"
 )
 
-KSERVE = "kserve==0.21.0"
 OWN_CODE = ("--allow-pickle",)  # the python test models are this suite's own code
 
 
@@ -670,7 +669,7 @@ asyncio.run(main())
 
 @pytest.mark.slow
 def test_kserve_clients(mixed: Served, folder: Path) -> None:
-    python = client_python("kserve", [KSERVE])
+    python = client_python("kserve")
     script = folder / "kserve_client.py"
     script.write_text(KSERVE_SCRIPT)
     done = subprocess.run(
