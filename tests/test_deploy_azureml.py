@@ -159,6 +159,12 @@ def test_what_azure_ml_refuses_is_refused_before_anything(
         AzureMLOptions(traffic="shadow", traffic_percent=60)
     with pytest.raises(InvalidParameter, match="traffic must be one of"):
         AzureMLOptions(traffic="linear")
+    for bad in ({"subscription_id": "../x"}, {"resource_group": "rg/../../x"},
+                {"resource_group": "rg."}, {"aml_workspace": "w\n"}):  # fmt: skip
+        with pytest.raises(InvalidParameter, match="is not an Azure"):
+            AzureMLOptions(**bad)
+    AzureMLOptions(subscription_id="00000000-0000-0000-0000-000000000000",
+                   resource_group="my_rg-(1).x", aml_workspace="ws-1")  # fmt: skip
     with pytest.raises(InvalidParameter, match="not an image repository"):
         AzureMLOptions(acr_repository="https://x.azurecr.io/models")
     spec = deploy.DeploySpec("churn@1", "ab", target="azureml")

@@ -76,6 +76,13 @@ SCORING_PATH = "/invocations"
 _NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9-]{1,30}[a-zA-Z0-9]$")
 _REGISTRY = re.compile(r"^[a-z0-9][a-z0-9.-]*(:\d{1,5})?(/[a-z0-9._-]+)+$")
 _INSTANCE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+# Azure's own rules: a subscription is a GUID; a resource group 1-90 of letters, digits,
+# '-', '_', '.', '(' and ')' not ending in '.'; a workspace 3-33 of letters, digits, '-', '_'.
+_WORKSPACE_PARTS = (
+    ("subscription_id", re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")),
+    ("resource_group", re.compile(r"[-\w.()]{0,89}[-\w()]", re.ASCII)),
+    ("aml_workspace", re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,32}")),
+)
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,11 @@ class AzureMLOptions(TargetOptions):
     def __post_init__(self) -> None:
         if self.endpoint is not None:
             _check_name(self.endpoint, "endpoint")
+        for key, rule in _WORKSPACE_PARTS:
+            value = getattr(self, key)
+            if value and not rule.fullmatch(value):
+                flag = key.replace("_", "-")
+                raise InvalidParameter(f"--{flag} {value!r} is not an Azure {flag}")
         if not _INSTANCE.match(self.instance_type):
             raise InvalidParameter(f"{self.instance_type!r} is not an Azure VM size")
         if self.acr_repository and not _REGISTRY.match(self.acr_repository):
