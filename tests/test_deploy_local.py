@@ -153,8 +153,9 @@ def test_status_totals_every_worker(
     segments, log = folder / "predlog" / "predictions", folder / "server.log"
     sent = 0
     deadline = time.monotonic() + 60
-    # New connections until both workers have answered (their log segments carry their pid).
-    while len({p.name.split("-")[-2] for p in segments.glob("predictions-*")}) < 2 or sent < 40:
+    # New connections until both workers have answered (their log segments carry their pid:
+    # predictions-<stamp>-<host>-<pid>-<seq>-<token>).
+    while len({p.name.split("-")[-3] for p in segments.glob("predictions-*")}) < 2 or sent < 40:
         assert time.monotonic() < deadline, "the requests never reached both workers"
         with httpx.Client(timeout=10) as client:
             for _ in range(5):
