@@ -308,6 +308,55 @@ def test_a_failed_endpoint_is_a_failed_revision(
     assert again[-1]["operation"] == "CreateEndpoint"
 
 
+def test_status_describes_the_live_endpoint(
+    pushed: Workspace, sagemaker: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``deployments status`` asks SageMaker (DescribeEndpoint) how many instances serve now,
+    and says so clearly when it cannot ask."""
+    from modelyard.deploy import sagemaker as target
+    from modelyard.errors import DeployError
+
+    client, stubber = sagemaker
+    options = SageMakerOptions(role_arn=ROLE, region=REGION, poll_s=0, client=client)
+    spec = deploy.DeploySpec("churn@1", "api", target="sagemaker", options=options)
+    calls = _plan(spec, pushed)
+    _expect(stubber, calls, "InService")
+    deploy.deploy(spec, workspace=pushed)
+    # The record holds no client: status makes one from the recorded region.
+    made: list[str] = []
+
+    def recorded_client(opts: SageMakerOptions) -> Any:
+        made.append(opts.region)
+        return client
+
+    monkeypatch.setattr(target, "_client", recorded_client)
+    now = datetime.now(UTC)
+
+    def described(state: str, *counts: int) -> dict[str, Any]:
+        variants = [
+            {"VariantName": f"v{i}", "CurrentInstanceCount": n} for i, n in enumerate(counts)
+        ]
+        return {
+            "EndpointName": "api",
+            "EndpointArn": f"{ARN}:endpoint/api",
+            "EndpointStatus": state,
+            "CreationTime": now,
+            "LastModifiedTime": now,
+            "ProductionVariants": variants,
+        }
+
+    stubber.add_response("describe_endpoint", described("InService", 2, 1), {"EndpointName": "api"})
+    assert deploy.status("api", workspace=pushed).ready_replicas == 3
+    stubber.add_response("describe_endpoint", described("Updating", 2), {"EndpointName": "api"})
+    assert deploy.status("api", workspace=pushed).ready_replicas == 0
+    assert made == [REGION, REGION]
+    stubber.add_client_error(
+        "describe_endpoint", "ValidationException", "Could not find endpoint", 400
+    )
+    with pytest.raises(DeployError, match="cannot describe SageMaker endpoint api in eu-west-1"):
+        deploy.status("api", workspace=pushed)
+
+
 def test_ecr_credentials_come_from_the_authorization_token() -> None:
     import boto3
     from botocore.stub import Stubber

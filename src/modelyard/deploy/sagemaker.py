@@ -43,6 +43,7 @@ from modelyard.errors import DeployError, InvalidParameter, RolloutFailed
 from modelyard.image_contract import AUTH_URL_ENV
 
 if TYPE_CHECKING:
+    from modelyard.deploy.traffic import ReplicaHealth
     from modelyard.packaging.push import PushResult
     from modelyard.store.deploy_entities import Deployment
     from modelyard.store.models_entities import ModelVersion
@@ -392,6 +393,26 @@ class SageMakerTarget(TargetDefaults):
 
     def replica_urls(self, ws: Workspace, dep: Deployment) -> list[str]:
         return []  # reached through SageMaker's runtime API with AWS credentials
+
+    def ready_replicas(
+        self, ws: Workspace, dep: Deployment, health: tuple[ReplicaHealth, ...]
+    ) -> int:
+        """The instances serving now, as SageMaker describes the endpoint (``DescribeEndpoint``:
+        its production variants' ``CurrentInstanceCount`` while it is ``InService``, else 0)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        options = recorded(SageMakerOptions, dep)
+        endpoint = str(dep.config.get("endpoint") or _object_name(dep.name))
+        try:
+            found = _client(options).describe_endpoint(EndpointName=endpoint)
+        except (BotoCoreError, ClientError) as exc:
+            raise DeployError(
+                f"cannot describe SageMaker endpoint {endpoint} in {options.region}: {exc}"
+            ) from exc
+        if found.get("EndpointStatus") != "InService":
+            return 0
+        variants = found.get("ProductionVariants") or []
+        return sum(int(v.get("CurrentInstanceCount") or 0) for v in variants)
 
     def stop(self, ws: Workspace, dep: Deployment) -> None:
         raise DeployError(
