@@ -5,8 +5,13 @@ docker runner's default requirements; ``pipeline resume`` keeping the original r
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import textwrap
+import urllib.request
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -20,8 +25,13 @@ from modelyard.pipeline.loader import load_pipeline
 from modelyard.pipeline.runners.docker import DockerRunner
 from modelyard.pipeline.step_images import (
     StepEnvironment,
+    base_image_of,
     detect_requirements,
+    own_requirements,
+    pushed_images,
+    record_pushed,
     step_environments,
+    step_image_key,
     with_implied,
 )
 from modelyard.workspace import Workspace
@@ -140,6 +150,58 @@ def test_compiled_pipelines_use_each_steps_image_and_refuse_unbuildable_ones(
         "step-own": "registry.example/own:2",
         "step-prebuilt": "registry.example/prebuilt:1",
     }
+
+
+PUSHED = "127.0.0.1:5000/team/modelyard-step/ws@sha256:" + "ab" * 32
+
+
+def _step_images(manifest: dict[str, Any]) -> dict[str, str]:
+    return {
+        t["name"]: t["container"]["image"]
+        for t in manifest["spec"]["templates"]
+        if "container" in t
+    }
+
+
+def test_a_step_image_that_build_images_pushed_is_compiled_by_digest(
+    pipeline_file: Path, sqlite_workspace: Workspace
+) -> None:
+    """Never pushed: refused, naming the command; pushed: used as REPO@DIGEST; the step's
+    requirements or the project's code changed since: refused again, naming the registry."""
+    with pytest.raises(ConfigError) as never:
+        compile_argo(pipeline_file, workspace=sqlite_workspace, allow_local_state=True)
+    assert "never built and pushed" in str(never.value)
+    assert f"modelyard pipeline build-images {pipeline_file} --registry HOST[/PREFIX]" in str(
+        never.value
+    )
+    key = step_image_key(
+        pipeline_file, base_image_of(sqlite_workspace), own_requirements(["jsonschema"])
+    )
+    record_pushed(sqlite_workspace, key, PUSHED, ["own"], own_requirements(["jsonschema"]))
+    manifest = compile_argo(
+        pipeline_file, workspace=sqlite_workspace, image="r.example/s:1", allow_local_state=True
+    )
+    assert _step_images(manifest)["step-own"] == PUSHED
+    assert _step_images(manifest)["step-shared"] == "r.example/s:1"
+
+    stale = f"modelyard pipeline build-images {pipeline_file} --registry 127.0.0.1:5000/team"
+    ws = _config(sqlite_workspace, '\n[pipeline.steps.own]\nrequirements = ["pyyaml"]\n')
+    with pytest.raises(ConfigError, match="before its requirements or the project's code") as new:
+        compile_argo(pipeline_file, workspace=ws, allow_local_state=True)
+    assert stale in str(new.value)
+    assert PUSHED in str(new.value)
+    pipeline_file.write_text(pipeline_file.read_text() + "\n# changed\n")
+    with pytest.raises(ConfigError, match="before its requirements") as edited:
+        compile_argo(pipeline_file, workspace=sqlite_workspace, allow_local_state=True)
+    assert stale in str(edited.value)
+
+
+def test_a_damaged_record_of_pushed_images_is_a_clear_error(
+    pipeline_file: Path, sqlite_workspace: Workspace
+) -> None:
+    (sqlite_workspace.state_dir / "step-images.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not readable JSON"):
+        compile_argo(pipeline_file, workspace=sqlite_workspace, allow_local_state=True)
 
 
 def test_the_orchestrator_hands_a_steps_own_environment_to_the_runner(
@@ -277,3 +339,74 @@ def test_each_step_runs_in_an_image_holding_only_its_own_requirements(
     finally:
         engine.run(["rmi", "modelyard-test/prebuilt:1"], check=False)  # type: ignore[attr-defined]
         ws.close()
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # builds own's image (cached by the test above in the same session)
+def test_build_images_pushes_each_steps_image_and_compiled_pipelines_name_its_digest(
+    engine: Any,
+    base_image: str,
+    open_registry: str,
+    pipeline_file: Path,
+    sqlite_workspace: Workspace,
+) -> None:
+    """`pipeline build-images` against the real registry; the digest it recorded is the one
+    the registry serves, and both the Argo workflow and the KFP spec (compiled by the real CLI
+    in the kfp venv) run "own" in it."""
+    import sys
+
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _client_venvs import client_python
+
+    registry = f"{open_registry}/build-images-{uuid.uuid4().hex[:8]}"
+    built = CliRunner().invoke(
+        cli, ["pipeline", "build-images", str(pipeline_file), "--registry", registry]
+    )
+    assert built.exit_code == 0, built.output
+    ((ref, steps),) = [(e["ref"], e["steps"]) for e in pushed_images(sqlite_workspace).values()]
+    assert steps == ["own"]
+    repo, digest = ref.split("@")
+    assert repo == f"{registry}/modelyard-step/ws"
+    head = urllib.request.Request(
+        f"http://{open_registry}/v2/{repo.split('/', 1)[1]}/manifests/{digest}",
+        method="HEAD",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    with urllib.request.urlopen(head, timeout=30) as answer:
+        assert answer.headers["Docker-Content-Digest"] == digest
+    try:
+        manifest = compile_argo(
+            pipeline_file, workspace=sqlite_workspace, image="r.example/s:1", allow_local_state=True
+        )
+        assert _step_images(manifest)["step-own"] == ref
+        kfp = client_python("kfp")
+        spec = subprocess.run(
+            [str(kfp.parent / "modelyard"), "pipeline", "compile", pipeline_file.name]
+            + ["--target", "kubeflow", "--allow-local-state", "--image", "r.example/s:1"],
+            cwd=sqlite_workspace.root,
+            env={k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert spec.returncode == 0, spec.stderr
+        executors = yaml.safe_load_all(spec.stdout).__next__()["deploymentSpec"]["executors"]
+        images = {
+            e["container"]["args"][e["container"]["args"].index("--step") + 1]: e["container"][
+                "image"
+            ]
+            for e in executors.values()
+            if "--step" in e["container"]["args"]
+        }
+        assert images == {
+            "shared": "r.example/s:1",
+            "own": ref,
+            "prebuilt": "registry.example/prebuilt:1",
+        }
+    finally:
+        listed = engine.run(["images", "--format", "{{.Repository}}:{{.Tag}}", repo])
+        for tag in listed.stdout.decode().split():
+            engine.run(["rmi", "--no-prune", tag], check=False)

@@ -254,6 +254,53 @@ def compile_(
         console().print(f"wrote {what} to {output}")
 
 
+@pipeline.command("build-images")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--registry", required=True, metavar="HOST[/PREFIX]", help="Where to push.")
+@click.option("--name", help="Which pipeline, when FILE defines several.")
+@click.option("--username", "-u", default=None, help="User for --password-stdin.")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from stdin (else the Docker config's credentials are used).",
+)
+@click.option("--retries", default=4, show_default=True, type=click.IntRange(1, 10))
+@pass_workspace
+def build_images(
+    ws: Workspace,
+    file: Path,
+    registry: str,
+    name: str | None,
+    username: str | None,
+    password_stdin: bool,
+    retries: int,
+) -> None:
+    """Build the image of each step with requirements of its own (as the docker runner does),
+    push it to REGISTRY and record it by digest, so that 'pipeline compile --target
+    argo|kubeflow' runs those steps in it. Rebuild after changing their requirements or the
+    project's code: compiling refuses an image made from other ones."""
+    import sys
+
+    from modelyard.packaging.step_images import build_step_images
+
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
+    out = console()
+    pushed = build_step_images(
+        file,
+        registry,
+        workspace=ws,
+        pipeline_name=name,
+        username=username,
+        password=password,
+        attempts=retries,
+        progress=lambda msg: out.print(msg, markup=False),
+    )
+    if not pushed:
+        out.print("No step has requirements of its own without an image: nothing to build.")
+    for image in pushed:
+        out.print(f"Pushed {image.ref} for step(s) {', '.join(image.steps)}", markup=False)
+
+
 def _runner(ws: Workspace, name: str | None, in_process: bool) -> Runner | None:
     """The runner asked for; None: the default (resume: the original run's)."""
     from modelyard.pipeline.run import make_runner

@@ -82,7 +82,6 @@ def push_model_image(
     if version.image_id is None:
         raise NotFound(f"{version.ref} has no image yet; build it first: modelyard build {ref}")
     repo = registry_repository(registry, version.name)
-    host = repo.split("/", 1)[0]
     from modelyard.packaging.oci_push import oci_manifest_of, push_oci_image
 
     oci = oci_manifest_of(ws, version)
@@ -115,18 +114,17 @@ def push_model_image(
             f"image {version.image_id[:19]} of {version.ref} is not in the engine at "
             f"{engine.host}; build it again: modelyard build {ref}"
         )
-    with _credentials(engine, host, username, password) as eng:
-        for tag in tags:
-            eng.run(["tag", version.image_id, tag])
-        try:
-            for tag in tags:
-                _push_with_retries(eng, tag, host, attempts, backoff_s, sleep)
-            digest = _remote_digest(eng, repo, version.image_id)
-            _pull(eng, f"{repo}@{digest}", host)
-        except BaseException:
-            for tag in tags:
-                eng.run(["rmi", "--no-prune", tag], check=False)
-            raise
+    digest = push_image(
+        engine,
+        version.image_id,
+        repo,
+        tags,
+        username=username,
+        password=password,
+        attempts=attempts,
+        backoff_s=backoff_s,
+        sleep=sleep,
+    )
     from modelyard.packaging.lineage import record_push
     from modelyard.packaging.oci_push import push_sbom_beside
 
@@ -141,6 +139,36 @@ def push_model_image(
         sbom_digest=sbom.digest if sbom else None,
         sbom_referrers_api=bool(sbom and sbom.referrers_api),
     )
+
+
+def push_image(
+    engine: DockerEngine,
+    image: str,
+    repo: str,
+    tags: tuple[str, ...],
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    attempts: int = 4,
+    backoff_s: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """Tag the local ``image`` as each of ``tags`` (all in ``repo``), push them, pull the
+    result back by digest and return that digest; on failure the tags are removed again."""
+    host = repo.split("/", 1)[0]
+    with _credentials(engine, host, username, password) as eng:
+        for tag in tags:
+            eng.run(["tag", image, tag])
+        try:
+            for tag in tags:
+                _push_with_retries(eng, tag, host, attempts, backoff_s, sleep)
+            digest = _remote_digest(eng, repo, image)
+            _pull(eng, f"{repo}@{digest}", host)
+        except BaseException:
+            for tag in tags:
+                eng.run(["rmi", "--no-prune", tag], check=False)
+            raise
+    return digest
 
 
 @contextmanager

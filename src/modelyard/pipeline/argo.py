@@ -62,7 +62,7 @@ def compile_argo(
     if not allow_local_state:
         cfg.require_shared_state()
     image = image or cfg.image or DEFAULT_IMAGE
-    images = compiled_images(workspace, graph, image)
+    images = compiled_images(workspace, graph, image, path)
     workdir = cfg.workdir
     pipeline_file = cfg.pipeline_file(path, workspace)
     name = graph.pipeline.name

@@ -71,7 +71,7 @@ def compile_kubeflow(
         cfg.require_shared_state()
     kfp = _kfp()
     default_image = image or cfg.image or DEFAULT_IMAGE
-    images = compiled_images(workspace, graph, default_image)
+    images = compiled_images(workspace, graph, default_image, path)
     builder = _Builder(kfp, graph, cfg, cfg.pipeline_file(path, workspace), default_image, images)
     pipeline = builder.pipeline(values)
     with tempfile.TemporaryDirectory(prefix="modelyard-kfp-") as tmp:

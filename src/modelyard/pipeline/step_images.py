@@ -15,14 +15,25 @@ is not set, the installed distributions the project's code imports (:func:`detec
 Either way a step that hands scikit-learn estimators to modelyard's serializers gets ``skops``.
 
 A compiled Argo or Kubeflow pipeline cannot build images: there a step's own ``image`` is its
-pod's image, and ``requirements`` without an ``image`` is refused at compile time.
+pod's image, and a step with ``requirements`` and no ``image`` runs in the image that
+``modelyard pipeline build-images PIPELINE.py --registry HOST[/PREFIX]`` built (as the docker
+runner does) and pushed. That command records each pushed image, as ``REPO@sha256:...``, in
+``.modelyard/step-images.json`` under the hash of what the image is made of
+(:func:`step_image_key`: base image, requirements,
+modelyard's version, the project's code). Compiling looks the step up by the same hash: a step
+never pushed, or whose requirements or code changed since, is refused, naming the command.
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.metadata as md
+import json
+import os
+import re
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +45,10 @@ if TYPE_CHECKING:
     from modelyard.pipeline.graph import Graph
     from modelyard.workspace import Workspace
 
+DEFAULT_REQUIREMENTS = ("modelyard",)  # every step image holds modelyard (its worker)
+_SKIP_DIRS = {".git", ".modelyard", ".venv", "venv", "node_modules", "__pycache__", "build", "dist"}
+_MAX_CODE_FILES = 2000
+_PLAIN_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\Z")
 # modelyard serializes scikit-learn estimators with skops: a step image with the one has both.
 _IMPLIED = {"scikit-learn": ("skops",)}
 
@@ -154,17 +169,137 @@ def _installed(name: str) -> bool:
     return True
 
 
-def compiled_images(workspace: Workspace, graph: Graph, default: str) -> dict[str, str]:
-    """Each step's pod image in a compiled pipeline: its own ``image`` or ``default``. A step
-    that has only ``requirements`` is refused: nothing on the cluster would build its image."""
+def own_requirements(own: Sequence[str]) -> tuple[str, ...]:
+    """What the image of a step with requirements ``own`` holds: modelyard, ``own`` and what
+    modelyard needs to serialize their values."""
+    return with_implied((*DEFAULT_REQUIREMENTS, *own))
+
+
+def base_image_of(workspace: Workspace) -> str:
+    """The base image the docker runner builds step images on (``[docker] base_image``)."""
+    from modelyard.images import DEFAULT_BASE_IMAGE
+    from modelyard.images import validate as v
+
+    value = workspace.settings.section("docker").get("base_image")
+    if value is not None and not isinstance(value, str):
+        raise ConfigError("[docker] base_image must be a string")
+    return v.check_image_ref("base image", value or DEFAULT_BASE_IMAGE)
+
+
+def step_image_key(pipeline_file: Path, base_image: str, requirements: Sequence[str]) -> str:
+    """What a step image is made of, as a hash: the base image, the requirements as listed,
+    modelyard's version and the project's code. ``pipeline build-images`` records a pushed
+    image under it; a compile whose key differs (requirements or code changed) refuses it."""
+    from modelyard._version import __version__
+
+    digest = hashlib.sha256(json.dumps([base_image, list(requirements), __version__]).encode())
+    for rel, path in project_code(pipeline_file.resolve().parent):
+        digest.update(rel.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def project_code(root: Path) -> Iterable[tuple[str, Path]]:
+    """The project's Python files next to the pipeline file (not its data, venv or state)."""
+    count = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.endswith(".py"):
+                continue
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            if not _PLAIN_PATH.match(rel):
+                continue  # not importable anyway; keeps odd names out of the build context
+            count += 1
+            if count > _MAX_CODE_FILES:
+                raise ConfigError(
+                    f"more than {_MAX_CODE_FILES} Python files under {root}; put the pipeline "
+                    "in a project folder of its own"
+                )
+            yield rel, path
+
+
+PUSHED_FILE = "step-images.json"  # in the workspace's state folder (.modelyard)
+
+
+def pushed_images(workspace: Workspace) -> dict[str, dict[str, Any]]:
+    """The step images ``pipeline build-images`` pushed: ``{key: {"ref", "steps", ...}}``."""
+    path = workspace.state_dir / PUSHED_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"{path} is not readable JSON ({exc}); delete it and run "
+            "'modelyard pipeline build-images' again"
+        ) from None
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, dict):
+        raise ConfigError(f"{path} holds no 'images' object; delete it and build again")
+    return {
+        k: v for k, v in images.items() if isinstance(v, dict) and isinstance(v.get("ref"), str)
+    }
+
+
+def record_pushed(
+    workspace: Workspace, key: str, ref: str, steps: Sequence[str], requirements: Sequence[str]
+) -> None:
+    """Record ``ref`` (``REPO@sha256:...``) as the step image made of ``key`` (atomically)."""
+    images = pushed_images(workspace)
+    images[key] = {
+        "ref": ref,
+        "steps": sorted(steps),
+        "requirements": list(requirements),
+        "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    path = workspace.state_dir / PUSHED_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{PUSHED_FILE}.{os.getpid()}.part")
+    tmp.write_text(json.dumps({"images": images}, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def compiled_images(
+    workspace: Workspace, graph: Graph, default: str, pipeline_file: Path
+) -> dict[str, str]:
+    """Each step's pod image in a compiled pipeline: its own ``image``, the image
+    ``pipeline build-images`` pushed for its ``requirements``, or ``default``. A step with
+    requirements whose image was not pushed, or was pushed before its requirements or the
+    project's code changed, is refused with the command that pushes it."""
     out = {}
+    pushed: dict[str, dict[str, Any]] | None = None
     for name, env in step_environments(workspace, graph).items():
         if env.image is None and env.requirements:
-            raise ConfigError(
-                f"step {name!r} has requirements of its own but no image: a cluster cannot "
-                "build it. Build and push its image (the docker runner builds it as "
-                f"modelyard-step/…), then set it:\n  [pipeline.steps.{name}]\n"
-                '  image = "registry.example/steps-' + name + ':1"'
-            )
+            pushed = pushed_images(workspace) if pushed is None else pushed
+            wanted = own_requirements(env.requirements)
+            key = step_image_key(pipeline_file, base_image_of(workspace), wanted)
+            if key in pushed:
+                out[name] = str(pushed[key]["ref"])
+                continue
+            raise ConfigError(_not_pushed(name, pipeline_file, pushed))
         out[name] = env.image or default
     return out
+
+
+def _not_pushed(step: str, pipeline_file: Path, pushed: Mapping[str, Mapping[str, Any]]) -> str:
+    old = sorted(
+        (str(e.get("pushed_at", "")), str(e["ref"]))
+        for e in pushed.values()
+        if step in (e.get("steps") or ())
+    )
+    registry = "HOST[/PREFIX]"
+    if old:
+        why = (
+            f"the image pushed for it ({old[-1][1]}) was built before its requirements or "
+            "the project's code changed"
+        )
+        registry = old[-1][1].split("@")[0].rsplit("/", 2)[0]
+    else:
+        why = "its image was never built and pushed (a cluster cannot build it)"
+    return (
+        f"step {step!r} has requirements of its own but no image: {why}. Build and push it:\n"
+        f"  modelyard pipeline build-images {pipeline_file} --registry {registry}\n"
+        f"or set a prebuilt one:\n  [pipeline.steps.{step}]\n"
+        f'  image = "registry.example/steps-{step}:1"'
+    )

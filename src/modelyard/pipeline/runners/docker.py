@@ -31,28 +31,28 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelyard import image_contract as contract
 from modelyard.errors import ConfigError, ModelyardError
 from modelyard.pipeline.runners.base import WORKER_MODULE, Execution
+from modelyard.pipeline.step_images import (
+    DEFAULT_REQUIREMENTS,
+    base_image_of,
+    own_requirements,
+    project_code,
+)
 
 if TYPE_CHECKING:
     from modelyard.images import DockerEngine
     from modelyard.workspace import Workspace
-
-DEFAULT_REQUIREMENTS = ("modelyard",)
-_SKIP_DIRS = {".git", ".modelyard", ".venv", "venv", "node_modules", "__pycache__", "build", "dist"}
-_MAX_CODE_FILES = 2000
-_PLAIN_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\Z")
 
 
 class DockerRunner:
@@ -103,7 +103,7 @@ class DockerRunner:
             requirements = (*DEFAULT_REQUIREMENTS, *listed)
         wheelhouse = conf.get("wheelhouse")
         return cls(
-            base_image=_opt_str(conf, "base_image"),
+            base_image=base_image_of(workspace),
             requirements=requirements,
             image=_opt_str(conf, "image"),
             network=_opt_str(conf, "network") or "host",
@@ -128,7 +128,7 @@ class DockerRunner:
 
         if self.requirements is not None:
             return with_implied(self.requirements)
-        code = [path for _rel, path in _project_code(pipeline_file.resolve().parent)]
+        code = [path for _rel, path in project_code(pipeline_file.resolve().parent)]
         return with_implied((*DEFAULT_REQUIREMENTS, *detect_requirements(code)))
 
     def _build(self, requirements: Sequence[str]) -> str:
@@ -147,7 +147,7 @@ class DockerRunner:
     def image_for(self, task: Mapping[str, Any]) -> str | None:
         """The step's own image (its ``environment`` in the task), built once per set of
         requirements; else the shared one (None before ``prepare``)."""
-        from modelyard.pipeline.step_images import check_image, check_requirements, with_implied
+        from modelyard.pipeline.step_images import check_image, check_requirements
 
         env = task.get("environment") or {}
         if not isinstance(env, Mapping):
@@ -157,7 +157,7 @@ class DockerRunner:
         own = check_requirements(env.get("requirements") or [], f"step {task.get('step')!r}")
         if not own:
             return self.image
-        wanted = with_implied((*DEFAULT_REQUIREMENTS, *own))
+        wanted = own_requirements(own)
         with self._lock:
             if wanted not in self._own_images:
                 self._own_images[wanted] = self._build(wanted)
@@ -250,7 +250,7 @@ def build_step_image(
     )
     runtime = build_modelyard_wheel(house.path)
     code_root = pipeline_file.resolve().parent
-    payload = {f"project/{rel}": path for rel, path in _project_code(code_root)}
+    payload = {f"project/{rel}": path for rel, path in project_code(code_root)}
 
     digest = hashlib.sha256()
     digest.update(json.dumps([base_image, sorted(lock.items()), runtime.parent.name]).encode())
@@ -278,27 +278,6 @@ def build_step_image(
     say(f"building step image {tag}")
     build_image_from_spec(spec, tag, wheelhouse=house, engine=engine, progress=say)
     return tag
-
-
-def _project_code(root: Path) -> Iterable[tuple[str, Path]]:
-    """The project's Python files next to the pipeline file (not its data, venv or state)."""
-    count = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.endswith(".py"):
-                continue
-            path = Path(dirpath) / name
-            rel = path.relative_to(root).as_posix()
-            if not _PLAIN_PATH.match(rel):
-                continue  # not importable anyway; keeps odd names out of the build context
-            count += 1
-            if count > _MAX_CODE_FILES:
-                raise ConfigError(
-                    f"more than {_MAX_CODE_FILES} Python files under {root}; put the pipeline "
-                    "in a project folder of its own"
-                )
-            yield rel, path
 
 
 def _mounts(task: Mapping[str, Any], task_path: Path) -> list[str]:
