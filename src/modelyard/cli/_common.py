@@ -55,6 +55,22 @@ def param_option(help_text: str) -> Callable[[F], F]:
     )
 
 
+def push_options(fn: F) -> F:
+    """``-u/--username``, ``--password-stdin`` and ``--retries``, as push commands take them."""
+    options = [
+        click.option("--username", "-u", default=None, help="User for --password-stdin."),
+        click.option(
+            "--password-stdin",
+            is_flag=True,
+            help="Read the password from stdin (else the Docker config's credentials are used).",
+        ),
+        click.option("--retries", default=4, show_default=True, type=click.IntRange(1, 10)),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 def pass_workspace(fn: F) -> F:
     """Hand the command the workspace found from ``-C`` or the current folder."""
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from modelyard.cli._common import console, pass_workspace
+from modelyard.cli._common import console, pass_workspace, push_options
 from modelyard.units import format_size
 
 if TYPE_CHECKING:
@@ -141,13 +141,7 @@ def dockerfile(ws: Workspace, ref: str, output: Path, base_image: str | None) ->
 @click.command()
 @click.argument("ref")
 @click.option("--registry", required=True, metavar="HOST/PATH", help="Registry and path.")
-@click.option("--username", "-u", default=None, help="User for --password-stdin.")
-@click.option(
-    "--password-stdin",
-    is_flag=True,
-    help="Read the password from stdin (else the Docker config's credentials are used).",
-)
-@click.option("--retries", default=4, show_default=True, type=click.IntRange(1, 10))
+@push_options
 @pass_workspace
 def push(
     ws: Workspace,

@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from modelyard.cli._common import console, param_option, pass_workspace
+from modelyard.cli._common import console, param_option, pass_workspace, push_options
 from modelyard.errors import StepFailed
 from modelyard.workspace import Workspace
 
@@ -258,13 +258,7 @@ def compile_(
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--registry", required=True, metavar="HOST[/PREFIX]", help="Where to push.")
 @click.option("--name", help="Which pipeline, when FILE defines several.")
-@click.option("--username", "-u", default=None, help="User for --password-stdin.")
-@click.option(
-    "--password-stdin",
-    is_flag=True,
-    help="Read the password from stdin (else the Docker config's credentials are used).",
-)
-@click.option("--retries", default=4, show_default=True, type=click.IntRange(1, 10))
+@push_options
 @pass_workspace
 def build_images(
     ws: Workspace,
