@@ -204,6 +204,25 @@ def test_a_damaged_record_of_pushed_images_is_a_clear_error(
         compile_argo(pipeline_file, workspace=sqlite_workspace, allow_local_state=True)
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--registry", "Bad Registry!"], "registry"),
+        (["--registry", "127.0.0.1:5000", "--password-stdin"], "without a user name"),
+    ],
+)
+def test_build_images_refuses_bad_input_before_building_anything(
+    pipeline_file: Path, sqlite_workspace: Workspace, args: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(
+        cli, ["pipeline", "build-images", str(pipeline_file), *args], input="secret\n"
+    )
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert pushed_images(sqlite_workspace) == {}
+
+
 def test_the_orchestrator_hands_a_steps_own_environment_to_the_runner(
     pipeline_file: Path, sqlite_workspace: Workspace
 ) -> None:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from modelyard.errors import RegistryError
+
 if TYPE_CHECKING:
     from modelyard.images import DockerEngine
     from modelyard.workspace import Workspace
@@ -52,6 +54,9 @@ def build_step_images(
         step_image_key,
     )
 
+    if password is not None and not username:
+        raise RegistryError("a password was given without a user name (--username)")
+    registry_repository(registry, "modelyard-step")  # a bad registry fails before any build
     graph = build_graph(load_pipeline(pipeline_file, pipeline_name))
     groups: dict[tuple[str, ...], list[str]] = {}
     for name, env in step_environments(workspace, graph).items():
