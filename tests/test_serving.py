@@ -387,6 +387,21 @@ def test_the_rows_index_survives_a_torn_line(tmp_path: Path) -> None:
     assert read_predictions(tmp_path).column("rows").to_pylist() == [1, 2, 4, 7]
 
 
+def test_a_label_lookup_reads_a_bounded_part_of_the_rows_index(tmp_path: Path) -> None:
+    """A label for an unknown request id costs at most ``max_bytes`` of index reading (newest
+    files first), however long the log's history: an older prediction beyond it is not found."""
+    from modelyard.serving.predlog import PREDICTIONS, ROWS_INDEX, logged_rows
+
+    index = tmp_path / PREDICTIONS / ROWS_INDEX
+    index.mkdir(parents=True)
+    (index / "predictions-1.tsv").write_bytes(b"\nold\t3\n" + b"\nx\t1\n" * 1000)
+    (index / "predictions-2.tsv").write_bytes(b"\nnew\t5\n" + b"\ny\t1\n" * 1000)
+    newest = (index / "predictions-2.tsv").stat().st_size
+    assert logged_rows(tmp_path, "new", max_bytes=1) == 5
+    assert logged_rows(tmp_path, "old", max_bytes=newest) is None  # beyond the look-back
+    assert logged_rows(tmp_path, "old", max_bytes=newest + 1) == 3
+
+
 def test_only_the_newest_predictions_are_remembered() -> None:
     from modelyard.serving.labels import RecentRows
 

@@ -68,6 +68,8 @@ class ModelServer:
         self.predlog: Any = None
         self.feedback: Any = None
         self.recent_rows = RecentRows(config.label_memory)  # checks labels' shapes
+        # One rows-index scan at a time per worker: labels for unknown ids queue, not multiply.
+        self.rows_scan = threading.Lock()
         self._predict: Callable[[Batch], Awaitable[Any]] | None = None
         self._sigterm_hooked = False
         self._previous_sigterm: Any = None

@@ -510,8 +510,10 @@ async def log_prediction(
 
 async def _rows_of(server: ModelServer, request_id: str) -> int | None:
     """The rows of the logged prediction ``request_id``: from this worker's memory of its
-    recent predictions, else from the log's rows index (any worker's or replica's prediction,
-    however old; read in a thread, the event loop keeps serving). None if none was logged."""
+    recent predictions, else from the log's rows index (any worker's or replica's prediction
+    within the newest :data:`~modelyard.serving.predlog.ROWS_LOOKBACK_BYTES` of it; read in a
+    thread, one scan at a time per worker, the event loop keeps serving). None if none was
+    found."""
     rows = server.recent_rows.get(request_id)
     if rows is None and server.predlog is not None:
         import asyncio
@@ -520,7 +522,12 @@ async def _rows_of(server: ModelServer, request_id: str) -> int | None:
 
         folder = server.predlog.folder.parent
         loop = asyncio.get_running_loop()
-        rows = await loop.run_in_executor(None, logged_rows, folder, request_id)
+
+        def scan() -> int | None:
+            with server.rows_scan:
+                return logged_rows(folder, request_id)
+
+        rows = await loop.run_in_executor(None, scan)
         if rows is not None:
             server.recent_rows.add(request_id, rows)
     return rows

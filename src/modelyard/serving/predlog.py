@@ -438,10 +438,18 @@ def _is_logged_id(request_id: str) -> bool:
     return 0 < len(request_id) <= 200 and all(33 <= ord(c) < 127 for c in request_id)
 
 
-def logged_rows(folder: Path, request_id: str) -> int | None:
+#: How much of the rows index (newest first) a label's request id is looked up in: a label
+#: for an unknown id costs at most this much reading (about a million predictions' worth).
+ROWS_LOOKBACK_BYTES = 64 * 1024 * 1024
+
+
+def logged_rows(
+    folder: Path, request_id: str, *, max_bytes: int = ROWS_LOOKBACK_BYTES
+) -> int | None:
     """The rows of the newest logged prediction answered as ``request_id`` under the log folder
     ``folder`` (any worker's or replica's), from the segments' rows indexes; None if there is
-    none. Reads the index files newest first, memory-mapped, each searched once."""
+    none within the newest ``max_bytes`` of them. Reads the index files newest first,
+    memory-mapped, each searched once."""
     if not _is_logged_id(request_id):
         return None
     directory = Path(folder) / PREDICTIONS / ROWS_INDEX
@@ -450,12 +458,16 @@ def logged_rows(folder: Path, request_id: str) -> int | None:
     except OSError:
         return None
     needle = b"\n" + request_id.encode() + b"\t"
+    budget = max_bytes
     for name in names:
+        if budget <= 0:
+            return None
         try:
             with (
                 open(directory / name, "rb") as fh,
                 mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm,
             ):
+                budget -= len(mm)
                 at = mm.rfind(needle)
                 if at < 0:
                     continue
