@@ -464,9 +464,13 @@ def test_deploy_pushes_to_ecr_with_the_authorization_token(
     )  # fmt: skip
     name = f"churn-{uuid.uuid4().hex[:8]}"
     spec = deploy.DeploySpec("churn@1", name, target="sagemaker", options=options)
-    # The dry run names the tag the push will write (no digest yet), and pushes nothing.
+    # The dry run names the tag the push will write (or, when the session's workspace pushed
+    # churn@1 before, the digest that push recorded), and pushes nothing.
+    before = resolve("churn@1", churn_image).image_digest
     planned = _plan(spec, churn_image)
-    assert planned[0]["params"]["PrimaryContainer"]["Image"] == f"{repository}:1"
+    named = f"{repository}@{before}" if before else f"{repository}:1"
+    assert planned[0]["params"]["PrimaryContainer"]["Image"] == named
+    assert resolve("churn@1", churn_image).image_digest == before
     image = Captured()
     with Stubber(ecr) as ecr_stub:
         ecr_stub.add_response(
