@@ -148,8 +148,9 @@ def two_workers(tmp_path: Path, user_dir: Path) -> Iterator[Server]:
 
 
 def _answering_pids(log_dir: Path) -> set[str]:
-    """Worker pids that wrote prediction-log segments (``predictions-<stamp>-<host>-<pid>-…``)."""
-    return {p.name.split("-")[-2] for p in (log_dir / "predictions").glob("predictions-*")}
+    """Worker pids that wrote prediction-log segments
+    (``predictions-<stamp>-<host>-<pid>-<seq>-<token>``)."""
+    return {p.name.split("-")[-3] for p in (log_dir / "predictions").glob("predictions-*")}
 
 
 @pytest.mark.slow
