@@ -113,7 +113,9 @@ def test_padding_bytes_of_structured_arrays_do_not_reach_the_file(tmp_path: Path
                 if info.filename.endswith(".npy"):
                     array = np.load(io.BytesIO(data), allow_pickle=False)
                     if array.dtype.names and array.dtype.itemsize > 57:
-                        dirty = np.frombuffer(bytearray([fill]) * array.nbytes, array.dtype).copy()
+                        # writable over our own bytes: .copy() copies the fields only, and the
+                        # padding would be whatever the allocator handed out
+                        dirty = np.frombuffer(bytearray([fill]) * array.nbytes, array.dtype)
                         for name in array.dtype.names:
                             dirty[name] = array[name]
                         buffer = io.BytesIO()
@@ -123,25 +125,7 @@ def test_padding_bytes_of_structured_arrays_do_not_reach_the_file(tmp_path: Path
         return out.getvalue()
 
     first, second = with_padding(0xAB), with_padding(0xCD)
-    # In one full-suite run no padded node array reached skops' file (first == second; not
-    # understood yet, never seen alone): then the canonical form is checked on an array built
-    # here with the nodes' layout (57 bytes of fields in 64), so the test still proves it.
-    if first == second:
-        from modelyard.flavors.sklearn import _zero_padding
-
-        fields = [(f"f{i}", "<f8") for i in range(7)] + [("flag", "u1")]
-        layout = np.dtype({"names": [n for n, _ in fields], "formats": [f for _, f in fields],
-                           "offsets": [8 * i for i in range(8)], "itemsize": 64})  # fmt: skip
-        saved = []
-        for fill in (0xAB, 0xCD):
-            dirty = np.frombuffer(bytearray([fill]) * (layout.itemsize * 3), layout).copy()
-            for name in layout.names:
-                dirty[name] = 1
-            buffer = io.BytesIO()
-            np.save(buffer, dirty, allow_pickle=False)
-            saved.append(buffer.getvalue())
-        assert saved[0] != saved[1]
-        assert _zero_padding(saved[0]) == _zero_padding(saved[1])
+    assert first != second
     assert canonical_skops(first) == canonical_skops(second)
     (tmp_path / "m.skops").write_bytes(canonical_skops(first))
     loaded = sio.load(
