@@ -117,6 +117,7 @@ class Load:
         self.ok = 0
         self.failed: list[str] = []
         self.versions: set[str] = set()
+        self._answered = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._body = json.dumps(
@@ -138,10 +139,17 @@ class Load:
             try:
                 with urllib.request.urlopen(req, timeout=15) as resp:
                     answer = json.loads(resp.read())
-                self.ok += 1
+                with self._answered:
+                    self.ok += 1
+                    self._answered.notify_all()
                 self.versions.add(str(answer.get("model_version")))
             except Exception as exc:  # every failure is counted, whatever it is
                 self.failed.append(repr(exc))
+
+    def wait_ok(self, answers: int, timeout: float = 30.0) -> None:
+        """Until ``answers`` requests were answered (at most ``timeout`` seconds)."""
+        with self._answered:
+            self._answered.wait_for(lambda: self.ok >= answers, timeout)
 
     def __enter__(self) -> Load:
         self._thread.start()

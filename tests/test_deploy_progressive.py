@@ -45,12 +45,6 @@ def _spec(ref: str, port: int, strategy: str) -> deploy.DeploySpec:
     return deploy.DeploySpec(ref, NAME, target="local", port=port, strategy=strategy)
 
 
-def _warm(load: Load) -> None:
-    deadline = time.monotonic() + 30
-    while load.ok < 20 and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
 def test_shadow_then_canary_promote_a_good_candidate(
     served: tuple[Workspace, int, str],
 ) -> None:
@@ -58,7 +52,7 @@ def test_shadow_then_canary_promote_a_good_candidate(
     v2, v3 = register(ws, SignToo()), register(ws, SignToo())
     url = f"http://127.0.0.1:{port}"
     with Load(url, model="sign") as load:
-        _warm(load)
+        load.wait_ok(20)
         shadow = pg.rollout(
             _spec(v2, port, "shadow"),
             pg.RolloutPlan((pg.shadow_step(1.0, 20, requests=40),), LENIENT),
@@ -119,7 +113,7 @@ def test_a_bad_canary_is_aborted_at_the_first_step(
     bad = register(ws, model)
     url = f"http://127.0.0.1:{port}"
     with Load(url, model="sign") as load:
-        _warm(load)
+        load.wait_ok(20)
         started = time.monotonic()
         with pytest.raises(RolloutAborted, match="step 1") as caught:
             pg.rollout(
@@ -162,7 +156,7 @@ def test_the_cli_runs_a_canary_and_exits_non_zero_on_an_abort(
     assert refused.exit_code != 0
     assert "unknown analysis threshold 'nope'" in refused.output
     with Load(f"http://127.0.0.1:{port}", model="sign") as load:
-        _warm(load)
+        load.wait_ok(20)
         passed = runner.invoke(cli, ["deploy", good, *common, "--alias", ""])
         aborted = runner.invoke(cli, ["deploy", flaky, *common])
     assert passed.exit_code == 0, passed.output

@@ -56,19 +56,13 @@ def _spec(ref: str, port: int, strategy: str) -> deploy.DeploySpec:
     return deploy.DeploySpec(ref, NAME, target="docker", port=port, strategy=strategy)
 
 
-def _warm(load: Load) -> None:
-    deadline = time.monotonic() + 30
-    while load.ok < 20 and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
 @pytest.mark.timeout(1200)
 def test_docker_shadow_then_canary_promote(
     served: tuple[Workspace, int, dict[str, str]], engine: DockerEngine
 ) -> None:
     ws, port, refs = served
     with Load(f"http://127.0.0.1:{port}", model="sign") as load:
-        _warm(load)
+        load.wait_ok(20)
         shadow = pg.rollout(
             _spec(refs["good"], port, "shadow"),
             pg.RolloutPlan((pg.shadow_step(1.0, 30, requests=30),), LENIENT),
@@ -107,7 +101,7 @@ def test_docker_bad_canary_is_aborted_at_the_first_step(
 ) -> None:
     ws, port, refs = served
     with Load(f"http://127.0.0.1:{port}", model="sign") as load:
-        _warm(load)
+        load.wait_ok(20)
         with pytest.raises(RolloutAborted, match="step 1") as caught:
             pg.rollout(
                 _spec(refs[kind], port, "canary"),
